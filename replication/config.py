@@ -1,0 +1,417 @@
+"""Typed, validated configuration: params.yaml and RunSpecs are checked once, here, at the door.
+
+Everything downstream (data, model, optimizers, training, the store) trusts a `RunSpec`.
+Errors name the key, the bad value and what is accepted, e.g.
+``optimizer.name: 'adamm' is unknown; choose one of: adafactor, adamw, muon, sgd``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OPTIMIZERS = ("sgd", "adamw", "adafactor", "muon")
+SCHEDULES = ("constant", "cosine", "wsd", "power")
+DECAY_SHAPES = ("linear", "exponential", "1-sqrt")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PROFILES = ("smoke", "cpu", "gpu")
+
+# Non-embedding sizes: 12 * depth * width**2 (see model.count_parameters).
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "nano": {"width": 96, "depth": 3, "head_dim": 32},  # 0.33 M
+    "micro": {"width": 128, "depth": 4, "head_dim": 32},  # 0.79 M
+    "mini": {"width": 192, "depth": 6, "head_dim": 64},  # 2.65 M
+    "small": {"width": 256, "depth": 8, "head_dim": 64},  # 6.29 M
+    "lm11m": {"width": 384, "depth": 6, "head_dim": 128},  # 10.6 M (Marek et al.'s "30M" body)
+    "lm19m": {"width": 512, "depth": 6, "head_dim": 128},  # 18.9 M
+    "lm30m": {"width": 640, "depth": 6, "head_dim": 128},  # 29.5 M
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key and what is accepted."""
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _choice(key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"{key}: {value!r} is unknown{_did_you_mean(str(value), choices)}; "
+            f"choose one of: {', '.join(sorted(choices))}"
+        )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = "shakespeare"  # 'shakespeare', a local file/folder path, or 'hf:<dataset name>'
+    vocab_size: int = 2048
+    seq_len: int = 128
+    val_tokens: int = 65536  # fixed validation set, the same for every evaluation
+    val_fraction: float = 0.1  # share of documents (plays) held out for validation
+    hf_config: str | None = None
+    hf_split: str = "train"
+    text_column: str = "text"
+    max_documents: int | None = None  # cap on documents read (hub datasets are streamed)
+
+    def validate(self, key: str) -> None:
+        _positive(f"{key}.vocab_size", self.vocab_size)
+        if self.vocab_size < 260:
+            raise ConfigError(f"{key}.vocab_size: {self.vocab_size} is too small; a byte-level BPE needs >= 260")
+        _positive(f"{key}.seq_len", self.seq_len)
+        _positive(f"{key}.val_tokens", self.val_tokens)
+        if self.val_tokens < self.seq_len + 1:
+            raise ConfigError(f"{key}.val_tokens: {self.val_tokens} is shorter than one sequence ({self.seq_len + 1})")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"{key}.val_fraction: {self.val_fraction} must lie in (0, 1)")
+        if self.max_documents is not None:
+            _positive(f"{key}.max_documents", self.max_documents)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    width: int = 128
+    depth: int = 4
+    head_dim: int = 32
+
+    def validate(self, key: str) -> None:
+        for name in ("width", "depth", "head_dim"):
+            _positive(f"{key}.{name}", getattr(self, name))
+        if self.width % self.head_dim:
+            raise ConfigError(f"{key}.width: {self.width} is not a multiple of head_dim {self.head_dim}")
+        if self.head_dim % 2:
+            raise ConfigError(f"{key}.head_dim: {self.head_dim} must be even for rotary embeddings")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adamw"
+    lr: float = 1e-3  # peak LR; for muon the LR of the hidden matrices
+    beta1: float | None = 0.9  # momentum (sgd: None or 0 = vanilla); ignored when a half-life is given
+    beta2: float | None = 0.95
+    beta1_half_life_tokens: float | None = None  # Marek et al.: held fixed in tokens across batch sizes
+    beta2_half_life_tokens: float | None = None
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    adam_lr: float | None = None  # muon: LR of the AdamW part (embeddings); default = lr
+    nesterov: bool = False  # muon momentum flavour
+    beta2_decay: float = -0.8  # adafactor: torch's 1 - beta2_t = t**beta2_decay
+
+    def validate(self, key: str) -> None:
+        _choice(f"{key}.name", self.name, OPTIMIZERS)
+        _positive(f"{key}.lr", self.lr)
+        if self.adam_lr is not None:
+            _positive(f"{key}.adam_lr", self.adam_lr)
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ConfigError(f"{key}.{name}: {value} must lie in [0, 1)")
+        for name in ("beta1_half_life_tokens", "beta2_half_life_tokens"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(f"{key}.{name}", value)
+        _positive(f"{key}.eps", self.eps)
+        if self.weight_decay < 0:
+            raise ConfigError(f"{key}.weight_decay: {self.weight_decay} must be >= 0")
+        if self.beta2_decay >= 0:
+            raise ConfigError(f"{key}.beta2_decay: {self.beta2_decay} must be negative")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = "cosine"
+    warmup_fraction: float = 0.05  # of the token budget
+    decay_fraction: float = 0.1  # wsd / power: final decay, share of the token budget
+    decay_shape: str = "linear"  # wsd; power decays exponentially (Shen et al.)
+    power_a: float = 4.6  # Shen et al. Eq. 7: lr = min(lr_max, batch_size * a * tokens**b)
+    power_b: float = -0.51
+
+    def validate(self, key: str) -> None:
+        _choice(f"{key}.name", self.name, SCHEDULES)
+        _choice(f"{key}.decay_shape", self.decay_shape, DECAY_SHAPES)
+        for name in ("warmup_fraction", "decay_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"{key}.{name}: {value} must lie in [0, 1)")
+        if self.warmup_fraction + self.decay_fraction >= 1 and self.name in ("wsd", "power"):
+            raise ConfigError(f"{key}: warmup_fraction + decay_fraction must be < 1")
+        _positive(f"{key}.power_a", self.power_a)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one training run; its hash names the run's record."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    batch_size: int = 16  # sequences per optimizer step
+    micro_batch_size: int | None = None  # gradient accumulation: None = the whole batch at once
+    tokens: int = 1_000_000  # training budget in tokens
+    seed: int = 0
+    log_every_tokens: int = 16384  # train-loss logging interval
+    eval_every_tokens: int = 131072  # validation interval (and always at the end)
+    target_losses: tuple[float, ...] = ()  # record steps/tokens at which val loss first reaches each
+    ewa_decay: float | None = None  # evaluate an exponential weight average of the parameters
+    divergence_factor: float = 1.5  # a logged train loss above factor x initial loss = diverged
+    device: str = "auto"
+
+    def validate(self, key: str = "run") -> "RunSpec":
+        self.model.validate(f"{key}.model")
+        self.data.validate(f"{key}.data")
+        self.optimizer.validate(f"{key}.optimizer")
+        self.schedule.validate(f"{key}.schedule")
+        _positive(f"{key}.batch_size", self.batch_size)
+        if self.micro_batch_size is not None:
+            _positive(f"{key}.micro_batch_size", self.micro_batch_size)
+            if self.batch_size % self.micro_batch_size:
+                raise ConfigError(
+                    f"{key}.micro_batch_size: {self.micro_batch_size} does not divide batch_size {self.batch_size}"
+                )
+        if self.tokens < self.tokens_per_step:
+            raise ConfigError(
+                f"{key}.tokens: {self.tokens} is smaller than one step "
+                f"(batch_size x seq_len = {self.tokens_per_step} tokens)"
+            )
+        _positive(f"{key}.log_every_tokens", self.log_every_tokens)
+        _positive(f"{key}.eval_every_tokens", self.eval_every_tokens)
+        if self.ewa_decay is not None and not 0 < self.ewa_decay < 1:
+            raise ConfigError(f"{key}.ewa_decay: {self.ewa_decay} must lie in (0, 1)")
+        if self.divergence_factor <= 1:
+            raise ConfigError(f"{key}.divergence_factor: {self.divergence_factor} must be > 1")
+        if self.seed < 0:
+            raise ConfigError(f"{key}.seed: {self.seed} must be >= 0")
+        _choice(f"{key}.device", self.device, DEVICES)
+        return self
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.data.seq_len
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // self.tokens_per_step
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **dotted: Any) -> "RunSpec":
+        """A copy with dotted keys changed, e.g. ``spec.replace(**{'optimizer.lr': 3e-3})``; validated."""
+        return run_spec_from_dict(_merge(self.to_dict(), _undot(dotted)))
+
+    @property
+    def hash(self) -> str:
+        return spec_hash(self)
+
+
+def spec_hash(spec: RunSpec) -> str:
+    """Names a run by its full spec plus the record format (not the git commit: editing code keeps results)."""
+    from replication.store import RECORD_FORMAT
+
+    canonical = json.dumps({"format": RECORD_FORMAT, "spec": spec.to_dict()}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _positive(key: str, value) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key}: {value} must be > 0")
+
+
+# ---------------------------------------------------------------- dict -> dataclass, with type checks
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {annotation.__name__} fields, got {value!r}")
+        return _from_dict(annotation, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # 1e6 in YAML
+        if isinstance(value, str):
+            try:
+                as_float = float(value)
+            except ValueError:
+                as_float = None
+            if as_float is not None and as_float.is_integer():
+                return int(as_float)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+
+
+def _from_dict(cls, raw: dict[str, Any], key: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for name in raw:
+        if name not in names:
+            raise ConfigError(
+                f"{key}.{name}: unknown key{_did_you_mean(name, names)}; accepted keys: {', '.join(names)}"
+            )
+    return cls(**{name: _coerce(f"{key}.{name}", value, hints[name]) for name, value in raw.items()})
+
+
+def run_spec_from_dict(raw: dict[str, Any], key: str = "run") -> RunSpec:
+    """Build and validate a RunSpec; ``model.preset`` expands to width/depth/head_dim."""
+    raw = dict(raw)
+    if isinstance(raw.get("model"), dict) and "preset" in raw["model"]:
+        model = dict(raw["model"])
+        preset = model.pop("preset")
+        _choice(f"{key}.model.preset", preset, MODEL_PRESETS)
+        raw["model"] = {**MODEL_PRESETS[preset], **model}
+    return _from_dict(RunSpec, raw, key).validate(key)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _undot(dotted: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, value in dotted.items():
+        node = out
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+# ---------------------------------------------------------------- params.yaml
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of params.yaml on one profile: a base spec and a grid of dotted keys."""
+
+    name: str
+    profile: str
+    base: RunSpec
+    grid: dict[str, tuple]
+    settings: dict[str, Any]  # experiment-specific knobs for the notebook (plots, fits), unvalidated here
+
+    def expand(self) -> list[RunSpec]:
+        keys = list(self.grid)
+        specs = []
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            dotted = dict(zip(keys, values))
+            key = f"experiments.{self.name}[{', '.join(f'{k}={v}' for k, v in dotted.items())}]"
+            specs.append(run_spec_from_dict(_merge(self.base.to_dict(), _undot(dotted)), key))
+        if not specs:
+            raise ConfigError(f"experiments.{self.name}: the grid expands to no runs (an empty list in {keys})")
+        return specs
+
+
+_TOP_KEYS = ("profile", "run", "profiles", "experiments")
+_EXPERIMENT_KEYS = ("run", "grid", "settings", "profiles")
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml and check its top-level shape (the specs are checked by `experiment`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {str(path)!r} does not exist")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for k in params:
+        if k not in _TOP_KEYS:
+            raise ConfigError(f"{k}: unknown key{_did_you_mean(k, _TOP_KEYS)}; accepted keys: {', '.join(_TOP_KEYS)}")
+    for name in params.get("profiles", {}):
+        _choice("profiles", name, PROFILES)
+    for name, exp in params.get("experiments", {}).items():
+        for k in exp or {}:
+            if k not in _EXPERIMENT_KEYS:
+                raise ConfigError(
+                    f"experiments.{name}.{k}: unknown key{_did_you_mean(k, _EXPERIMENT_KEYS)}; "
+                    f"accepted keys: {', '.join(_EXPERIMENT_KEYS)}"
+                )
+    if "profile" in params:
+        _choice("profile", params["profile"], PROFILES)
+    return params
+
+
+def experiment(params: dict[str, Any], name: str, profile: str) -> Experiment:
+    """Resolve experiment `name` on `profile`: global run < profile run < experiment run < experiment profile run."""
+    _choice("profile", profile, PROFILES)
+    experiments = params.get("experiments", {})
+    _choice("experiment", name, experiments)
+    exp = experiments[name] or {}
+    profile_block = params.get("profiles", {}).get(profile) or {}
+    for k in profile_block:
+        if k != "run":
+            raise ConfigError(f"profiles.{profile}.{k}: unknown key; accepted keys: run")
+    exp_profile = (exp.get("profiles") or {}).get(profile) or {}
+    for k in exp_profile:
+        if k not in ("run", "grid", "settings"):
+            raise ConfigError(f"experiments.{name}.profiles.{profile}.{k}: unknown key; accepted keys: grid, run, settings")
+    raw = {}
+    for layer in (params.get("run"), profile_block.get("run"), exp.get("run"), exp_profile.get("run")):
+        raw = _merge(raw, layer or {})
+    base = run_spec_from_dict(raw, f"experiments.{name}.run")
+    grid = {**(exp.get("grid") or {}), **(exp_profile.get("grid") or {})}
+    for k, values in grid.items():
+        if not isinstance(values, list):
+            raise ConfigError(f"experiments.{name}.grid.{k}: expected a list of values, got {values!r}")
+        _check_dotted_key(f"experiments.{name}.grid", k)
+    settings = {**(exp.get("settings") or {}), **(exp_profile.get("settings") or {})}
+    return Experiment(name, profile, base, {k: tuple(v) for k, v in grid.items()}, settings)
+
+
+def _check_dotted_key(where: str, dotted: str) -> None:
+    cls = RunSpec
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(cls)] if cls else []
+        if part not in names:
+            raise ConfigError(
+                f"{where}.{dotted}: unknown key '{part}'{_did_you_mean(part, names)}; accepted: {', '.join(names) or 'nothing below ' + parts[i - 1]}"
+            )
+        hint = typing.get_type_hints(cls)[part]
+        cls = hint if dataclasses.is_dataclass(hint) else None

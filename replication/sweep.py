@@ -1,0 +1,140 @@
+"""Sweeps: expand an experiment's grid, skip what the store has, train the rest, return a tidy table.
+
+Runs that can share one batched computation (same architecture, data, batch size, budget and
+optimizer) are grouped into ensembles (`replication.ensemble.plan`, at most `max_members`, sized to
+fit memory); each finished run is written to the store as soon as its group ends, so a killed
+sweep loses only the groups in flight.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from replication.config import Experiment, RunSpec
+from replication.ensemble import plan, recommended_workers
+from replication.store import Store
+from replication.train import environment, resolve_device, train_members
+
+DEFAULT_MAX_MEMBERS = 8
+
+
+def _is_out_of_memory(err: Exception) -> bool:
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(err).lower()
+
+
+def train_group(group: list[RunSpec]) -> list[dict]:
+    """Train one ensemble; on out-of-memory split it in halves and retry; other errors become failed records."""
+    try:
+        return train_members(group)
+    except Exception as err:  # one bad group must not sink the sweep; its runs are retried next time
+        if len(group) > 1 and _is_out_of_memory(err):
+            half = len(group) // 2
+            warnings.warn(f"ensemble of {len(group)} ran out of memory; retrying as {half} + {len(group) - half}", stacklevel=2)
+            return train_group(group[:half]) + train_group(group[half:])
+        return [_failed_record(s, err) for s in group]
+
+
+def _train_group_in_worker(args: tuple[list[RunSpec], int]) -> list[dict]:
+    group, threads = args
+    torch.set_num_threads(threads)
+    return train_group(group)
+
+
+def run_specs(
+    specs: list[RunSpec],
+    store: Store,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Ensure every spec has a record in `store`; return the records in spec order.
+
+    workers > 1 trains groups in that many processes with cores / workers threads each (the
+    per-core lever on CPU); None takes what `replication.bench` measured faster on this machine.
+    Each record is written the moment its group ends.
+    """
+    if workers is None:
+        workers = recommended_workers()
+    unique = list({s.hash: s for s in specs}.values())
+    missing = []
+    for s in unique:
+        record = store.read(s.hash)
+        if record is None or record["status"] == "failed":  # failed runs (not diverged ones) are retried
+            missing.append(s)
+    if workers > 1 and missing:  # enough groups to keep every worker busy
+        max_members = max(1, min(max_members, -(-len(missing) // workers)))
+    groups = plan(missing, max_members)
+    with tqdm(total=len(missing), desc=f"sweep {store.root.parent.name}/{store.root.name}", disable=not progress or not missing) as bar:
+        if workers > 1 and len(groups) > 1:
+            threads = max(1, torch.get_num_threads() // workers)
+            with mp.get_context("spawn").Pool(workers) as pool:
+                for records in pool.imap_unordered(_train_group_in_worker, [(g, threads) for g in groups]):
+                    for record in records:
+                        store.write(record)
+                    bar.update(len(records))
+        else:
+            for group in groups:
+                for record in train_group(group):
+                    store.write(record)
+                bar.update(len(group))
+    out = [store.read(s.hash) for s in specs]
+    return [r for r in out if r is not None]
+
+
+def run_experiment(exp: Experiment, results_root: str | Path = "results", **kwargs) -> pd.DataFrame:
+    """Run (or load) every run of an experiment and return its table."""
+    store = Store(results_root, exp.profile, exp.name)
+    return table(run_specs(exp.expand(), store, **kwargs), grid_keys=list(exp.grid))
+
+
+def _failed_record(spec: RunSpec, err: Exception) -> dict:
+    from replication.store import RECORD_FORMAT
+
+    return {
+        "format": RECORD_FORMAT,
+        "id": spec.hash,
+        "spec": spec.to_dict(),
+        "environment": environment(resolve_device(spec.device)),
+        "status": "failed",
+        "error": "".join(traceback.format_exception_only(err)).strip(),
+        "diverged_at_step": None,
+        "train": {"step": [], "tokens": [], "loss": []},
+        "val": {"step": [], "tokens": [], "loss": []},
+        "final_val_loss": None,
+        "best_val_loss": None,
+        "steps": 0,
+        "tokens": 0,
+    }
+
+
+def _dotted(d: dict, path: str):
+    for part in path.split("."):
+        d = d[part]
+    return d
+
+
+def table(records: list[dict], grid_keys: list[str] | None = None) -> pd.DataFrame:
+    """One row per run: the grid's keys, the optimizer, batch size, outcome and cost."""
+    keys = list(dict.fromkeys(["optimizer.name", "batch_size", "optimizer.lr", "seed", *(grid_keys or [])]))
+    rows = []
+    for r in records:
+        row = {k: _dotted(r["spec"], k) for k in keys}
+        row.update(
+            status=r["status"],
+            final_val_loss=r["final_val_loss"],
+            best_val_loss=r["best_val_loss"],
+            steps=r["steps"],
+            tokens=r["tokens"],
+            wall_time_s=r.get("wall_time_s"),
+            peak_memory_mb=(r.get("peak_memory_bytes") or 0) / 2**20,
+            id=r["id"],
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,270 @@
+"""Training: one run is `train(spec)`; `train_members(specs)` trains runs of one shape side by side.
+
+The loop is plain: sample each member's batch, forward all members at once, backward the summed
+loss (each member's gradient is its own), step, log. A member whose loss turns NaN/inf or climbs
+far above its start is recorded as diverged at that step and drops out of the computation; it
+never raises. Records are plain dicts (see DESIGN.md "Records").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import subprocess
+import time
+
+import torch
+from tqdm import tqdm
+
+from replication.config import RunSpec
+from replication.data import BatchSampler, load_tokens, validation_windows
+from replication.model import GPT, count_parameters, flops_per_token
+from replication.optim import build_optimizer, set_learning_rates
+from replication.store import RECORD_FORMAT
+
+# Fields that members of one batched computation must share (everything else may differ).
+SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device")
+EVAL_CHUNK_ELEMENTS = 2**25  # logits elements per validation forward (bounds eval memory)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def environment(device: torch.device) -> dict:
+    """What produced a record, for audit (never part of its identity)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        "git_commit": commit or None,
+    }
+
+
+def train(spec: RunSpec, progress: bool = False) -> dict:
+    """Train one run and return its record."""
+    return train_members([spec], progress=progress)[0]
+
+
+def _check_shared(specs: list[RunSpec]) -> None:
+    first = specs[0].to_dict()
+    for spec in specs[1:]:
+        d = spec.to_dict()
+        for key in SHARED_FIELDS:
+            if d[key] != first[key]:
+                raise ValueError(f"members trained together must share {key!r}: {first[key]!r} != {d[key]!r}")
+        if d["optimizer"]["name"] != first["optimizer"]["name"]:
+            raise ValueError("members trained together must share optimizer.name")
+
+
+def _activation_bytes(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> int:
+    """Bytes autograd saves for backward in one forward pass (the activation memory).
+
+    Each storage counts once; the parameters themselves (saved by reference) are not activations.
+    """
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(idx, targets).sum()
+    return sum(seen.values())
+
+
+@torch.no_grad()
+def evaluate(model: GPT, val: torch.Tensor, active: list[int]) -> list[float]:
+    """Mean validation loss of each active member over the fixed validation windows."""
+    M, (n, T1) = len(active), val.shape
+    chunk = max(1, EVAL_CHUNK_ELEMENTS // (M * (T1 - 1) * model.vocab_size))
+    totals = torch.zeros(M, dtype=torch.float64, device=val.device)
+    for start in range(0, n, chunk):
+        w = val[start:start + chunk]
+        w = w.unsqueeze(0).expand(M, *w.shape)
+        totals += model(w[..., :-1], w[..., 1:]).double() * w.shape[1]
+    return (totals / n).tolist()
+
+
+class _WeightAverage:
+    """Bias-corrected exponential weight average per member (Zhang et al. evaluate on it)."""
+
+    def __init__(self, model: GPT, decays: list[float | None]):
+        self.decays = decays
+        self.avg = {m: [torch.zeros_like(p) for p in model.members[m].parameters()] for m, d in enumerate(decays) if d}
+        self.steps = 0
+
+    def update(self, model: GPT, active: list[int]) -> None:
+        self.steps += 1
+        for m in active:
+            if m in self.avg:
+                torch._foreach_lerp_(self.avg[m], [p.detach() for p in model.members[m].parameters()], 1 - self.decays[m])
+
+    @contextlib.contextmanager
+    def applied(self, model: GPT):
+        """Evaluate with the (bias-corrected) averages in place of the live weights, then restore them exactly."""
+        live = {m: [p.detach().clone() for p in model.members[m].parameters()] for m in self.avg}
+        for m, avg in self.avg.items():
+            correction = 1 - self.decays[m] ** max(self.steps, 1)
+            for p, a in zip(model.members[m].parameters(), avg):
+                p.data.copy_(a / correction)
+        try:
+            yield
+        finally:
+            for m, saved in live.items():
+                for p, w in zip(model.members[m].parameters(), saved):
+                    p.data.copy_(w)
+
+
+def train_members(specs: list[RunSpec], progress: bool = False) -> list[dict]:
+    """Train runs that share architecture, data, batch size and budget as one batched computation."""
+    _check_shared(specs)
+    spec0 = specs[0]
+    device = resolve_device(spec0.device)
+    data = load_tokens(spec0.data)
+    M, B, T = len(specs), spec0.batch_size, spec0.data.seq_len
+    micro = spec0.micro_batch_size or B
+    n_micro = B // micro
+    steps = spec0.steps
+
+    model = GPT(spec0.model, spec0.data.vocab_size, T, [s.seed for s in specs]).to(device)
+    optimizer = build_optimizer(list(model.members), specs)
+    samplers = [BatchSampler(data.train, B, T, s.seed) for s in specs]
+    val = validation_windows(data.val, T, spec0.data.val_tokens).to(device)
+    ewa = _WeightAverage(model, [s.ewa_decay for s in specs])
+
+    records = [_empty_record(s, device, M) for s in specs]
+    active = list(range(M))
+    initial_loss: list[float | None] = [None] * M
+    interval_sum, interval_n = [0.0] * M, 0
+    log_every = max(1, spec0.log_every_tokens // spec0.tokens_per_step)
+    eval_every = max(1, spec0.eval_every_tokens // spec0.tokens_per_step)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+
+    def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = zip(*(samplers[m].batch(step) for m in active))
+        return torch.stack(xs).to(device), torch.stack(ys).to(device)
+
+    def run_eval(step: int) -> None:
+        with ewa.applied(model):
+            losses = evaluate(model, val, active)
+        for m, loss in zip(active, losses):
+            r = records[m]
+            r["val"]["step"].append(step)
+            r["val"]["tokens"].append(step * spec0.tokens_per_step)
+            r["val"]["loss"].append(loss)
+            for target in specs[m].target_losses:
+                key = repr(float(target))
+                if r["targets"][key] is None and loss <= target:
+                    r["targets"][key] = {"step": step, "tokens": step * spec0.tokens_per_step}
+
+    def diverge(m: int, step: int, why: str) -> None:
+        records[m].update(status="diverged", diverged_at_step=step, error=why)
+        active.remove(m)
+        for p in model.members[m].parameters():
+            p.grad = None
+
+    bar = tqdm(range(steps), desc=f"train x{M} B={B}", disable=not progress, leave=False)
+    step = 0
+    for step in bar:
+        model.active = active
+        set_learning_rates(optimizer, specs, step * spec0.tokens_per_step)
+        x, y = batches(step)
+        if step == 0:
+            activation_bytes = _activation_bytes(model, x[:, :micro], y[:, :micro]) // M
+        step_loss = torch.zeros(len(active), device=device)
+        for k in range(n_micro):
+            losses = model(x[:, k * micro:(k + 1) * micro], y[:, k * micro:(k + 1) * micro])
+            (losses.sum() / n_micro).backward()
+            step_loss += losses.detach() / n_micro
+        for m, loss in zip(list(active), step_loss.tolist()):
+            if not math.isfinite(loss):
+                diverge(m, step, f"loss {loss} at step {step}")
+            else:
+                if initial_loss[m] is None:
+                    initial_loss[m] = loss
+                interval_sum[m] += loss
+        if not active:
+            break
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ewa.update(model, active)
+        interval_n += 1
+        done = step + 1
+        if done % log_every == 0 or done == steps:
+            for m in list(active):
+                mean = interval_sum[m] / interval_n
+                r = records[m]
+                r["train"]["step"].append(done)
+                r["train"]["tokens"].append(done * spec0.tokens_per_step)
+                r["train"]["loss"].append(mean)
+                if mean > specs[m].divergence_factor * initial_loss[m]:
+                    diverge(m, done, f"train loss {mean:.3f} above {specs[m].divergence_factor} x initial {initial_loss[m]:.3f}")
+                interval_sum[m] = 0.0
+            interval_n = 0
+            if active:
+                bar.set_postfix(loss=f"{min(records[m]['train']['loss'][-1] for m in active):.3f}")
+        if active and (done % eval_every == 0 or done == steps):
+            run_eval(done)
+        if not active:
+            break
+
+    wall = time.perf_counter() - start
+    memory_peak = torch.cuda.max_memory_allocated(device) // M if device.type == "cuda" else None
+    for m, r in enumerate(records):
+        member_params = list(model.members[m].parameters())
+        state = optimizer.state
+        mem = {
+            "parameters": sum(p.numel() * p.element_size() for p in member_params),
+            "gradients": sum(p.numel() * p.element_size() for p in member_params),
+            "optimizer_state": sum(
+                v.numel() * v.element_size() for p in member_params for v in state.get(p, {}).values() if torch.is_tensor(v)
+            ),
+            "activations": activation_bytes,
+        }
+        r["memory"] = mem
+        r["peak_memory_bytes"] = memory_peak or sum(mem.values())
+        r["peak_memory_source"] = "cuda.max_memory_allocated / members" if memory_peak else "sum of live tensors"
+        done_steps = r["diverged_at_step"] if r["status"] == "diverged" else step + 1
+        r["steps"] = done_steps
+        r["tokens"] = done_steps * spec0.tokens_per_step
+        r["flops"] = r["flops_per_token"] * r["tokens"]
+        r["epochs"] = samplers[m].epochs_for(done_steps)
+        r["wall_time_s"] = wall
+        vals = r["val"]["loss"]
+        r["final_val_loss"] = vals[-1] if vals and r["status"] == "ok" else None
+        r["best_val_loss"] = min(vals) if vals else None
+    return records
+
+
+def _empty_record(spec: RunSpec, device: torch.device, ensemble_size: int) -> dict:
+    return {
+        "format": RECORD_FORMAT,
+        "id": spec.hash,
+        "spec": spec.to_dict(),
+        "environment": {**environment(device), "ensemble_size": ensemble_size},
+        "status": "ok",
+        "diverged_at_step": None,
+        "error": None,
+        "n_params": count_parameters(spec.model, spec.data.vocab_size),
+        "flops_per_token": flops_per_token(spec.model, spec.data.vocab_size, spec.data.seq_len),
+        "train": {"step": [], "tokens": [], "loss": []},
+        "val": {"step": [], "tokens": [], "loss": []},
+        "targets": {repr(float(t)): None for t in spec.target_losses},
+    }

@@ -1,0 +1,109 @@
+import pytest
+import yaml
+
+from replication.config import ConfigError, MODEL_PRESETS, experiment, load_params, run_spec_from_dict
+from tests.conftest import TINY
+
+
+def _params(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_it_and_suggests_the_close_one():
+    with pytest.raises(ConfigError, match=r"run\.optimizer\.lrr: unknown key \(did you mean 'lr'\?\)"):
+        run_spec_from_dict({"optimizer": {"lrr": 1e-3}})
+
+
+def test_unknown_optimizer_lists_the_accepted_ones():
+    with pytest.raises(ConfigError, match="'adamm' is unknown.*choose one of: adafactor, adamw, muon, sgd"):
+        run_spec_from_dict({"optimizer": {"name": "adamm"}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"run\.batch_size: expected an integer, got 'big'"):
+        run_spec_from_dict({"batch_size": "big"})
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"batch_size": 0}, r"batch_size: 0 must be > 0"),
+        ({"optimizer": {"lr": -1}}, r"optimizer\.lr: -1\.0 must be > 0"),
+        ({"optimizer": {"beta2": 1.0}}, r"optimizer\.beta2: 1\.0 must lie in \[0, 1\)"),
+        ({"optimizer": {"beta2_half_life_tokens": 0}}, r"beta2_half_life_tokens: 0\.0 must be > 0"),
+        ({"tokens": 10}, r"tokens: 10 is smaller than one step"),
+        ({"micro_batch_size": 3}, r"micro_batch_size: 3 does not divide batch_size 16"),
+        ({"model": {"width": 100, "head_dim": 32}}, r"not a multiple of head_dim"),
+        ({"model": {"preset": "huge"}}, r"model\.preset: 'huge' is unknown"),
+    ],
+)
+def test_bad_values_raise_before_training(override, message):
+    with pytest.raises(ConfigError, match=message):
+        run_spec_from_dict(override)
+
+
+def test_yaml_exponent_strings_are_numbers():
+    spec = run_spec_from_dict(yaml.safe_load("optimizer: {lr: 1e-3}\ntokens: 2e6"))
+    assert spec.optimizer.lr == 1e-3 and spec.tokens == 2_000_000
+
+
+def test_preset_expands_to_dimensions():
+    assert run_spec_from_dict({"model": {"preset": "mini"}}).model.width == MODEL_PRESETS["mini"]["width"]
+
+
+def test_hash_is_stable_and_changes_with_the_spec():
+    a, b = run_spec_from_dict(TINY), run_spec_from_dict(TINY)
+    assert a.hash == b.hash
+    assert a.replace(**{"optimizer.lr": 1e-2}).hash != a.hash
+    assert a.replace(seed=1).hash != a.hash
+
+
+def test_experiment_layers_and_grid(tmp_path):
+    path = _params(
+        tmp_path,
+        """
+profile: smoke
+run: {batch_size: 8, tokens: 100000, optimizer: {lr: 1.0e-3}}
+profiles:
+  smoke: {run: {tokens: 50000}}
+experiments:
+  demo:
+    run: {optimizer: {name: sgd}}
+    grid: {optimizer.lr: [0.1, 0.2], seed: [0, 1]}
+    profiles:
+      smoke: {grid: {seed: [5]}}
+""",
+    )
+    exp = experiment(load_params(path), "demo", "smoke")
+    specs = exp.expand()
+    assert [(s.optimizer.lr, s.seed) for s in specs] == [(0.1, 5), (0.2, 5)]
+    assert all(s.tokens == 50000 and s.batch_size == 8 and s.optimizer.name == "sgd" for s in specs)
+
+
+def test_grid_errors(tmp_path):
+    path = _params(tmp_path, "experiments:\n  demo:\n    grid: {optimizer.lrr: [1]}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'lrr' \(did you mean 'lr'\?\)"):
+        experiment(load_params(path), "demo", "cpu")
+    path = _params(tmp_path, "experiments:\n  demo:\n    grid: {seed: []}\n")
+    with pytest.raises(ConfigError, match="expands to no runs"):
+        experiment(load_params(path), "demo", "cpu").expand()
+
+
+def test_params_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"profiles: 'laptop' is unknown"):
+        load_params(_params(tmp_path, "profiles: {laptop: {}}\n"))
+    with pytest.raises(ConfigError, match=r"experimnts: unknown key \(did you mean 'experiments'\?\)"):
+        load_params(_params(tmp_path, "experimnts: {}\n"))
+    with pytest.raises(ConfigError, match=r"experiment: 'missing' is unknown"):
+        experiment(load_params(_params(tmp_path, "experiments: {demo: {}}\n")), "missing", "cpu")
+
+
+def test_repository_params_expand_for_every_profile():
+    params = load_params("params.yaml")
+    for name in params["experiments"]:
+        for profile in ("smoke", "cpu", "gpu"):
+            assert experiment(params, name, profile).expand()

@@ -1,0 +1,52 @@
+"""The pipeline end to end: papermill runs the smoke profile of each notebook in a temporary copy."""
+
+import shutil
+from pathlib import Path
+
+import papermill
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _stage_outs(stage: str) -> list[str]:
+    outs = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["outs"]
+    return [next(iter(o)) if isinstance(o, dict) else o for o in outs]
+
+
+@pytest.fixture(scope="module")
+def workbook(tmp_path_factory):
+    """A copy of the workbook with no results, figures or executed notebooks."""
+    root = tmp_path_factory.mktemp("workbook")
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns("executed"))
+    (root / "notebooks" / "executed").mkdir()
+    return root
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_on_the_smoke_profile(workbook, name):
+    out = workbook / "notebooks" / "executed" / f"{name}.ipynb"
+    papermill.execute_notebook(
+        str(workbook / "notebooks" / f"{name}.ipynb"),
+        str(out),
+        parameters={"profile": "smoke"},
+        kernel_name="python3",
+        cwd=str(workbook),
+        progress_bar=False,
+    )
+    for path in _stage_outs(name):
+        path = path.replace("${profile}", "smoke")
+        target = workbook / path
+        assert target.exists(), f"stage {name} did not write {path}"
+        if path.endswith(".png"):
+            assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 1000
+
+
+def test_every_notebook_is_a_dvc_stage():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in NOTEBOOKS:
+        assert name in stages and f"notebooks/{name}.ipynb" in stages[name]["deps"]

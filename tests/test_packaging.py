@@ -1,0 +1,44 @@
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_installs_what_pyproject_declares():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    via_editable = any(p.startswith("-e .") for p in pip)
+    listed = " ".join(str(d) for d in env["dependencies"] + pip)
+    for dep in deps:
+        name = re.split(r"[=<>\[ ]", dep)[0]
+        assert via_editable or name in listed, f"{name} is in pyproject.toml but not in environment.yml"
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_torch_is_pinned_exactly():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "torch==2.13.0" in deps
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```(?:bash|sh)\n(.*?)\n```", readme, flags=re.S)
+    test_command = commands[1].strip()
+    assert "pytest" in test_command
+    assert test_command in (ROOT / ".ci" / "run").read_text()
+    assert "dvc repro" in commands[0]
+
+
+def test_source_notebooks_are_committed_without_outputs():
+    import nbformat
+
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"), path
+        assert nb.cells[1].metadata.get("tags") == ["parameters"] or any(
+            "parameters" in c.metadata.get("tags", []) for c in nb.cells
+        ), path

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+
+from replication.store import CorruptRecordWarning, Store
+from replication.sweep import run_specs
+from replication import sweep
+
+
+@pytest.fixture
+def stored(tmp_path, tiny_spec):
+    store = Store(tmp_path, "smoke", "demo")
+    [record] = run_specs([tiny_spec], store, progress=False)
+    return store, record
+
+
+def test_round_trip_and_no_temp_files(stored):
+    store, record = stored
+    assert store.read(record["id"]) == record
+    assert [p.name for p in store.root.iterdir()] == [f"{record['id']}.json"]
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda text, rec: text[: len(text) // 2], "not valid JSON"),
+        (lambda text, rec: json.dumps({k: v for k, v in rec.items() if k != "val"}), "lacks fields val"),
+        (lambda text, rec: json.dumps({**rec, "format": 0}), "record format 0"),
+        (lambda text, rec: json.dumps({**rec, "spec": {**rec["spec"], "seed": 9}}), "hash does not match"),
+    ],
+)
+def test_untrustworthy_records_are_quarantined_and_redone(stored, tiny_spec, damage, reason):
+    store, record = stored
+    path = store.path(record["id"])
+    path.write_text(damage(path.read_text(), record))
+    with pytest.warns(CorruptRecordWarning, match=reason):
+        assert store.read(record["id"]) is None
+    assert (store.quarantine / path.name).exists()
+    [redone] = run_specs([tiny_spec], store, progress=False)
+    assert redone["train"]["loss"] == record["train"]["loss"]
+
+
+def test_sweep_skips_runs_the_store_has(stored, tiny_spec, monkeypatch):
+    store, _ = stored
+    calls = []
+    real = sweep.train_members
+    monkeypatch.setattr(sweep, "train_members", lambda specs: calls.append(len(specs)) or real(specs))
+    run_specs([tiny_spec, tiny_spec.replace(seed=1), tiny_spec.replace(seed=2)], store, progress=False)
+    assert calls == [2]  # one ensemble of the two missing runs
+    run_specs([tiny_spec, tiny_spec.replace(seed=1)], store, progress=False)
+    assert calls == [2]
+
+
+def test_a_failing_group_is_recorded_and_retried(tmp_path, tiny_spec, monkeypatch):
+    store = Store(tmp_path, "smoke", "demo")
+
+    def boom(specs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(sweep, "train_members", boom)
+    [record] = run_specs([tiny_spec], store, progress=False)
+    assert record["status"] == "failed" and "out of memory" in record["error"]
+    monkeypatch.undo()
+    [record] = run_specs([tiny_spec], store, progress=False)
+    assert record["status"] == "ok"

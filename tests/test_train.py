@@ -1,0 +1,46 @@
+import math
+
+from replication.train import train, train_members
+
+
+def test_same_spec_gives_the_identical_loss_curve(tiny_spec):
+    a, b = train(tiny_spec), train(tiny_spec)
+    assert a["train"]["loss"] == b["train"]["loss"]
+    assert a["val"]["loss"] == b["val"]["loss"]
+
+
+def test_record_holds_what_design_md_promises(tiny_spec):
+    r = train(tiny_spec.replace(target_losses=[100.0, 0.1]))
+    assert r["status"] == "ok" and r["steps"] == tiny_spec.steps and r["tokens"] == tiny_spec.steps * 64
+    assert r["train"]["step"] == [5, 10, 15, 20] and r["val"]["step"] == [10, 20]
+    assert r["final_val_loss"] == r["val"]["loss"][-1] and r["best_val_loss"] == min(r["val"]["loss"])
+    assert r["targets"] == {"100.0": {"step": 10, "tokens": 640}, "0.1": None}
+    assert r["flops"] == r["flops_per_token"] * r["tokens"]
+    assert set(r["memory"]) == {"parameters", "gradients", "optimizer_state", "activations"}
+    assert r["memory"]["optimizer_state"] >= 2 * r["memory"]["parameters"]  # AdamW: two moments
+    assert r["environment"]["torch"].startswith("2.13")
+    assert r["wall_time_s"] > 0 and r["peak_memory_bytes"] > 0
+
+
+def test_divergence_is_recorded_not_raised(tiny_spec):
+    r = train(tiny_spec.replace(**{"optimizer.name": "sgd", "optimizer.lr": 1e6, "optimizer.beta1": 0.0}))
+    assert r["status"] == "diverged"
+    assert 0 <= r["diverged_at_step"] < tiny_spec.steps
+    assert r["final_val_loss"] is None and "loss" in r["error"]
+
+
+def test_a_diverging_member_stops_and_the_others_go_on(tiny_spec):
+    good = tiny_spec.replace(**{"optimizer.name": "sgd", "optimizer.lr": 0.3, "optimizer.beta1": 0.0})
+    bad = good.replace(**{"optimizer.lr": 1e6})
+    r_good, r_bad = train_members([good, bad])
+    assert r_bad["status"] == "diverged" and r_good["status"] == "ok"
+    assert r_good["steps"] == tiny_spec.steps
+    assert math.isfinite(r_good["final_val_loss"])
+    assert r_good["train"]["loss"] == train(good)["train"]["loss"]
+
+
+def test_weight_averaging_changes_what_is_evaluated(tiny_spec):
+    plain = train(tiny_spec)
+    averaged = train(tiny_spec.replace(ewa_decay=0.9))
+    assert averaged["train"]["loss"] == plain["train"]["loss"]  # training is untouched
+    assert averaged["val"]["loss"] != plain["val"]["loss"]
