@@ -65,7 +65,9 @@ def step_throughput(preset: str, vocab: int, seq_len: int, batch_size: int, memb
     x, y = idx[..., :-1], idx[..., 1:]
 
     def step():
-        model(x, y).sum().backward()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):  # as in training
+            loss = model(x, y).sum()
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -108,12 +110,14 @@ def per_core_workers(preset, vocab, seq_len, batch_size, members, workers: int, 
 
 def run(device_name: str = "auto", seconds: float = 3.0, quick: bool = False) -> dict:
     device = resolve_device(device_name)
-    peak = matmul_peak_gflops(device)
+    # Training runs in fp32 on CPU and under bf16 autocast on CUDA: measure the peak of that dtype.
+    peak = matmul_peak_gflops(device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
     result = {
         "machine": {"device": str(device), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "platform": platform.platform(),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "matmul_peak_gflops": peak,
+        "matmul_dtype": "bfloat16" if device.type == "cuda" else "float32",
         "models": {},
     }
     batch_sizes = (1, 4) if quick else (1, 4, 16, 64)
@@ -151,7 +155,7 @@ def run(device_name: str = "auto", seconds: float = 3.0, quick: bool = False) ->
 
 def format_table(result: dict) -> str:
     lines = [f"device {result['machine']['device']} ({result['machine']['gpu'] or platform.processor() or 'cpu'}), "
-             f"{result['machine']['threads']} threads; fp32 matmul peak {result['matmul_peak_gflops']:.1f} GFLOP/s", ""]
+             f"{result['machine']['threads']} threads; {result['matmul_dtype']} matmul peak {result['matmul_peak_gflops']:.1f} GFLOP/s", ""]
     header = f"{'model':<7}{'B':>4}{'M':>4}{'tokens/s':>11}{'GFLOP/s':>9}{'MFU':>7}{'vs seq':>8}{'vs B*M':>8}{'MB/member':>11}"
     for label, rows in result["models"].items():
         lines += [f"[{label}]", header]

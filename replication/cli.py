@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--profile")
     sweep.add_argument("--max-members", type=int, default=None, help="largest ensemble trained as one computation")
     sweep.add_argument("--workers", type=int, default=None, help="worker processes (default: what metrics/bench.json measured faster)")
+    sweep.add_argument("--checkpoint-every-tokens", type=int, default=None, help="checkpoint long runs at this interval so a killed sweep resumes mid-run")
 
     show = sub.add_parser("show", help="summarise the store: runs per experiment and status")
     show.add_argument("--profile")
@@ -73,6 +74,9 @@ def _dispatch(args) -> int:
         record = run_specs([spec], Store(args.results, exp.profile, exp.name))[0]
         print(table([record]).to_string(index=False))
         return 0
-    df = run_experiment(exp, args.results, max_members=args.max_members or DEFAULT_MAX_MEMBERS, workers=args.workers)
+    df = run_experiment(
+        exp, args.results, max_members=args.max_members or DEFAULT_MAX_MEMBERS, workers=args.workers,
+        checkpoint_every_tokens=args.checkpoint_every_tokens,
+    )
     print(df.to_string(index=False))
     return 0

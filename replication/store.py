@@ -3,17 +3,22 @@
 Records are written atomically (temp file + rename), so a kill never leaves a partial record. A
 record that cannot be trusted (truncated, missing fields, wrong hash, older format) is reported,
 moved to a `_quarantine/` side folder, and its run counts as missing so the sweep redoes it.
+Sweeps sharing a store claim runs (`_claims/<id>.claim`, taken under a file lock) so that two processes never
+train the same spec; the claim of a process that died is taken over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import tempfile
 import warnings
 from pathlib import Path
 
-RECORD_FORMAT = 1  # bump by hand when the record layout changes
+RECORD_FORMAT = 2  # bump by hand when the record layout changes (2: timings moved under "timing")
 REQUIRED_FIELDS = ("format", "id", "spec", "status", "train", "val", "final_val_loss", "best_val_loss", "steps", "tokens")
 
 
@@ -25,6 +30,7 @@ class Store:
     def __init__(self, root: str | Path, profile: str, experiment: str):
         self.root = Path(root) / profile / experiment
         self.quarantine = self.root / "_quarantine"
+        self.claims = self.root / "_claims"  # transient: claim files and the lock (git- and dvc-ignored)
 
     def path(self, run_id: str) -> Path:
         return self.root / f"{run_id}.json"
@@ -94,3 +100,64 @@ class Store:
     def records(self) -> list[dict]:
         """Every trustworthy record in the store (untrustworthy ones are quarantined)."""
         return [r for r in (self.read(i) for i in self.ids()) if r is not None]
+
+    # ------------------------------------------------------------ claims: one trainer per run
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.claims.mkdir(parents=True, exist_ok=True)
+        with open(self.claims / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _claim_path(self, run_id: str) -> Path:
+        return self.claims / f"{run_id}.claim"
+
+    def claim(self, run_id: str) -> bool:
+        """Take run `run_id` for this process: False if it is recorded or a live process holds it."""
+        with self._locked():
+            record = self.read(run_id)
+            if record is not None and record["status"] != "failed":
+                return False
+            path = self._claim_path(run_id)
+            if path.exists() and not self._claim_is_stale(path):
+                return False
+            path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+            return True
+
+    def release(self, run_id: str) -> None:
+        with self._locked():
+            path = self._claim_path(run_id)
+            try:
+                holder = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return
+            if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                path.unlink(missing_ok=True)
+
+    def claimed_elsewhere(self, run_id: str) -> bool:
+        path = self._claim_path(run_id)
+        return path.exists() and not self._claim_is_stale(path)
+
+    @staticmethod
+    def _claim_is_stale(path: Path) -> bool:
+        """A claim is stale when its process (on this host) no longer runs; other hosts' claims are trusted."""
+        try:
+            holder = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return True
+        if holder.get("host") != socket.gethostname():
+            return False
+        pid = holder.get("pid")
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, TypeError):
+            return not isinstance(pid, int)
+        return False

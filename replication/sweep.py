@@ -9,6 +9,7 @@ sweep loses only the groups in flight.
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -29,22 +30,22 @@ def _is_out_of_memory(err: Exception) -> bool:
     return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(err).lower()
 
 
-def train_group(group: list[RunSpec]) -> list[dict]:
+def train_group(group: list[RunSpec], **train_kwargs) -> list[dict]:
     """Train one ensemble; on out-of-memory split it in halves and retry; other errors become failed records."""
     try:
-        return train_members(group)
+        return train_members(group, **train_kwargs)
     except Exception as err:  # one bad group must not sink the sweep; its runs are retried next time
         if len(group) > 1 and _is_out_of_memory(err):
             half = len(group) // 2
             warnings.warn(f"ensemble of {len(group)} ran out of memory; retrying as {half} + {len(group) - half}", stacklevel=2)
-            return train_group(group[:half]) + train_group(group[half:])
+            return train_group(group[:half], **train_kwargs) + train_group(group[half:], **train_kwargs)
         return [_failed_record(s, err) for s in group]
 
 
-def _train_group_in_worker(args: tuple[list[RunSpec], int]) -> list[dict]:
-    group, threads = args
+def _train_group_in_worker(args: tuple[list[RunSpec], int, dict]) -> list[dict]:
+    group, threads, train_kwargs = args
     torch.set_num_threads(threads)
-    return train_group(group)
+    return train_group(group, **train_kwargs)
 
 
 def run_specs(
@@ -53,39 +54,61 @@ def run_specs(
     max_members: int = DEFAULT_MAX_MEMBERS,
     workers: int | None = None,
     progress: bool = True,
+    poll_s: float = 1.0,
+    checkpoint_every_tokens: int | None = None,
 ) -> list[dict]:
     """Ensure every spec has a record in `store`; return the records in spec order.
 
-    workers > 1 trains groups in that many processes with cores / workers threads each (the
-    per-core lever on CPU); None takes what `replication.bench` measured faster on this machine.
-    Each record is written the moment its group ends.
+    Runs are claimed before training, so sweeps sharing a store split the work instead of repeating
+    it; runs another live process holds are waited for. workers > 1 trains groups in that many
+    processes with cores / workers threads each (the per-core lever on CPU); None takes what
+    `replication.bench` measured faster on this machine. Each record is written the moment its group ends;
+    with `checkpoint_every_tokens`, long runs also checkpoint to `<store>/_checkpoints/` and resume.
     """
     if workers is None:
         workers = recommended_workers()
-    unique = list({s.hash: s for s in specs}.values())
-    missing = []
-    for s in unique:
-        record = store.read(s.hash)
-        if record is None or record["status"] == "failed":  # failed runs (not diverged ones) are retried
-            missing.append(s)
-    if workers > 1 and missing:  # enough groups to keep every worker busy
-        max_members = max(1, min(max_members, -(-len(missing) // workers)))
-    groups = plan(missing, max_members)
-    with tqdm(total=len(missing), desc=f"sweep {store.root.parent.name}/{store.root.name}", disable=not progress or not missing) as bar:
-        if workers > 1 and len(groups) > 1:
-            threads = max(1, torch.get_num_threads() // workers)
-            with mp.get_context("spawn").Pool(workers) as pool:
-                for records in pool.imap_unordered(_train_group_in_worker, [(g, threads) for g in groups]):
+    pending = list({s.hash: s for s in specs}.values())
+    pending = [s for s in pending if _needs_run(store, s)]
+    with tqdm(total=len(pending), desc=f"sweep {store.root.parent.name}/{store.root.name}", disable=not progress or not pending) as bar:
+        while pending:
+            mine = [s for s in pending if store.claim(s.hash)]
+            try:
+                train_kwargs = {}
+                if checkpoint_every_tokens:
+                    train_kwargs = {"checkpoint_dir": store.root / "_checkpoints", "checkpoint_every_tokens": checkpoint_every_tokens}
+                for records in _train_all(mine, max_members, workers, train_kwargs):
                     for record in records:
                         store.write(record)
+                        store.release(record["id"])
                     bar.update(len(records))
-        else:
-            for group in groups:
-                for record in train_group(group):
-                    store.write(record)
-                bar.update(len(group))
+            finally:
+                for s in mine:
+                    store.release(s.hash)
+            pending = [s for s in pending if s not in mine and _needs_run(store, s)]
+            if pending:  # held by another sweep: wait for its records (or take over if it died)
+                time.sleep(poll_s)
+                bar.update(0)
     out = [store.read(s.hash) for s in specs]
     return [r for r in out if r is not None]
+
+
+def _needs_run(store: Store, spec: RunSpec) -> bool:
+    record = store.read(spec.hash)
+    return record is None or record["status"] == "failed"  # failed runs (not diverged ones) are retried
+
+
+def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwargs: dict):
+    """Yield the records of each trained group as it finishes."""
+    if workers > 1 and specs:  # enough groups to keep every worker busy
+        max_members = max(1, min(max_members, -(-len(specs) // workers)))
+    groups = plan(specs, max_members)
+    if workers > 1 and len(groups) > 1:
+        threads = max(1, torch.get_num_threads() // workers)
+        with mp.get_context("spawn").Pool(workers) as pool:
+            yield from pool.imap_unordered(_train_group_in_worker, [(g, threads, train_kwargs) for g in groups])
+    else:
+        for group in groups:
+            yield train_group(group, **train_kwargs)
 
 
 def run_experiment(exp: Experiment, results_root: str | Path = "results", **kwargs) -> pd.DataFrame:
@@ -132,7 +155,7 @@ def table(records: list[dict], grid_keys: list[str] | None = None) -> pd.DataFra
             best_val_loss=r["best_val_loss"],
             steps=r["steps"],
             tokens=r["tokens"],
-            wall_time_s=r.get("wall_time_s"),
+            wall_time_s=(r.get("timing") or {}).get("wall_time_s"),
             peak_memory_mb=(r.get("peak_memory_bytes") or 0) / 2**20,
             id=r["id"],
         )

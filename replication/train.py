@@ -9,10 +9,13 @@ never raises. Records are plain dicts (see DESIGN.md "Records").
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import os
 import platform
 import subprocess
 import time
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -130,8 +133,18 @@ class _WeightAverage:
                     p.data.copy_(w)
 
 
-def train_members(specs: list[RunSpec], progress: bool = False) -> list[dict]:
-    """Train runs that share architecture, data, batch size and budget as one batched computation."""
+def train_members(
+    specs: list[RunSpec],
+    progress: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every_tokens: int | None = None,
+) -> list[dict]:
+    """Train runs that share architecture, data, batch size and budget as one batched computation.
+
+    With `checkpoint_dir` and `checkpoint_every_tokens`, the whole training state (weights, optimizer,
+    data position, logs, RNG) is saved atomically at that interval, and a call for the same runs
+    resumes from the last checkpoint and ends exactly as an uninterrupted call would.
+    """
     _check_shared(specs)
     spec0 = specs[0]
     device = resolve_device(spec0.device)
@@ -153,6 +166,17 @@ def train_members(specs: list[RunSpec], progress: bool = False) -> list[dict]:
     interval_sum, interval_n = [0.0] * M, 0
     log_every = max(1, spec0.log_every_tokens // spec0.tokens_per_step)
     eval_every = max(1, spec0.eval_every_tokens // spec0.tokens_per_step)
+    checkpoint = _Checkpoint(checkpoint_dir, specs) if checkpoint_dir and checkpoint_every_tokens else None
+    checkpoint_every = max(1, (checkpoint_every_tokens or 1) // spec0.tokens_per_step)
+    first_step, elapsed_before, activation_bytes = 0, 0.0, 0
+    if checkpoint and (saved := checkpoint.load()):
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        records, active[:], initial_loss = saved["records"], saved["active"], saved["initial_loss"]
+        interval_sum, interval_n = saved["interval_sum"], saved["interval_n"]
+        ewa.avg, ewa.steps = saved["ewa_avg"], saved["ewa_steps"]
+        first_step, elapsed_before, activation_bytes = saved["step"], saved["elapsed"], saved["activation_bytes"]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
@@ -180,8 +204,8 @@ def train_members(specs: list[RunSpec], progress: bool = False) -> list[dict]:
         for p in model.members[m].parameters():
             p.grad = None
 
-    bar = tqdm(range(steps), desc=f"train x{M} B={B}", disable=not progress, leave=False)
-    step = 0
+    bar = tqdm(range(first_step, steps), desc=f"train x{M} B={B}", disable=not progress, leave=False)
+    step = first_step - 1
     for step in bar:
         model.active = active
         set_learning_rates(optimizer, specs, step * spec0.tokens_per_step)
@@ -190,7 +214,8 @@ def train_members(specs: list[RunSpec], progress: bool = False) -> list[dict]:
             activation_bytes = _activation_bytes(model, x[:, :micro], y[:, :micro]) // M
         step_loss = torch.zeros(len(active), device=device)
         for k in range(n_micro):
-            losses = model(x[:, k * micro:(k + 1) * micro], y[:, k * micro:(k + 1) * micro])
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):  # bf16 matmuls on GPU only
+                losses = model(x[:, k * micro:(k + 1) * micro], y[:, k * micro:(k + 1) * micro])
             (losses.sum() / n_micro).backward()
             step_loss += losses.detach() / n_micro
         for m, loss in zip(list(active), step_loss.tolist()):
@@ -224,8 +249,15 @@ def train_members(specs: list[RunSpec], progress: bool = False) -> list[dict]:
             run_eval(done)
         if not active:
             break
+        if checkpoint and done % checkpoint_every == 0 and done < steps:
+            checkpoint.save({
+                "step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                "records": records, "active": list(active), "initial_loss": initial_loss,
+                "interval_sum": interval_sum, "interval_n": interval_n, "ewa_avg": ewa.avg, "ewa_steps": ewa.steps,
+                "elapsed": elapsed_before + time.perf_counter() - start, "activation_bytes": activation_bytes,
+            })
 
-    wall = time.perf_counter() - start
+    wall = elapsed_before + time.perf_counter() - start
     memory_peak = torch.cuda.max_memory_allocated(device) // M if device.type == "cuda" else None
     for m, r in enumerate(records):
         member_params = list(model.members[m].parameters())
@@ -246,11 +278,35 @@ def train_members(specs: list[RunSpec], progress: bool = False) -> list[dict]:
         r["tokens"] = done_steps * spec0.tokens_per_step
         r["flops"] = r["flops_per_token"] * r["tokens"]
         r["epochs"] = samplers[m].epochs_for(done_steps)
-        r["wall_time_s"] = wall
+        r["timing"] = {"wall_time_s": wall, "tokens_per_s": r["tokens"] / wall if wall > 0 else None}  # per run; the group trained together
         vals = r["val"]["loss"]
         r["final_val_loss"] = vals[-1] if vals and r["status"] == "ok" else None
         r["best_val_loss"] = min(vals) if vals else None
+    if checkpoint:
+        checkpoint.remove()
     return records
+
+
+class _Checkpoint:
+    """The training state of one group of runs, saved atomically (temp file + rename)."""
+
+    def __init__(self, folder: str | Path, specs: list[RunSpec]):
+        group = hashlib.sha256("".join(s.hash for s in specs).encode()).hexdigest()[:16]
+        self.path = Path(folder) / f"{group}.pt"
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        return torch.load(self.path, weights_only=False)
+
+    def save(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _empty_record(spec: RunSpec, device: torch.device, ensemble_size: int) -> dict:

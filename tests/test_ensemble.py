@@ -23,8 +23,8 @@ def test_a_member_matches_its_standalone_run_over_50_steps(tiny_spec, name):
         assert len(alone["train"]["loss"]) == 50
         assert record["train"]["loss"] == pytest.approx(alone["train"]["loss"], rel=2e-5, abs=1e-6)
         assert record["val"]["loss"] == pytest.approx(alone["val"]["loss"], rel=2e-5)
-        assert {k: v for k, v in record.items() if k not in ("train", "val", "final_val_loss", "best_val_loss", "wall_time_s", "environment", "peak_memory_bytes", "memory")} == {
-            k: v for k, v in alone.items() if k not in ("train", "val", "final_val_loss", "best_val_loss", "wall_time_s", "environment", "peak_memory_bytes", "memory")
+        assert {k: v for k, v in record.items() if k not in ("train", "val", "final_val_loss", "best_val_loss", "timing", "environment", "peak_memory_bytes", "memory")} == {
+            k: v for k, v in alone.items() if k not in ("train", "val", "final_val_loss", "best_val_loss", "timing", "environment", "peak_memory_bytes", "memory")
         }
 
 

@@ -19,7 +19,7 @@ def test_record_holds_what_design_md_promises(tiny_spec):
     assert set(r["memory"]) == {"parameters", "gradients", "optimizer_state", "activations"}
     assert r["memory"]["optimizer_state"] >= 2 * r["memory"]["parameters"]  # AdamW: two moments
     assert r["environment"]["torch"].startswith("2.13")
-    assert r["wall_time_s"] > 0 and r["peak_memory_bytes"] > 0
+    assert r["timing"]["wall_time_s"] > 0 and r["peak_memory_bytes"] > 0
 
 
 def test_divergence_is_recorded_not_raised(tiny_spec):
