@@ -69,7 +69,7 @@ def step_throughput(preset: str, vocab: int, seq_len: int, batch_size: int, memb
             loss = model(x, y).sum()
         loss.backward()
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

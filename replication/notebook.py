@@ -28,13 +28,14 @@ def setup(profile: str) -> Path:
 def show_spec(exp: Experiment) -> Markdown:
     s = exp.base
     n = count_parameters(s.model, s.data.vocab_size)
-    grid = ", ".join(f"`{k}` in {list(v)}" for k, v in exp.grid.items()) or "none"
+    grid = " + ".join(", ".join(f"`{k}` in {list(v)}" for k, v in g.items()) for g in exp.grids if g) or "none"
     return Markdown(
         f"**{exp.name}** on profile `{exp.profile}`: model width {s.model.width}, depth {s.model.depth}, "
         f"head dim {s.model.head_dim} ({n['non_embedding'] / 1e6:.2f} M non-embedding parameters, "
         f"{n['embedding'] / 1e6:.2f} M in embeddings); corpus `{s.data.corpus}`, vocab {s.data.vocab_size}, "
         f"sequences of {s.data.seq_len} tokens; {s.tokens:,} training tokens per run; optimizer "
-        f"`{s.optimizer.name}`, schedule `{s.schedule.name}`. Grid: {grid}."
+        f"`{s.optimizer.name}`, schedule `{s.schedule.name}`. Grid: {grid}"
+        + (f"; LR scaled as batch_size^{exp.lr_batch_exponent}." if exp.lr_batch_exponent else ".")
     )
 
 
@@ -55,3 +56,27 @@ def quickstart_summary(runs: pd.DataFrame) -> Markdown:
         f"{'agrees' if better is small else 'does not agree'} with that direction. It is not a test of the claim: "
         "the learning rate is not tuned per batch size here."
     )
+
+
+def write_metrics(path: str | Path, metrics: dict) -> Path:
+    """Write a notebook's key numbers as JSON (DataFrames become lists of rows; NaN becomes null)."""
+    import json
+    import math
+
+    def plain(value):
+        if isinstance(value, pd.DataFrame):
+            return [plain(r) for r in value.to_dict(orient="records")]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if hasattr(value, "item"):  # numpy scalars
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plain(metrics), indent=1, sort_keys=True) + "\n")
+    return path

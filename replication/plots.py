@@ -62,3 +62,181 @@ def _get(d: dict, dotted: str):
     for part in dotted.split("."):
         d = d[part]
     return d
+
+
+def best_loss_vs_batch_size(best: pd.DataFrame, labels: dict[str, str] | None = None, ax=None):
+    """Best loss per (optimizer, batch size) with seed error bars; cells where every setting diverged
+    are drawn as an x at the top of the axes, so they are never silently missing."""
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots()
+    finite = best["loss"].dropna()
+    top = finite.max() + 0.05 * (finite.max() - finite.min() + 1e-9) if len(finite) else 1.0
+    for i, (name, group) in enumerate(best.groupby("optimizer.name", sort=True)):
+        group = group.sort_values("batch_size")
+        colour = f"C{i}"
+        ok = group[group["loss"].notna()]
+        ax.errorbar(ok["batch_size"], ok["loss"], yerr=np.nan_to_num(ok["loss_se"].to_numpy()), marker="o", ms=4,
+                    capsize=3, color=colour, label=(labels or {}).get(name, name))
+        failed = group[group["loss"].isna()]
+        if len(failed):
+            ax.plot(failed["batch_size"], [top] * len(failed), "x", color=colour, ms=8, mew=2)
+    if best["loss"].isna().any():
+        ax.annotate("x: every setting diverged", (0.01, 0.99), xycoords="axes fraction", va="top", fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size (sequences)")
+    ax.set_ylabel("best validation loss")
+    ax.legend()
+    return ax
+
+
+def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_loss"):
+    """One panel per value of `panel`, loss against learning rate, one line per batch size (mean over
+    seeds); diverged runs are drawn as x at the top of their panel."""
+    panels = sorted(runs[panel].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), sharey=True, squeeze=False)
+    finite = runs[loss].dropna()
+    top = finite.max() + 0.05 * (finite.max() - finite.min() + 1e-9) if len(finite) else 1.0
+    colours = plt.get_cmap("coolwarm")
+    sizes = sorted(runs["batch_size"].unique())
+    for ax, value in zip(axes[0], panels):
+        sub = runs[runs[panel] == value]
+        for i, b in enumerate(sizes):
+            colour = colours(i / max(1, len(sizes) - 1))
+            cells = sub[sub["batch_size"] == b].groupby("optimizer.lr")[loss].mean()
+            ax.plot(cells.index, cells.to_numpy(), "o-", ms=4, color=colour, label=f"B={b}")
+            failed = cells[cells.isna()]
+            if len(failed):
+                ax.plot(failed.index, [top] * len(failed), "x", color=colour, ms=8, mew=2)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (as trained)")
+        ax.set_title(str(value))
+    axes[0][0].set_ylabel("final validation loss")
+    axes[0][-1].legend()
+    return fig
+
+
+def optimum_vs_batch_size(optima: pd.DataFrame, fit: dict | None):
+    """Left: the optimal beta2 per batch size; right: the optimal half-life in tokens with its log-log fit."""
+    import numpy as np
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.4, 4.0))
+    left.plot(optima["batch_size"], 1 - optima["optimal_beta2"], "o-")
+    left.set_xscale("log", base=2)
+    left.set_yscale("log")
+    left.set_xlabel("batch size (sequences)")
+    left.set_ylabel("1 - optimal beta2")
+    right.plot(optima["batch_size"], optima["optimal_half_life"], "o", label="optimum")
+    if fit is not None:
+        b = np.geomspace(optima["batch_size"].min(), optima["batch_size"].max(), 50)
+        right.plot(b, np.exp(fit["intercept"]) * b ** fit["slope"], "-",
+                   label=f"fit: slope {fit['slope']:.2f} [{fit['ci_low']:.2f}, {fit['ci_high']:.2f}]")
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.set_xlabel("batch size (sequences)")
+    right.set_ylabel("optimal beta2 half-life (tokens)")
+    right.legend()
+    return fig
+
+
+def train_curves(records: list[dict], labels: list[str], x: str = "tokens", ax=None):
+    """Train loss (mean over each logging interval) against tokens or training FLOPs, one line per run."""
+    if x not in ("tokens", "flops"):
+        raise ValueError(f"x: {x!r} must be 'tokens' or 'flops'")
+    if ax is None:
+        _, ax = plt.subplots()
+    for i, (r, label) in enumerate(zip(records, labels)):
+        scale = r["flops_per_token"] if x == "flops" else 1
+        ax.plot([t * scale for t in r["train"]["tokens"]], r["train"]["loss"], color=f"C{i}", lw=1.5, label=label)
+        if r["status"] == "diverged":
+            ax.plot([r["tokens"] * scale], [r["train"]["loss"][-1] if r["train"]["loss"] else float("nan")], "x", color=f"C{i}", ms=8)
+    ax.set_xlabel("training FLOPs" if x == "flops" else "tokens seen")
+    ax.set_ylabel("train loss (nats / token)")
+    ax.legend()
+    return ax
+
+
+def curves_table(records: list[dict], labels: list[str]) -> pd.DataFrame:
+    """The data behind `train_curves`, long format."""
+    return pd.DataFrame([
+        {"label": label, "id": r["id"], "tokens": t, "flops": t * r["flops_per_token"], "train_loss": loss}
+        for r, label in zip(records, labels) for t, loss in zip(r["train"]["tokens"], r["train"]["loss"])
+    ])
+
+
+def memory_bars(memory: pd.DataFrame, label: pd.Series, parts: tuple[str, ...]):
+    """Stacked bars of measured memory per run, one segment per part."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(memory)), 4.0))
+    bottom = np.zeros(len(memory))
+    for part in parts:
+        ax.bar(label.to_numpy(), memory[part].to_numpy(), bottom=bottom, label=part.replace("_", " "))
+        bottom += memory[part].to_numpy()
+    ax.set_ylabel("MiB per run")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend()
+    return fig
+
+
+def heatmaps(runs: pd.DataFrame, panel: str, x: str, y: str, value: str = "final_val_loss", tolerance: float | None = None):
+    """One heatmap per value of `panel` (mean over seeds), a shared colour scale, diverged cells grey and
+    marked x; with `tolerance`, cells within it of their panel's best are outlined."""
+    import numpy as np
+
+    panels = sorted(runs[panel].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.0), squeeze=False)
+    finite = runs[value].dropna()
+    vmin, vmax = (finite.min(), finite.quantile(0.9)) if len(finite) else (0, 1)
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("0.8")
+    image = None
+    for ax, p in zip(axes[0], panels):
+        grid = runs[runs[panel] == p].pivot_table(index=y, columns=x, values=value, dropna=False)
+        data = grid.to_numpy(dtype=float)
+        image = ax.imshow(np.ma.masked_invalid(data), origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+        best = np.nanmin(data) if np.isfinite(data).any() else np.nan
+        for (i, j), v in np.ndenumerate(data):
+            if not np.isfinite(v):
+                ax.text(j, i, "x", ha="center", va="center", color="k")
+            else:
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v > (vmin + vmax) / 2 else "k")
+                if tolerance is not None and v <= best + tolerance:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
+        ax.set_xticks(range(len(grid.columns)), [f"{c:.2g}" for c in grid.columns], rotation=45)
+        ax.set_yticks(range(len(grid.index)), [f"{r:g}" for r in grid.index])
+        ax.set_xlabel(x)
+        ax.set_title(f"{panel} = {p}")
+        ax.grid(False)
+    axes[0][0].set_ylabel(y)
+    fig.colorbar(image, ax=axes[0].tolist(), label=value.replace("_", " "))
+    return fig
+
+
+def sensitivity_panels(table: pd.DataFrame):
+    """One panel per hyperparameter: loss change against the multiplier of its centre value, one line per
+    batch size (mean over seeds, standard-error bars); diverged cells drawn as x at the top."""
+    import numpy as np
+
+    names = list(dict.fromkeys(table["hyperparameter"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), sharey=True, squeeze=False)
+    finite = table["delta_loss"][np.isfinite(table["delta_loss"])]
+    top = finite.max() * 1.1 + 0.01 if len(finite) else 1.0
+    sizes = sorted(table["batch_size"].unique())
+    colours = plt.get_cmap("coolwarm")
+    for ax, name in zip(axes[0], names):
+        for i, b in enumerate(sizes):
+            colour = colours(i / max(1, len(sizes) - 1))
+            line = table[(table["hyperparameter"] == name) & (table["batch_size"] == b)].sort_values("multiplier")
+            ok = line[np.isfinite(line["delta_loss"])]
+            ax.errorbar(ok["multiplier"], ok["delta_loss"], yerr=np.nan_to_num(ok["delta_se"].to_numpy()), marker="o", ms=4,
+                        capsize=3, color=colour, label=f"B={b}")
+            bad = line[~np.isfinite(line["delta_loss"])]
+            ax.plot(bad["multiplier"], [top] * len(bad), "x", color=colour, ms=8, mew=2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{name}: multiple of the centre")
+        ax.axhline(0, color="k", lw=0.5)
+    axes[0][0].set_ylabel("loss minus the centre's loss")
+    axes[0][-1].legend()
+    return fig

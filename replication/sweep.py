@@ -114,7 +114,7 @@ def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwarg
 def run_experiment(exp: Experiment, results_root: str | Path = "results", **kwargs) -> pd.DataFrame:
     """Run (or load) every run of an experiment and return its table."""
     store = Store(results_root, exp.profile, exp.name)
-    return table(run_specs(exp.expand(), store, **kwargs), grid_keys=list(exp.grid))
+    return table(run_specs(exp.expand(), store, **kwargs), grid_keys=exp.grid_keys)
 
 
 def _failed_record(spec: RunSpec, err: Exception) -> dict:
@@ -161,3 +161,29 @@ def table(records: list[dict], grid_keys: list[str] | None = None) -> pd.DataFra
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def run_more(exp: Experiment, specs: list[RunSpec], extra_keys: tuple[str, ...] = (), results_root: str | Path = "results",
+             **kwargs) -> pd.DataFrame:
+    """Runs derived from an experiment's grid in a later cell (more seeds at a best cell, a sweep around
+    an optimum), stored beside the experiment's own runs; the table also shows `extra_keys`."""
+    store = Store(results_root, exp.profile, exp.name)
+    return table(run_specs(specs, store, **kwargs), grid_keys=[*exp.grid_keys, *extra_keys])
+
+
+def with_seeds(exp: Experiment, ids: list[str], seeds: list[int], results_root: str | Path = "results", **kwargs) -> pd.DataFrame:
+    """Re-run the runs `ids` of an experiment with more seeds (e.g. the best cell of each group) and
+    return the table of all their seeds, the original ones included."""
+    chosen = [s for s in exp.expand() if s.hash in set(ids)]
+    specs = chosen + [s.replace(seed=seed) for s in chosen for seed in seeds if seed != s.seed]
+    return run_more(exp, specs, results_root=results_root, **kwargs)
+
+
+def records(exp: Experiment, ids: list[str], results_root: str | Path = "results") -> list[dict]:
+    """The stored records of runs `ids` of an experiment (for loss curves), in the order given."""
+    store = Store(results_root, exp.profile, exp.name)
+    out = [store.read(i) for i in ids]
+    missing = [i for i, r in zip(ids, out) if r is None]
+    if missing:
+        raise FileNotFoundError(f"{store.root}: no record for run(s) {', '.join(missing)}; run the experiment's stage first")
+    return out

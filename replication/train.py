@@ -228,7 +228,7 @@ def train_members(
         if not active:
             break
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)  # the stacked gradients and the members' views of them
         ewa.update(model, active)
         interval_n += 1
         done = step + 1

@@ -107,3 +107,24 @@ def test_repository_params_expand_for_every_profile():
     for name in params["experiments"]:
         for profile in ("smoke", "cpu", "gpu"):
             assert experiment(params, name, profile).expand()
+
+
+def test_a_list_of_grids_and_lr_scaled_with_batch_size(tmp_path):
+    path = _params(
+        tmp_path,
+        """
+experiments:
+  demo:
+    lr_batch_exponent: 0.5
+    grid:
+      - {optimizer.name: [sgd], optimizer.lr: [0.1], batch_size: [1, 4]}
+      - {optimizer.name: [adamw], optimizer.lr: [1.0e-3], batch_size: [16]}
+""",
+    )
+    specs = experiment(load_params(path), "demo", "cpu").expand()
+    assert [(s.optimizer.name, s.batch_size, s.optimizer.lr) for s in specs] == [
+        ("sgd", 1, 0.1), ("sgd", 4, pytest.approx(0.2)), ("adamw", 16, pytest.approx(4e-3))
+    ]
+    bad = _params(tmp_path, "experiments:\n  demo:\n    grid: [{seed: 3}]\n")
+    with pytest.raises(ConfigError, match=r"grid\[0\]\.seed: expected a list of values"):
+        experiment(load_params(bad), "demo", "cpu")

@@ -21,9 +21,9 @@ def test_flops_per_token_hand_count():
 
 def test_no_biases_no_norm_scales_untied_embeddings():
     model = GPT(ModelConfig(width=32, depth=2, head_dim=16), 100, 8, [0])
-    params = dict(model.named_parameters())
-    assert all(p.ndim == 2 for p in params.values())
     member = model.members[0]
+    assert all(p.ndim == 2 for p in member.parameters())
+    assert len(list(member.parameters())) == 2 + 6 * 2
     assert member.embed_in.data_ptr() != member.embed_out.data_ptr()
 
 
@@ -47,3 +47,21 @@ def test_members_compute_what_separate_models_compute():
         together = pair(idx, tgt)
         alone = [GPT(cfg, 100, 8, [s])(idx[i:i + 1], tgt[i:i + 1])[0] for i, s in enumerate([3, 7])]
     torch.testing.assert_close(together, torch.stack(alone), rtol=1e-5, atol=1e-6)
+
+
+def test_member_parameters_are_views_of_the_stacked_weights_and_receive_their_gradients():
+    cfg = ModelConfig(width=32, depth=1, head_dim=16)
+    model = GPT(cfg, 100, 8, [3, 7])
+    idx = torch.randint(0, 100, (2, 2, 8), generator=torch.Generator().manual_seed(0))
+    model(idx, idx).sum().backward()
+    for i, member in enumerate(model.members):
+        for name, p in member.named_parameters():
+            stacked = model.weights[name.replace(".", "_")]
+            assert p.data_ptr() == stacked[i].data_ptr() and p.shape == stacked[i].shape
+            torch.testing.assert_close(p.grad, stacked.grad[i])
+    with torch.no_grad():
+        model.members[1].blocks[0].fc1.add_(1.0)  # an optimizer's in-place update reaches the stacked weights
+    assert torch.equal(model.weights["blocks_0_fc1"][1], model.members[1].blocks[0].fc1)
+    assert model.members[1].blocks[0].fc1.shape == (4 * 32, 32)  # members keep nn.Linear's [out, in]
+    model.zero_grad()
+    assert all(p.grad is None for m in model.members for p in m.parameters())
