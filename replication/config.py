@@ -312,6 +312,13 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
+def get_dotted(d: dict[str, Any], dotted: str) -> Any:
+    """d["optimizer"]["lr"] for "optimizer.lr": how grids and tables name a field of a spec dict."""
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
 def _undot(dotted: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for path, value in dotted.items():

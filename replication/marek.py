@@ -82,6 +82,12 @@ def claims_markdown(claims: list[dict], caveats: list[str] | None = None) -> str
     return "\n".join(lines)
 
 
+def claims_markdown_display(claims: list[dict], caveats: list[str] | None = None):
+    from IPython.display import Markdown
+
+    return Markdown(claims_markdown(claims, caveats))
+
+
 def grid_edge_caveat(best: pd.DataFrame, by: list[str]) -> str | None:
     """A sentence naming the best cells that sit on the edge of their grid (their optimum may lie outside)."""
     if "best_on_edge" not in best or not best["best_on_edge"].any():
@@ -95,12 +101,6 @@ def grid_edge_caveat(best: pd.DataFrame, by: list[str]) -> str | None:
 def combine(*tables: pd.DataFrame) -> pd.DataFrame:
     """Run tables stacked, each run once (a re-run table repeats the original seed)."""
     return pd.concat(tables, ignore_index=True).drop_duplicates(subset="id").reset_index(drop=True)
-
-
-def claims_markdown_display(claims: list[dict], caveats: list[str] | None = None):
-    from IPython.display import Markdown
-
-    return Markdown(claims_markdown(claims, caveats))
 
 
 def lr_table(runs: pd.DataFrame, lr_batch_exponent: float, index: str = "optimizer.name") -> pd.DataFrame:
@@ -131,8 +131,7 @@ def with_beta2(runs: pd.DataFrame, seq_len: int) -> pd.DataFrame:
     and a `regime` column: 'fixed beta2' or 'fixed half-life'."""
     tokens_per_step = runs["batch_size"] * seq_len
     fixed_h = runs["optimizer.beta2_half_life_tokens"].notna()
-    beta2 = np.where(fixed_h, [beta_from_half_life(h, t) if ok else np.nan for h, t, ok in
-                               zip(runs["optimizer.beta2_half_life_tokens"], tokens_per_step, fixed_h)], runs["optimizer.beta2"])
+    beta2 = np.where(fixed_h, beta_from_half_life(runs["optimizer.beta2_half_life_tokens"], tokens_per_step), runs["optimizer.beta2"])
     half_life = np.where(fixed_h, runs["optimizer.beta2_half_life_tokens"],
                          [half_life_from_beta(b, t) for b, t in zip(runs["optimizer.beta2"], tokens_per_step)])
     return runs.assign(beta2=beta2, beta2_half_life=half_life,

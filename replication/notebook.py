@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 
@@ -60,9 +62,6 @@ def quickstart_summary(runs: pd.DataFrame) -> Markdown:
 
 def write_metrics(path: str | Path, metrics: dict) -> Path:
     """Write a notebook's key numbers as JSON (DataFrames become lists of rows; NaN becomes null)."""
-    import json
-    import math
-
     def plain(value):
         if isinstance(value, pd.DataFrame):
             return [plain(r) for r in value.to_dict(orient="records")]

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+
+from replication.config import get_dotted
 
 STYLE = {
     "figure.figsize": (6.4, 4.0),
@@ -35,7 +38,7 @@ def loss_curves(records: list[dict], label_key: str = "batch_size", ax=None):
     if ax is None:
         _, ax = plt.subplots()
     for i, r in enumerate(records):
-        label = f"{label_key.split('.')[-1]}={_get(r['spec'], label_key)}"
+        label = f"{label_key.split('.')[-1]}={get_dotted(r['spec'], label_key)}"
         colour = f"C{i}"
         ax.plot(r["train"]["tokens"], r["train"]["loss"], color=colour, alpha=0.5, lw=1)
         ax.plot(r["val"]["tokens"], r["val"]["loss"], "o-", color=colour, ms=3, label=f"{label} (val)")
@@ -58,21 +61,24 @@ def curves_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _get(d: dict, dotted: str):
-    for part in dotted.split("."):
-        d = d[part]
-    return d
+def _marker_height(values) -> float:
+    """Where diverged cells are drawn (as x): a little above the highest finite value."""
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    return finite.max() + 0.05 * (finite.max() - finite.min() + 1e-9) if len(finite) else 1.0
+
+
+def _batch_colour(i: int, n: int):
+    """Batch sizes coloured cold (small) to warm (large), as in the paper's figures."""
+    return plt.get_cmap("coolwarm")(i / max(1, n - 1))
 
 
 def best_loss_vs_batch_size(best: pd.DataFrame, labels: dict[str, str] | None = None, ax=None):
     """Best loss per (optimizer, batch size) with seed error bars; cells where every setting diverged
     are drawn as an x at the top of the axes, so they are never silently missing."""
-    import numpy as np
-
     if ax is None:
         _, ax = plt.subplots()
-    finite = best["loss"].dropna()
-    top = finite.max() + 0.05 * (finite.max() - finite.min() + 1e-9) if len(finite) else 1.0
+    top = _marker_height(best["loss"])
     for i, (name, group) in enumerate(best.groupby("optimizer.name", sort=True)):
         group = group.sort_values("batch_size")
         colour = f"C{i}"
@@ -96,14 +102,12 @@ def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_los
     seeds); diverged runs are drawn as x at the top of their panel."""
     panels = sorted(runs[panel].unique())
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), sharey=True, squeeze=False)
-    finite = runs[loss].dropna()
-    top = finite.max() + 0.05 * (finite.max() - finite.min() + 1e-9) if len(finite) else 1.0
-    colours = plt.get_cmap("coolwarm")
+    top = _marker_height(runs[loss])
     sizes = sorted(runs["batch_size"].unique())
     for ax, value in zip(axes[0], panels):
         sub = runs[runs[panel] == value]
         for i, b in enumerate(sizes):
-            colour = colours(i / max(1, len(sizes) - 1))
+            colour = _batch_colour(i, len(sizes))
             cells = sub[sub["batch_size"] == b].groupby("optimizer.lr")[loss].mean()
             ax.plot(cells.index, cells.to_numpy(), "o-", ms=4, color=colour, label=f"B={b}")
             failed = cells[cells.isna()]
@@ -119,8 +123,6 @@ def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_los
 
 def optimum_vs_batch_size(optima: pd.DataFrame, fit: dict | None):
     """Left: the optimal beta2 per batch size; right: the optimal half-life in tokens with its log-log fit."""
-    import numpy as np
-
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.4, 4.0))
     left.plot(optima["batch_size"], 1 - optima["optimal_beta2"], "o-")
     left.set_xscale("log", base=2)
@@ -167,8 +169,6 @@ def curves_table(records: list[dict], labels: list[str]) -> pd.DataFrame:
 
 def memory_bars(memory: pd.DataFrame, label: pd.Series, parts: tuple[str, ...]):
     """Stacked bars of measured memory per run, one segment per part."""
-    import numpy as np
-
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(memory)), 4.0))
     bottom = np.zeros(len(memory))
     for part in parts:
@@ -183,8 +183,6 @@ def memory_bars(memory: pd.DataFrame, label: pd.Series, parts: tuple[str, ...]):
 def heatmaps(runs: pd.DataFrame, panel: str, x: str, y: str, value: str = "final_val_loss", tolerance: float | None = None):
     """One heatmap per value of `panel` (mean over seeds), a shared colour scale, diverged cells grey and
     marked x; with `tolerance`, cells within it of their panel's best are outlined."""
-    import numpy as np
-
     panels = sorted(runs[panel].unique())
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.0), squeeze=False)
     finite = runs[value].dropna()
@@ -217,17 +215,13 @@ def heatmaps(runs: pd.DataFrame, panel: str, x: str, y: str, value: str = "final
 def sensitivity_panels(table: pd.DataFrame):
     """One panel per hyperparameter: loss change against the multiplier of its centre value, one line per
     batch size (mean over seeds, standard-error bars); diverged cells drawn as x at the top."""
-    import numpy as np
-
     names = list(dict.fromkeys(table["hyperparameter"]))
     fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), sharey=True, squeeze=False)
-    finite = table["delta_loss"][np.isfinite(table["delta_loss"])]
-    top = finite.max() * 1.1 + 0.01 if len(finite) else 1.0
+    top = _marker_height(table["delta_loss"])
     sizes = sorted(table["batch_size"].unique())
-    colours = plt.get_cmap("coolwarm")
     for ax, name in zip(axes[0], names):
         for i, b in enumerate(sizes):
-            colour = colours(i / max(1, len(sizes) - 1))
+            colour = _batch_colour(i, len(sizes))
             line = table[(table["hyperparameter"] == name) & (table["batch_size"] == b)].sort_values("multiplier")
             ok = line[np.isfinite(line["delta_loss"])]
             ax.errorbar(ok["multiplier"], ok["delta_loss"], yerr=np.nan_to_num(ok["delta_se"].to_numpy()), marker="o", ms=4,

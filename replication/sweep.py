@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from replication.config import Experiment, RunSpec
+from replication.config import Experiment, RunSpec, get_dotted
 from replication.ensemble import plan, recommended_workers
 from replication.store import Store
 from replication.train import environment, resolve_device, train_members
@@ -67,15 +67,15 @@ def run_specs(
     """
     if workers is None:
         workers = recommended_workers()
+    train_kwargs = {}
+    if checkpoint_every_tokens:
+        train_kwargs = {"checkpoint_dir": store.root / "_checkpoints", "checkpoint_every_tokens": checkpoint_every_tokens}
     pending = list({s.hash: s for s in specs}.values())
     pending = [s for s in pending if _needs_run(store, s)]
     with tqdm(total=len(pending), desc=f"sweep {store.root.parent.name}/{store.root.name}", disable=not progress or not pending) as bar:
         while pending:
             mine = [s for s in pending if store.claim(s.hash)]
             try:
-                train_kwargs = {}
-                if checkpoint_every_tokens:
-                    train_kwargs = {"checkpoint_dir": store.root / "_checkpoints", "checkpoint_every_tokens": checkpoint_every_tokens}
                 for records in _train_all(mine, max_members, workers, train_kwargs):
                     for record in records:
                         store.write(record)
@@ -113,8 +113,7 @@ def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwarg
 
 def run_experiment(exp: Experiment, results_root: str | Path = "results", **kwargs) -> pd.DataFrame:
     """Run (or load) every run of an experiment and return its table."""
-    store = Store(results_root, exp.profile, exp.name)
-    return table(run_specs(exp.expand(), store, **kwargs), grid_keys=exp.grid_keys)
+    return run_more(exp, exp.expand(), results_root=results_root, **kwargs)
 
 
 def _failed_record(spec: RunSpec, err: Exception) -> dict:
@@ -137,18 +136,12 @@ def _failed_record(spec: RunSpec, err: Exception) -> dict:
     }
 
 
-def _dotted(d: dict, path: str):
-    for part in path.split("."):
-        d = d[part]
-    return d
-
-
 def table(records: list[dict], grid_keys: list[str] | None = None) -> pd.DataFrame:
     """One row per run: the grid's keys, the optimizer, batch size, outcome and cost."""
     keys = list(dict.fromkeys(["optimizer.name", "batch_size", "optimizer.lr", "seed", *(grid_keys or [])]))
     rows = []
     for r in records:
-        row = {k: _dotted(r["spec"], k) for k in keys}
+        row = {k: get_dotted(r["spec"], k) for k in keys}
         row.update(
             status=r["status"],
             final_val_loss=r["final_val_loss"],
