@@ -66,6 +66,7 @@ class DataConfig:
     hf_split: str = "train"
     text_column: str = "text"
     max_documents: int | None = None  # cap on documents read (hub datasets are streamed)
+    domain: str | None = None  # train/val on the documents whose names match this glob ('!glob': all but those)
 
     def validate(self, key: str) -> None:
         _positive(f"{key}.vocab_size", self.vocab_size)
@@ -79,6 +80,8 @@ class DataConfig:
             raise ConfigError(f"{key}.val_fraction: {self.val_fraction} must lie in (0, 1)")
         if self.max_documents is not None:
             _positive(f"{key}.max_documents", self.max_documents)
+        if self.domain is not None and not self.domain.lstrip("!"):
+            raise ConfigError(f"{key}.domain: {self.domain!r} is an empty pattern; give a glob over document names, e.g. 'histories/*'")
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,9 @@ class RunSpec:
     ewa_decay: float | None = None  # evaluate an exponential weight average of the parameters
     divergence_factor: float = 1.5  # a logged train loss above factor x initial loss = diverged
     device: str = "auto"
+    init_from: str | None = None  # fine-tuning: weights file of a pretrained run (see finetune.py), else random init
+    lora_rank: int | None = None  # fine-tune LoRA adapters (peft) of this rank on the frozen model; None = full
+    lora_alpha: float | None = None  # LoRA scale alpha / rank; None = the rank (scale 1)
 
     def validate(self, key: str = "run") -> "RunSpec":
         self.model.validate(f"{key}.model")
@@ -196,6 +202,14 @@ class RunSpec:
         if self.seed < 0:
             raise ConfigError(f"{key}.seed: {self.seed} must be >= 0")
         _choice(f"{key}.device", self.device, DEVICES)
+        if self.lora_rank is not None:
+            _positive(f"{key}.lora_rank", self.lora_rank)
+            if self.optimizer.name == "muon":
+                raise ConfigError(f"{key}.lora_rank: LoRA with optimizer.name 'muon' is not supported; use adamw, adafactor or sgd")
+            if self.ewa_decay is not None:
+                raise ConfigError(f"{key}.lora_rank: a weight average (ewa_decay) of LoRA runs is not supported")
+        if self.lora_alpha is not None:
+            _positive(f"{key}.lora_alpha", self.lora_alpha)
         return self
 
     @property
@@ -218,11 +232,23 @@ class RunSpec:
         return spec_hash(self)
 
 
+# Fields added after records existed: left out of the hash while at their default, so that adding them
+# kept every earlier run's name (and its record) valid.
+_LATER_FIELDS = {("data", "domain"): None, ("init_from",): None, ("lora_rank",): None, ("lora_alpha",): None}
+
+
 def spec_hash(spec: RunSpec) -> str:
     """Names a run by its full spec plus the record format (not the git commit: editing code keeps results)."""
     from replication.store import RECORD_FORMAT
 
-    canonical = json.dumps({"format": RECORD_FORMAT, "spec": spec.to_dict()}, sort_keys=True)
+    d = spec.to_dict()
+    for (*parents, leaf), default in _LATER_FIELDS.items():
+        node = d
+        for part in parents:
+            node = node[part]
+        if node[leaf] == default:
+            del node[leaf]
+    canonical = json.dumps({"format": RECORD_FORMAT, "spec": d}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -353,6 +379,13 @@ class Experiment:
     @property
     def grid_keys(self) -> list[str]:
         return list(dict.fromkeys(k for g in self.grids for k in g))
+
+    def derived(self, dotted: dict[str, Any], where: str) -> RunSpec:
+        """The base run with dotted keys changed (e.g. the pretraining run named in `settings`); errors
+        name `experiments.<name>.<where>`. The LR is used as given (no lr_batch_exponent)."""
+        if not isinstance(dotted, dict):
+            raise ConfigError(f"experiments.{self.name}.{where}: expected a mapping of dotted keys to values, got {dotted!r}")
+        return run_spec_from_dict(_merge(self.base.to_dict(), _undot(dotted)), f"experiments.{self.name}.{where}")
 
     def expand(self) -> list[RunSpec]:
         specs = []

@@ -7,6 +7,7 @@ training split only and cached on disk, keyed by the corpus and the vocabulary s
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.resources
 import os
@@ -111,16 +112,27 @@ def load_documents(cfg: DataConfig) -> dict[str, str]:
     return docs
 
 
-def split_documents(docs: dict[str, str], val_fraction: float) -> tuple[list[str], list[str]]:
+def split_names(names: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
     """Hold out evenly spaced whole documents for validation (deterministic, no leakage)."""
-    names = list(docs)
     if len(names) < 2:
         raise DataError("the corpus has a single document; it needs at least two to split train / validation")
     n_val = min(len(names) - 1, max(1, round(val_fraction * len(names))))
     val_idx = {int((i + 0.5) * len(names) / n_val) for i in range(n_val)}
-    train = [docs[n] for i, n in enumerate(names) if i not in val_idx]
-    val = [docs[n] for i, n in enumerate(names) if i in val_idx]
-    return train, val
+    return [n for i, n in enumerate(names) if i not in val_idx], [n for i, n in enumerate(names) if i in val_idx]
+
+
+def split_documents(docs: dict[str, str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """The texts of `split_names`' train and validation documents."""
+    train, val = split_names(list(docs), val_fraction)
+    return [docs[n] for n in train], [docs[n] for n in val]
+
+
+def in_domain(names: list[str], domain: str | None) -> list[str]:
+    """The names matching the glob `domain` (all of them for None; '!glob' keeps those that do not match)."""
+    if domain is None:
+        return names
+    exclude, pattern = domain.startswith("!"), domain.lstrip("!")
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern) != exclude]
 
 
 # ---------------------------------------------------------------- tokenizer and token arrays
@@ -167,25 +179,36 @@ def load_tokens(cfg: DataConfig) -> TokenData:
 
 @lru_cache(maxsize=8)
 def _load_tokens_cached(cfg: DataConfig, cache_root: str) -> TokenData:
+    """The tokenizer is trained on the whole corpus's training split, whatever the domain, so a model
+    pretrained on one domain reads a fine-tuning domain of the same corpus with the same vocabulary."""
     from tokenizers import Tokenizer
 
-    train_docs, val_docs = split_documents(load_documents(cfg), cfg.val_fraction)
+    docs = load_documents(cfg)
+    train_names, val_names = split_names(list(docs), cfg.val_fraction)
     digest = hashlib.sha256()
-    for part in (str(TOKENIZER_FORMAT), str(cfg.vocab_size), *train_docs, "\x00val\x00", *val_docs):
+    for part in (str(TOKENIZER_FORMAT), str(cfg.vocab_size), *(docs[n] for n in train_names), "\x00val\x00", *(docs[n] for n in val_names)):
         digest.update(part.encode("utf-8", errors="replace"))
     folder = Path(cache_root) / f"{_slug(cfg.corpus)}-v{cfg.vocab_size}-{digest.hexdigest()[:12]}"
-    tok_path, train_path, val_path = folder / "tokenizer.json", folder / "train.npy", folder / "val.npy"
-    if not (tok_path.exists() and train_path.exists() and val_path.exists()):
+    suffix = "" if cfg.domain is None else "-" + hashlib.sha256(cfg.domain.encode()).hexdigest()[:8]
+    tok_path, train_path, val_path = folder / "tokenizer.json", folder / f"train{suffix}.npy", folder / f"val{suffix}.npy"
+    if not tok_path.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        tok = train_tokenizer(train_docs, cfg.vocab_size)
-        for path, arr in ((train_path, _encode(tok, train_docs)), (val_path, _encode(tok, val_docs))):
-            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, arr)
-            os.replace(tmp, path)
+        tok = train_tokenizer([docs[n] for n in train_names], cfg.vocab_size)
         tmp = tok_path.with_suffix(f".tmp{os.getpid()}")
         tok.save(str(tmp))
         os.replace(tmp, tok_path)
     tok = Tokenizer.from_file(str(tok_path))
+    if not (train_path.exists() and val_path.exists()):
+        for path, names, part in ((train_path, train_names, "training"), (val_path, val_names, "validation")):
+            chosen = in_domain(names, cfg.domain)
+            if not chosen:
+                raise DataError(
+                    f"data.domain: {cfg.domain!r} matches none of the {len(names)} {part} documents of corpus "
+                    f"{cfg.corpus!r} (names look like {', '.join(repr(n) for n in names[:3])})"
+                )
+            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp, _encode(tok, [docs[n] for n in chosen]))
+            os.replace(tmp, path)
     return TokenData(np.load(train_path), np.load(val_path), tok.get_vocab_size(), tok_path)
 
 

@@ -60,7 +60,7 @@ def plan(specs: list[RunSpec], max_members: int) -> list[list[RunSpec]]:
         groups[group_key(s)].append(s)
     out = []
     for group in groups.values():
-        size = members_that_fit(group[0], max_members)
+        size = 1 if group[0].lora_rank else members_that_fit(group[0], max_members)  # adapters: one model each
         out += [group[i:i + size] for i in range(0, len(group), size)]
     return out
 

@@ -118,6 +118,7 @@ class GPT(nn.Module):
             {_key(n): nn.Parameter(torch.stack([m.get_parameter(n).detach() for m in members])) for n in self.names}
         )
         self.members = members  # a plain list: their tensors are views of self.weights, not extra parameters
+        self.linears: nn.ModuleDict | None = None  # see use_linear_modules
         self.active = list(range(len(seeds)))  # members still training (diverged ones drop out)
         for name in self.names:
             self.weights[_key(name)].register_post_accumulate_grad_hook(self._grad_sharer(name))
@@ -156,6 +157,35 @@ class GPT(nn.Module):
     def n_members(self) -> int:
         return len(self.active)
 
+    def member_state(self, m: int) -> dict[str, torch.Tensor]:
+        """Member m's weights as {parameter name: tensor}, detached copies (what a pretrained file holds)."""
+        return {name: self.weights[_key(name)].detach()[m].clone() for name in self.names}
+
+    @torch.no_grad()
+    def load_member_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Start every member from the same weights (fine-tuning from a pretrained model)."""
+        missing, unexpected = set(self.names) - set(state), set(state) - set(self.names)
+        if missing or unexpected:
+            raise ValueError(f"pretrained weights do not fit this model: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        for name in self.names:
+            stacked = self.weights[_key(name)]
+            if state[name].shape != stacked.shape[1:]:
+                raise ValueError(f"pretrained weight {name!r} has shape {tuple(state[name].shape)}, this model needs {tuple(stacked.shape[1:])}")
+            stacked.copy_(state[name].to(stacked.device, stacked.dtype).expand_as(stacked))
+
+    def use_linear_modules(self, names: tuple[str, ...]) -> None:
+        """Route the matrices `names` through nn.Linear modules sharing their weights (M = 1 only), so that
+        adapters which wrap nn.Linear (peft's LoRA) can be attached; the matrices themselves stay as they are.
+        Call it after moving the model to its device (a later move would give the modules copies)."""
+        if len(self.members) != 1:
+            raise ValueError(f"linear modules need a single member, this model has {len(self.members)}")
+        self.linears = nn.ModuleDict()
+        for name in names:
+            weight = self.weights[_key(name)]
+            linear = nn.Linear(weight.shape[2], weight.shape[1], bias=False, device=weight.device)
+            linear.weight = nn.Parameter(weight.data[0], requires_grad=weight.requires_grad)  # shares storage
+            self.linears[_key(name)] = linear
+
     def _weight(self, name: str) -> torch.Tensor:
         """The active members' stacked weight [M, ...] (a free view while no member has dropped out)."""
         stacked = self.weights[_key(name)]
@@ -163,6 +193,8 @@ class GPT(nn.Module):
 
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """x [M, N, in] @ W^T for each member's W [out, in] -> [M, N, out]."""
+        if self.linears is not None and _key(name) in self.linears:
+            return self.linears[_key(name)](x)
         return _BatchedLinear.apply(x, self._weight(name))
 
     def _attention(self, x: torch.Tensor, i: int, B: int, T: int) -> torch.Tensor:

@@ -234,3 +234,30 @@ def sensitivity_panels(table: pd.DataFrame):
     axes[0][0].set_ylabel("loss minus the centre's loss")
     axes[0][-1].legend()
     return fig
+
+
+def finetune_panels(runs: pd.DataFrame, table: pd.DataFrame, memory: str = "total"):
+    """Left: loss against LR for each fine-tuning arm (mean over seeds; x = diverged). Right: each arm's
+    best loss against its measured memory (the paper's bar chart, memory on an axis instead of bar widths)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.2))
+    top = _marker_height(runs["final_val_loss"])
+    for i, (arm, group) in enumerate(runs.groupby("arm", sort=True)):
+        cells = group.groupby("optimizer.lr")["final_val_loss"].mean()
+        colour = f"C{i}"
+        left.plot(cells.index, cells.to_numpy(), "o-", ms=4, color=colour, label=arm)
+        failed = cells[cells.isna()]
+        left.plot(failed.index, [top] * len(failed), "x", color=colour, ms=7)
+        row = table[table["arm"] == arm]
+        right.errorbar(row[memory], row["loss"], yerr=row["loss_se"].fillna(0), fmt="o", color=colour, ms=6, capsize=3, label=arm)
+    before = table["before"].mean()
+    left.axhline(before, color="grey", ls=":", lw=1)
+    left.annotate("pretrained, before fine-tuning", (0.02, before), xycoords=("axes fraction", "data"),
+                  xytext=(0, -10), textcoords="offset points", fontsize=7, color="grey")
+    left.set_xscale("log")
+    left.set_xlabel("learning rate")
+    left.set_ylabel("validation loss on the new domain")
+    right.set_xlabel(f"measured training memory, MiB ({memory})")
+    right.set_ylabel("best validation loss (mean over seeds)")
+    right.legend(fontsize=7, loc="upper center")
+    fig.tight_layout()
+    return fig

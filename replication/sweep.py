@@ -8,6 +8,7 @@ sweep loses only the groups in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import time
 import traceback
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from replication.config import Experiment, RunSpec, get_dotted
 from replication.ensemble import plan, recommended_workers
+from replication.finetune import weights_file
 from replication.store import Store
 from replication.train import environment, resolve_device, train_members
 
@@ -164,12 +166,46 @@ def run_more(exp: Experiment, specs: list[RunSpec], extra_keys: tuple[str, ...] 
     return table(run_specs(specs, store, **kwargs), grid_keys=[*exp.grid_keys, *extra_keys])
 
 
+def finetuning(exp: Experiment, results_root: str | Path = "results") -> tuple[RunSpec, Experiment]:
+    """The pretraining run that `settings.pretrain` makes of the experiment's base run, and the experiment
+    with every run starting from that run's final weights (`init_from`)."""
+    pretrain = exp.derived(exp.settings.get("pretrain") or {}, "settings.pretrain")
+    weights = weights_file(Store(results_root, exp.profile, exp.name).root, pretrain.hash)
+    return pretrain, dataclasses.replace(exp, base=exp.base.replace(init_from=str(weights)))
+
+
+def run_finetuning(exp: Experiment, pretrain: RunSpec, specs: list[RunSpec] | None = None, results_root: str | Path = "results",
+                   progress: bool = True, **kwargs) -> tuple[dict, pd.DataFrame]:
+    """Ensure the pretraining run's record, then fine-tune `specs` (default: the grid of `exp`, as made by
+    `finetuning`); return the pretraining record and the fine-tuning table.
+
+    The weights file is a cache: it is (re)trained only while the pretraining record or some
+    fine-tuning record is missing, so a store with every record needs no weights at all.
+    """
+    store = Store(results_root, exp.profile, exp.name)
+    specs = exp.expand() if specs is None else specs
+    weights = weights_file(store.root, pretrain.hash)
+    if any(s.init_from != str(weights) for s in specs):
+        raise ValueError(f"fine-tuning runs of {exp.name} must start from {weights} (make them with sweep.finetuning)")
+    record = store.read(pretrain.hash)
+    if record is None or (not weights.exists() and any(_needs_run(store, s) for s in specs)):
+        record = train_members([pretrain], progress=progress, weights_dir=weights.parent)[0]
+        if record["status"] != "ok":
+            raise RuntimeError(f"the pretraining run {pretrain.hash} of {exp.name} {record['status']}: {record['error']}")
+        store.write(record)
+    return record, run_more(exp, specs, results_root=results_root, progress=progress, **kwargs)
+
+
+def reseeded(specs: list[RunSpec], ids: list[str], seeds: list[int]) -> list[RunSpec]:
+    """The runs `ids` among `specs`, each also with every seed in `seeds` (e.g. the best cell of each group)."""
+    chosen = [s for s in specs if s.hash in set(ids)]
+    return chosen + [s.replace(seed=seed) for s in chosen for seed in seeds if seed != s.seed]
+
+
 def with_seeds(exp: Experiment, ids: list[str], seeds: list[int], results_root: str | Path = "results", **kwargs) -> pd.DataFrame:
     """Re-run the runs `ids` of an experiment with more seeds (e.g. the best cell of each group) and
     return the table of all their seeds, the original ones included."""
-    chosen = [s for s in exp.expand() if s.hash in set(ids)]
-    specs = chosen + [s.replace(seed=seed) for s in chosen for seed in seeds if seed != s.seed]
-    return run_more(exp, specs, results_root=results_root, **kwargs)
+    return run_more(exp, reseeded(exp.expand(), ids, seeds), results_root=results_root, **kwargs)
 
 
 def records(exp: Experiment, ids: list[str], results_root: str | Path = "results") -> list[dict]:

@@ -22,12 +22,14 @@ from tqdm import tqdm
 
 from replication.config import RunSpec
 from replication.data import BatchSampler, load_tokens, validation_windows
+from replication.finetune import attach_lora, load_weights, save_weights
 from replication.model import GPT, count_parameters, flops_per_token
 from replication.optim import build_optimizer, set_learning_rates
 from replication.store import RECORD_FORMAT
 
 # Fields that members of one batched computation must share (everything else may differ).
-SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device")
+SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device",
+                 "init_from", "lora_rank", "lora_alpha")
 EVAL_CHUNK_ELEMENTS = 2**25  # logits elements per validation forward (bounds eval memory)
 
 
@@ -138,12 +140,14 @@ def train_members(
     progress: bool = False,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every_tokens: int | None = None,
+    weights_dir: str | Path | None = None,
 ) -> list[dict]:
     """Train runs that share architecture, data, batch size and budget as one batched computation.
 
     With `checkpoint_dir` and `checkpoint_every_tokens`, the whole training state (weights, optimizer,
     data position, logs, RNG) is saved atomically at that interval, and a call for the same runs
-    resumes from the last checkpoint and ends exactly as an uninterrupted call would.
+    resumes from the last checkpoint and ends exactly as an uninterrupted call would. With
+    `weights_dir`, each finished run's final weights are saved there as `<run id>.pt` (to fine-tune from).
     """
     _check_shared(specs)
     spec0 = specs[0]
@@ -155,7 +159,10 @@ def train_members(
     steps = spec0.steps
 
     model = GPT(spec0.model, spec0.data.vocab_size, T, [s.seed for s in specs]).to(device)
-    optimizer = build_optimizer(list(model.members), specs)
+    if spec0.init_from:
+        model.load_member_state(load_weights(spec0.init_from))
+    trainable = [attach_lora(model, spec0.lora_rank, spec0.lora_alpha)] if spec0.lora_rank else list(model.members)
+    optimizer = build_optimizer(trainable, specs)
     samplers = [BatchSampler(data.train, B, T, s.seed) for s in specs]
     val = validation_windows(data.val, T, spec0.data.val_tokens).to(device)
     ewa = _WeightAverage(model, [s.ewa_decay for s in specs])
@@ -204,6 +211,8 @@ def train_members(
         for p in model.members[m].parameters():
             p.grad = None
 
+    if spec0.init_from and first_step == 0:
+        run_eval(0)  # a fine-tuning curve starts at the pretrained model's loss
     bar = tqdm(range(first_step, steps), desc=f"train x{M} B={B}", disable=not progress, leave=False)
     step = first_step - 1
     for step in bar:
@@ -260,13 +269,14 @@ def train_members(
     wall = elapsed_before + time.perf_counter() - start
     memory_peak = torch.cuda.max_memory_allocated(device) // M if device.type == "cuda" else None
     for m, r in enumerate(records):
-        member_params = list(model.members[m].parameters())
+        trained = [p for g in optimizer.param_groups if g["member"] == m for p in g["params"]]  # LoRA: the adapters
+        member_params = list({id(p): p for p in [*model.members[m].parameters(), *trained]}.values())
         state = optimizer.state
         mem = {
             "parameters": sum(p.numel() * p.element_size() for p in member_params),
-            "gradients": sum(p.numel() * p.element_size() for p in member_params),
+            "gradients": sum(p.numel() * p.element_size() for p in trained),
             "optimizer_state": sum(
-                v.numel() * v.element_size() for p in member_params for v in state.get(p, {}).values() if torch.is_tensor(v)
+                v.numel() * v.element_size() for p in trained for v in state.get(p, {}).values() if torch.is_tensor(v)
             ),
             "activations": activation_bytes,
         }
@@ -282,6 +292,8 @@ def train_members(
         vals = r["val"]["loss"]
         r["final_val_loss"] = vals[-1] if vals and r["status"] == "ok" else None
         r["best_val_loss"] = min(vals) if vals else None
+        if weights_dir and r["status"] == "ok":
+            save_weights(model.member_state(m), Path(weights_dir) / f"{r['id']}.pt")
     if checkpoint:
         checkpoint.remove()
     return records

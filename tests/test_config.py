@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from replication.config import ConfigError, MODEL_PRESETS, experiment, load_params, run_spec_from_dict
+from replication.config import ConfigError, MODEL_PRESETS, RunSpec, experiment, load_params, run_spec_from_dict
 from tests.conftest import TINY
 
 
@@ -128,3 +128,21 @@ experiments:
     bad = _params(tmp_path, "experiments:\n  demo:\n    grid: [{seed: 3}]\n")
     with pytest.raises(ConfigError, match=r"grid\[0\]\.seed: expected a list of values"):
         experiment(load_params(bad), "demo", "cpu")
+
+
+def test_fields_added_later_keep_the_names_of_earlier_runs():
+    """Records written before init_from / lora / data.domain existed must keep their names (hashes)."""
+    import hashlib
+    import json
+
+    from replication.store import RECORD_FORMAT
+
+    spec = RunSpec()
+    old = spec.to_dict()
+    for key in ("init_from", "lora_rank", "lora_alpha"):
+        del old[key]
+    del old["data"]["domain"]
+    canonical = json.dumps({"format": RECORD_FORMAT, "spec": old}, sort_keys=True)
+    assert spec.hash == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert spec.replace(lora_rank=4).hash != spec.hash
+    assert spec.replace(**{"data.domain": "histories/*"}).hash != spec.hash

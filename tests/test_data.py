@@ -100,3 +100,24 @@ def test_validation_set_is_fixed():
     assert v.shape == (10, 11) and v[1, 0] == 10
     with pytest.raises(DataError, match="fewer than one sequence"):
         validation_windows(tokens[:5], 10, 100)
+
+
+def test_a_domain_selects_whole_documents_and_shares_the_tokenizer():
+    from replication.data import in_domain
+
+    names = ["comedies/a", "histories/b", "histories/c", "tragedies/d"]
+    assert in_domain(names, "histories/*") == ["histories/b", "histories/c"]
+    assert in_domain(names, "!histories/*") == ["comedies/a", "tragedies/d"]
+    assert in_domain(names, None) == names
+    cfg = DataConfig(vocab_size=300, seq_len=16, val_tokens=1024)
+    whole = load_tokens(cfg)
+    histories = load_tokens(DataConfig(vocab_size=300, seq_len=16, val_tokens=1024, domain="histories/*"))
+    rest = load_tokens(DataConfig(vocab_size=300, seq_len=16, val_tokens=1024, domain="!histories/*"))
+    assert histories.tokenizer_path == whole.tokenizer_path == rest.tokenizer_path
+    assert len(histories.train) + len(rest.train) == len(whole.train)
+    assert len(histories.val) + len(rest.val) == len(whole.val)
+
+
+def test_a_domain_matching_nothing_is_a_clear_error():
+    with pytest.raises(DataError, match="data.domain: 'poems/\\*' matches none of the 34 training documents"):
+        load_tokens(DataConfig(vocab_size=300, seq_len=16, val_tokens=1024, domain="poems/*"))
