@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     from replication.store import Store
-    from replication.sweep import DEFAULT_MAX_MEMBERS, run_experiment, run_specs, table
+    from replication.sweep import DEFAULT_MAX_MEMBERS, finetuning, run_finetuning, run_more
 
     if args.command == "show":
         root = Path(args.results)
@@ -65,18 +65,22 @@ def _dispatch(args) -> int:
 
     params = load_params(args.params)
     exp = experiment(params, args.experiment, _profile(args, params))
+    pretrain = None
+    if "pretrain" in exp.settings:  # a fine-tuning experiment: every run starts from the pretrained weights
+        pretrain, exp = finetuning(exp, args.results)
     if args.command == "run":
         overrides = {}
         for item in args.set:
             key, _, value = item.partition("=")
             overrides[key] = json.loads(value) if value[:1] in "[{\"" or value in ("true", "false", "null") else value
-        spec = run_spec_from_dict(exp.base.to_dict()).replace(**overrides) if overrides else exp.base
-        record = run_specs([spec], Store(args.results, exp.profile, exp.name))[0]
-        print(table([record]).to_string(index=False))
-        return 0
-    df = run_experiment(
-        exp, args.results, max_members=args.max_members or DEFAULT_MAX_MEMBERS, workers=args.workers,
-        checkpoint_every_tokens=args.checkpoint_every_tokens,
-    )
+        specs, kwargs = [exp.base.replace(**overrides) if overrides else exp.base], {}
+    else:
+        specs = exp.expand()
+        kwargs = dict(max_members=args.max_members or DEFAULT_MAX_MEMBERS, workers=args.workers,
+                      checkpoint_every_tokens=args.checkpoint_every_tokens)
+    if pretrain is not None:
+        df = run_finetuning(exp, pretrain, specs, args.results, **kwargs)[1]
+    else:
+        df = run_more(exp, specs, results_root=args.results, **kwargs)
     print(df.to_string(index=False))
     return 0
