@@ -28,6 +28,7 @@ from replication.optim import build_optimizer
 from replication.train import resolve_device
 
 MODELS = {"cpu": ("micro", 2048, 128), "larger": ("mini", 2048, 128)}  # preset, vocab, seq_len
+GPU_MODELS = {"gpu": ("lm11m", 8192, 512)}  # on CUDA: the gpu profile's model and sequence length
 
 
 def matmul_peak_gflops(device: torch.device, n: int = 2048, dtype=torch.float32, seconds: float = 2.0) -> float:
@@ -122,8 +123,8 @@ def run(device_name: str = "auto", seconds: float = 3.0, quick: bool = False) ->
     }
     batch_sizes = (1, 4) if quick else (1, 4, 16, 64)
     ensemble_sizes = (4, 8) if quick else (4, 8, 16, 32)
-    for label, (preset, vocab, seq_len) in MODELS.items():
-        if quick and label != "cpu":
+    for label, (preset, vocab, seq_len) in (GPU_MODELS if device.type == "cuda" else MODELS).items():
+        if quick and label == "larger":
             continue
         single = {b: step_throughput(preset, vocab, seq_len, b, 1, device, seconds) for b in sorted({*batch_sizes, *(b * m for b in (1, 4) for m in ensemble_sizes if b * m <= 128)})}
         rows = []
