@@ -8,13 +8,13 @@ identity. Weight files are a cache, not a result: they are git-ignored and retra
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from replication.model import GPT, HIDDEN_MATRICES
+from replication.store import save_torch
 
 # LoRA adapts every matrix the forward pass multiplies by: the block matrices and the output head
 # (Marek et al. adapt all non-norm layers; the input embedding, a lookup, stays frozen here).
@@ -26,13 +26,8 @@ def weights_file(store_root: str | Path, run_id: str) -> Path:
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:
-    """Write a member's weights atomically (temp file + rename), so a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({name: t.cpu() for name, t in state.items()}, tmp)
-    os.replace(tmp, path)
-    return path
+    """Write a member's weights (on the CPU, so any device can load them), atomically."""
+    return save_torch({name: t.cpu() for name, t in state.items()}, path)
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -510,7 +510,8 @@ def finetune_table(best: pd.DataFrame, runs: pd.DataFrame, records: list[dict]) 
     best = best.dropna(subset=["loss"]).reset_index(drop=True)
     ids = runs.merge(best[["arm", "optimizer.lr"]]).drop_duplicates("arm").set_index("arm").loc[best["arm"], "id"]
     by_id = {r["id"]: r for r in records}
-    memory = memory_frame([by_id[i] for i in ids]).drop(columns=["optimizer", "batch_size", "micro_batch_size"])
+    memory = memory_frame([by_id[i] for i in ids]).drop(columns=["micro_batch_size"])
+    memory.insert(2, "lora_rank", [by_id[i]["spec"]["lora_rank"] for i in ids])
     out = best[["arm", "optimizer.lr", "loss", "loss_se", "n_seeds"]].copy()
     out.insert(2, "before", [by_id[i]["val"]["loss"][0] for i in ids])
     return pd.concat([out, memory], axis=1)
@@ -528,18 +529,17 @@ def _matches_claim(claim: str, paper: str, ours: pd.DataFrame, theirs: pd.DataFr
 
 
 def finetune_claims(table: pd.DataFrame, tolerance: float) -> list[dict]:
-    """The paper's fine-tuning claims from the per-arm table (arm names as `finetune_arm` makes them)."""
+    """The paper's fine-tuning claims from the per-arm table of `finetune_table`."""
     t = table.set_index("arm")
-    full = t[t.index.str.startswith("full, ")]
-    lora = t[t.index.str.startswith("LoRA")]
+    full, lora = t[t["lora_rank"].isna()], t[t["lora_rank"].notna()]
 
     def arm(optimizer: str, batch: int | None = None) -> pd.DataFrame:
-        rows = full[full.index.str.contains(f"{OPTIMIZER_LABELS[optimizer]} B=", regex=False)]
-        return rows if batch is None else rows[rows.index.str.endswith(f" B={batch}")]
+        rows = full[full["optimizer"] == optimizer]
+        return rows if batch is None else rows[rows["batch_size"] == batch]
 
     claims = []
     adafactor, adam = arm("adafactor"), arm("adamw")
-    small = full.index.str.extract(r"B=(\d+)$", expand=False).astype(int).min() if len(full) else None
+    small = full["batch_size"].min() if len(full) else None
     if len(adafactor) and len(adam):
         claims.append(_matches_claim(
             "Full fine-tuning with Adafactor at batch size 1 matches Adam.",
@@ -553,7 +553,7 @@ def finetune_claims(table: pd.DataFrame, tolerance: float) -> list[dict]:
             "measured": f"best loss {a:.3f} vs {best_lora:.3f} ({lora['loss'].idxmin()}): {best_lora - a:+.3f} nats in Adafactor's favour",
             "verdict": verdict(bool(a < best_lora - tolerance), partly=bool(a <= best_lora)),
         })
-        small_lora = lora[lora.index.str.endswith(f" B={small}")]
+        small_lora = lora[lora["batch_size"] == small]
         if len(small_lora):
             ratio = adafactor["total_fused"].min() / small_lora["total_fused"].min()
             ratio_trained = adafactor["total"].min() / small_lora["total"].min()

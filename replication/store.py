@@ -22,6 +22,18 @@ RECORD_FORMAT = 2  # bump by hand when the record layout changes (2: timings mov
 REQUIRED_FIELDS = ("format", "id", "spec", "status", "train", "val", "final_val_loss", "best_val_loss", "steps", "tokens")
 
 
+def save_torch(obj, path: str | Path) -> Path:
+    """torch.save, atomically (temp file + rename): a kill never leaves half a checkpoint or weights file."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 class CorruptRecordWarning(UserWarning):
     """A stored record was unreadable or inconsistent and was quarantined; its run will be redone."""
 

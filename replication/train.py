@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import platform
 import subprocess
 import time
@@ -25,7 +24,7 @@ from replication.data import BatchSampler, load_tokens, validation_windows
 from replication.finetune import attach_lora, load_weights, save_weights
 from replication.model import GPT, count_parameters, flops_per_token
 from replication.optim import build_optimizer, set_learning_rates
-from replication.store import RECORD_FORMAT
+from replication.store import RECORD_FORMAT, save_torch
 
 # Fields that members of one batched computation must share (everything else may differ).
 SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device",
@@ -312,10 +311,7 @@ class _Checkpoint:
         return torch.load(self.path, weights_only=False)
 
     def save(self, state: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        save_torch(state, self.path)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

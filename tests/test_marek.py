@@ -204,13 +204,13 @@ def test_finetune_arms_are_named_from_method_optimizer_and_batch_size():
 
 
 def _finetune_table(adafactor_loss, lora_loss, adafactor_fused):
-    rows = [  # arm, loss, total (as trained), total_fused (no gradient buffer)
-        ("full, AdamW B=16", 4.10, 40.0, 37.0), ("full, AdamW B=1", 4.09, 13.0, 10.0),
-        ("full, Adafactor B=1", adafactor_loss, adafactor_fused + 3.0, adafactor_fused),
-        ("full, SGD (no momentum) B=1", 4.50, 7.4, 4.4),
-        ("LoRA r=8, AdamW B=16", lora_loss, 34.0, 33.9), ("LoRA r=8, AdamW B=1", lora_loss + 0.01, 5.6, 5.5),
+    rows = [  # arm, optimizer, batch size, LoRA rank, loss, total (as trained), total_fused (no gradient buffer)
+        ("full, AdamW B=16", "adamw", 16, None, 4.10, 40.0, 37.0), ("full, AdamW B=1", "adamw", 1, None, 4.09, 13.0, 10.0),
+        ("full, Adafactor B=1", "adafactor", 1, None, adafactor_loss, adafactor_fused + 3.0, adafactor_fused),
+        ("full, SGD (no momentum) B=1", "sgd", 1, None, 4.50, 7.4, 4.4),
+        ("LoRA r=8, AdamW B=16", "adamw", 16, 8, lora_loss, 34.0, 33.9), ("LoRA r=8, AdamW B=1", "adamw", 1, 8, lora_loss + 0.01, 5.6, 5.5),
     ]
-    return pd.DataFrame(rows, columns=["arm", "loss", "total", "total_fused"])
+    return pd.DataFrame(rows, columns=["arm", "optimizer", "batch_size", "lora_rank", "loss", "total", "total_fused"])
 
 
 def test_finetune_claims_confirm_the_paper_when_adafactor_matches_adam_and_beats_lora_at_lora_memory():
