@@ -25,10 +25,19 @@ import torch
 from replication.config import MODEL_PRESETS, ModelConfig, run_spec_from_dict
 from replication.model import GPT, flops_per_token
 from replication.optim import build_optimizer
+from replication.step import TrainStep
 from replication.train import resolve_device
 
 MODELS = {"cpu": ("micro", 2048, 128), "larger": ("mini", 2048, 128)}  # preset, vocab, seq_len
 GPU_MODELS = {"gpu": ("lm11m", 8192, 512)}  # on CUDA: the gpu profile's model and sequence length
+# Compiled against eager: (preset, vocab, seq_len, [(batch size, members), ...]); the first pair is the
+# single run every speed-up is measured against.
+COMPILED = {
+    "micro": ("micro", 2048, 128, [(1, 1), (1, 8)]),
+    "nano": ("nano", 2048, 64, [(1, 1), (1, 8)]),
+    "mini": ("mini", 2048, 128, [(16, 1)]),
+}
+GPU_COMPILED = {"lm11m": ("lm11m", 8192, 512, [(1, 1), (1, 32), (64, 1)])}
 
 
 def matmul_peak_gflops(device: torch.device, n: int = 2048, dtype=torch.float32, seconds: float = 2.0) -> float:
@@ -52,8 +61,9 @@ def _sync(device: torch.device) -> None:
 
 
 def step_throughput(preset: str, vocab: int, seq_len: int, batch_size: int, members: int, device: torch.device,
-                    seconds: float = 3.0, optimizer: str = "adamw") -> dict:
-    """Tokens/s of full training steps (forward, backward, optimizer) for `members` runs side by side."""
+                    seconds: float = 3.0, optimizer: str = "adamw", compile: bool = False) -> dict:
+    """Tokens/s of full training steps (forward, backward, optimizer) for `members` runs side by side,
+    through the training loop's own `TrainStep` (compiled or eager)."""
     cfg = ModelConfig(**MODEL_PRESETS[preset])
     spec = run_spec_from_dict({
         "model": MODEL_PRESETS[preset], "data": {"vocab_size": vocab, "seq_len": seq_len},
@@ -64,17 +74,19 @@ def step_throughput(preset: str, vocab: int, seq_len: int, batch_size: int, memb
     gen = torch.Generator().manual_seed(0)
     idx = torch.randint(0, vocab, (members, batch_size, seq_len + 1), generator=gen).to(device)
     x, y = idx[..., :-1], idx[..., 1:]
+    train_step = TrainStep(model, device, compile)
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):  # as in training
-            loss = model(x, y).sum()
-        loss.backward()
+        train_step(x, y)
         opt.step()
         model.zero_grad(set_to_none=True)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    first = time.perf_counter()
     step()
+    _sync(device)
+    first_step_s = time.perf_counter() - first
     step()
     _sync(device)
     steps, start = 0, time.perf_counter()
@@ -91,6 +103,7 @@ def step_throughput(preset: str, vocab: int, seq_len: int, batch_size: int, memb
         "model": preset, "batch_size": batch_size, "members": members,
         "tokens_per_s": tokens_per_s, "model_gflops": tokens_per_s * fpt / 1e9,
         "params_grads_state_mb_per_member": (2 * param_bytes + state_bytes) / 2**20,
+        "compiled": train_step.compiled, "first_step_s": first_step_s,
     }
     if device.type == "cuda":
         out["peak_memory_mb_per_member"] = torch.cuda.max_memory_allocated(device) / 2**20 / members
@@ -151,7 +164,38 @@ def run(device_name: str = "auto", seconds: float = 3.0, quick: bool = False) ->
                 "ensemble_8_all_threads_tokens_per_s": next(r["tokens_per_s"] for r in rows if r["members"] == 8 and r["batch_size"] == 1),
                 "single_run_all_threads_tokens_per_s": seq,
             }
+    result["compiled"] = compiled_vs_eager(GPU_COMPILED if device.type == "cuda" else COMPILED, device, peak,
+                                           seconds, quick)
     return result
+
+
+def compiled_vs_eager(models: dict, device: torch.device, peak: float, seconds: float, quick: bool = False) -> dict:
+    """Each (batch size, members) eager and compiled; speed-ups against the first pair's eager run.
+
+    `speedup_vs_eager_sequential` is a row's compiled tokens/s over the single eager run's: the same
+    M runs trained compiled side by side against trained eagerly one after another.
+    """
+    out = {}
+    for label, (preset, vocab, seq_len, shapes) in models.items():
+        if quick and label != "micro":
+            continue
+        rows, single_eager = [], None
+        for batch_size, members in shapes:
+            eager = step_throughput(preset, vocab, seq_len, batch_size, members, device, seconds)
+            compiled = step_throughput(preset, vocab, seq_len, batch_size, members, device, seconds, compile=True)
+            single_eager = single_eager or eager
+            row = {
+                "model": preset, "batch_size": batch_size, "members": members,
+                "eager_tokens_per_s": eager["tokens_per_s"], "compiled_tokens_per_s": compiled["tokens_per_s"],
+                "ran_compiled": compiled["compiled"], "compile_s": compiled["first_step_s"],
+                "eager_mfu": eager["model_gflops"] / peak, "compiled_mfu": compiled["model_gflops"] / peak,
+                "speedup_vs_eager": compiled["tokens_per_s"] / eager["tokens_per_s"],
+            }
+            if members > 1 and batch_size == single_eager["batch_size"]:
+                row["speedup_vs_eager_sequential"] = compiled["tokens_per_s"] / single_eager["tokens_per_s"]
+            rows.append(row)
+        out[label] = rows
+    return out
 
 
 def format_table(result: dict) -> str:
@@ -173,6 +217,17 @@ def format_table(result: dict) -> str:
             f"{w['workers_x8_ensembles_tokens_per_s']:.0f} tok/s (8-member ensembles each); one process, all threads: "
             f"{w['single_run_all_threads_tokens_per_s']:.0f} tok/s (1 run), {w['ensemble_8_all_threads_tokens_per_s']:.0f} tok/s (M=8)"
         )
+    if result.get("compiled"):
+        lines += ["", "compiled vs eager (TrainStep; the optimizer is the fused torch.optim kernel either way)",
+                  f"{'model':<7}{'B':>4}{'M':>4}{'eager tok/s':>13}{'compiled':>10}{'MFU':>7}{'vs eager':>10}{'vs eager seq':>14}{'compile s':>11}"]
+        for rows in result["compiled"].values():
+            for r in rows:
+                lines.append(
+                    f"{r['model']:<7}{r['batch_size']:>4}{r['members']:>4}{r['eager_tokens_per_s']:>13.0f}"
+                    f"{r['compiled_tokens_per_s']:>10.0f}{r['compiled_mfu']:>7.1%}{r['speedup_vs_eager']:>9.2f}x"
+                    f"{_opt(r.get('speedup_vs_eager_sequential'), '{:.2f}x'):>14}{r['compile_s']:>11.1f}"
+                    + ("" if r["ran_compiled"] else "  (compile failed: eager)")
+                )
     return "\n".join(lines)
 
 
@@ -187,7 +242,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a reduced grid (tests)")
     p.add_argument("--out", default="metrics/bench.json")
     args = p.parse_args(argv)
+    start = time.perf_counter()
     result = run(args.device, args.seconds, args.quick)
+    result["timing"] = {"wall_s": round(time.perf_counter() - start, 1), "runs_trained": None, "profile": "(all)",
+                        "machine": f"{os.cpu_count()} cores, {platform.machine()}"}
     print(format_table(result))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

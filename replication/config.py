@@ -24,6 +24,7 @@ OPTIMIZERS = ("sgd", "adamw", "adafactor", "muon")
 SCHEDULES = ("constant", "cosine", "wsd", "power")
 DECAY_SHAPES = ("linear", "exponential", "1-sqrt")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+COMPILE_MODES = ("auto", "true", "false")
 PROFILES = ("smoke", "cpu", "gpu")
 
 # Non-embedding sizes: 12 * depth * width**2 (see model.count_parameters).
@@ -175,6 +176,7 @@ class RunSpec:
     init_from: str | None = None  # fine-tuning: weights file of a pretrained run (see finetune.py), else random init
     lora_rank: int | None = None  # fine-tune LoRA adapters (peft) of this rank on the frozen model; None = full
     lora_alpha: float | None = None  # LoRA scale alpha / rank; None = the rank (scale 1)
+    compile: str = "auto"  # torch.compile the training step: auto (where it pays; see compiled.py) | true | false
 
     def validate(self, key: str = "run") -> "RunSpec":
         self.model.validate(f"{key}.model")
@@ -202,6 +204,7 @@ class RunSpec:
         if self.seed < 0:
             raise ConfigError(f"{key}.seed: {self.seed} must be >= 0")
         _choice(f"{key}.device", self.device, DEVICES)
+        _choice(f"{key}.compile", self.compile, COMPILE_MODES)
         if self.lora_rank is not None:
             _positive(f"{key}.lora_rank", self.lora_rank)
             if self.optimizer.name == "muon":
@@ -235,6 +238,9 @@ class RunSpec:
 # Fields added after records existed: left out of the hash while at their default, so that adding them
 # kept every earlier run's name (and its record) valid.
 _LATER_FIELDS = {("data", "domain"): None, ("init_from",): None, ("lora_rank",): None, ("lora_alpha",): None}
+# How a run executes, not what it computes: never part of its name. Compiled and eager steps agree to
+# fp32 round-off (tests/test_compiled.py), like runs on different thread counts, so they share records.
+_EXECUTION_FIELDS = ("compile",)
 
 
 def spec_hash(spec: RunSpec) -> str:
@@ -242,6 +248,8 @@ def spec_hash(spec: RunSpec) -> str:
     from replication.store import RECORD_FORMAT
 
     d = spec.to_dict()
+    for name in _EXECUTION_FIELDS:
+        del d[name]
     for (*parents, leaf), default in _LATER_FIELDS.items():
         node = d
         for part in parents:
@@ -323,6 +331,8 @@ def _from_dict(cls, raw: dict[str, Any], key: str):
 def run_spec_from_dict(raw: dict[str, Any], key: str = "run") -> RunSpec:
     """Build and validate a RunSpec; ``model.preset`` expands to width/depth/head_dim."""
     raw = dict(raw)
+    if isinstance(raw.get("compile"), bool):  # YAML reads `compile: true` as a boolean
+        raw["compile"] = str(raw["compile"]).lower()
     if isinstance(raw.get("model"), dict) and "preset" in raw["model"]:
         model = dict(raw["model"])
         preset = model.pop("preset")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,9 @@ from IPython.display import Markdown
 
 from replication.config import PROFILES, ConfigError, Experiment
 from replication.model import count_parameters
+from replication.sweep import runs_trained
+
+_clock: dict = {}  # set by setup(): when this notebook started, and how many runs had been trained by then
 
 
 def setup(profile: str) -> Path:
@@ -19,6 +24,7 @@ def setup(profile: str) -> Path:
     whether papermill (``--cwd .``), nbval (the notebook's folder) or JupyterLab started the kernel."""
     if profile not in PROFILES:  # papermill only warns on a misspelled parameter; fail loudly instead
         raise ConfigError(f"profile: {profile!r} is unknown; choose one of: {', '.join(PROFILES)}")
+    _clock.update(start=time.perf_counter(), trained=runs_trained(), profile=profile)
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
@@ -60,8 +66,29 @@ def quickstart_summary(runs: pd.DataFrame) -> Markdown:
     )
 
 
+def timing(previous: dict | None) -> dict | None:
+    """The notebook's wall time since `setup`, for its metrics file.
+
+    It describes the last execution that trained runs: one that only read committed records back (a
+    re-execution, nbval) keeps the timing of the execution that made them, so the README's stage
+    times stay those of training, and re-running a notebook leaves its metrics unchanged.
+    """
+    if not _clock:
+        return previous
+    trained = runs_trained() - _clock["trained"]
+    if trained == 0 and previous:
+        return previous
+    return {
+        "wall_s": round(time.perf_counter() - _clock["start"], 1),
+        "runs_trained": trained,
+        "profile": _clock["profile"],
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+    }
+
+
 def write_metrics(path: str | Path, metrics: dict) -> Path:
-    """Write a notebook's key numbers as JSON (DataFrames become lists of rows; NaN becomes null)."""
+    """Write a notebook's key numbers as JSON (DataFrames become lists of rows; NaN becomes null), with
+    its `timing` (see `timing`)."""
     def plain(value):
         if isinstance(value, pd.DataFrame):
             return [plain(r) for r in value.to_dict(orient="records")]
@@ -76,6 +103,8 @@ def write_metrics(path: str | Path, metrics: dict) -> Path:
         return value
 
     path = Path(path)
+    previous = json.loads(path.read_text()).get("timing") if path.is_file() else None
+    metrics = {**metrics, "timing": timing(previous)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plain(metrics), indent=1, sort_keys=True) + "\n")
     return path

@@ -26,6 +26,12 @@ from replication.store import Store
 from replication.train import environment, resolve_device, train_members
 
 DEFAULT_MAX_MEMBERS = 8
+_runs_trained = 0  # in this process (a notebook's kernel): what its timing block reports
+
+
+def runs_trained() -> int:
+    """Runs trained (not read back from a store) by this process so far."""
+    return _runs_trained
 
 
 def _is_out_of_memory(err: Exception) -> bool:
@@ -78,7 +84,9 @@ def run_specs(
         while pending:
             mine = [s for s in pending if store.claim(s.hash)]
             try:
+                global _runs_trained
                 for records in _train_all(mine, max_members, workers, train_kwargs):
+                    _runs_trained += len(records)
                     for record in records:
                         store.write(record)
                         store.release(record["id"])
@@ -189,7 +197,9 @@ def run_finetuning(exp: Experiment, pretrain: RunSpec, specs: list[RunSpec] | No
         raise ValueError(f"fine-tuning runs of {exp.name} must start from {weights} (make them with sweep.finetuning)")
     record = store.read(pretrain.hash)
     if record is None or (not weights.exists() and any(_needs_run(store, s) for s in specs)):
+        global _runs_trained
         record = train_members([pretrain], progress=progress, weights_dir=weights.parent)[0]
+        _runs_trained += 1
         if record["status"] != "ok":
             raise RuntimeError(f"the pretraining run {pretrain.hash} of {exp.name} {record['status']}: {record['error']}")
         store.write(record)

@@ -24,11 +24,12 @@ from replication.data import BatchSampler, load_tokens, validation_windows
 from replication.finetune import attach_lora, load_weights, save_weights
 from replication.model import GPT, count_parameters, flops_per_token
 from replication.optim import build_optimizer, set_learning_rates
+from replication.step import TrainStep, should_compile
 from replication.store import RECORD_FORMAT, save_torch
 
 # Fields that members of one batched computation must share (everything else may differ).
 SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device",
-                 "init_from", "lora_rank", "lora_alpha")
+                 "init_from", "lora_rank", "lora_alpha", "compile")
 EVAL_CHUNK_ELEMENTS = 2**25  # logits elements per validation forward (bounds eval memory)
 
 
@@ -165,6 +166,8 @@ def train_members(
     samplers = [BatchSampler(data.train, B, T, s.seed) for s in specs]
     val = validation_windows(data.val, T, spec0.data.val_tokens).to(device)
     ewa = _WeightAverage(model, [s.ewa_decay for s in specs])
+    group_flops = M * spec0.tokens * flops_per_token(spec0.model, spec0.data.vocab_size, T)
+    train_step = TrainStep(model, device, *should_compile(spec0.compile, device, group_flops, bool(spec0.lora_rank)))
 
     records = [_empty_record(s, device, M) for s in specs]
     active = list(range(M))
@@ -220,12 +223,7 @@ def train_members(
         x, y = batches(step)
         if step == 0:
             activation_bytes = _activation_bytes(model, x[:, :micro], y[:, :micro]) // M
-        step_loss = torch.zeros(len(active), device=device)
-        for k in range(n_micro):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):  # bf16 matmuls on GPU only
-                losses = model(x[:, k * micro:(k + 1) * micro], y[:, k * micro:(k + 1) * micro])
-            (losses.sum() / n_micro).backward()
-            step_loss += losses.detach() / n_micro
+        step_loss = train_step(x, y, n_micro)
         for m, loss in zip(list(active), step_loss.tolist()):
             if not math.isfinite(loss):
                 diverge(m, step, f"loss {loss} at step {step}")
@@ -268,6 +266,7 @@ def train_members(
     wall = elapsed_before + time.perf_counter() - start
     memory_peak = torch.cuda.max_memory_allocated(device) // M if device.type == "cuda" else None
     for m, r in enumerate(records):
+        execution = train_step.describe()
         trained = [p for g in optimizer.param_groups if g["member"] == m for p in g["params"]]  # LoRA: the adapters
         member_params = list({id(p): p for p in [*model.members[m].parameters(), *trained]}.values())
         state = optimizer.state
@@ -287,7 +286,9 @@ def train_members(
         r["tokens"] = done_steps * spec0.tokens_per_step
         r["flops"] = r["flops_per_token"] * r["tokens"]
         r["epochs"] = samplers[m].epochs_for(done_steps)
-        r["timing"] = {"wall_time_s": wall, "tokens_per_s": r["tokens"] / wall if wall > 0 else None}  # per run; the group trained together
+        r["timing"] = {"wall_time_s": wall, "tokens_per_s": r["tokens"] / wall if wall > 0 else None,  # per run; the group trained together
+                       "compile_s": execution.pop("compile_s")}
+        r["environment"].update(execution)
         vals = r["val"]["loss"]
         r["final_val_loss"] = vals[-1] if vals and r["status"] == "ok" else None
         r["best_val_loss"] = min(vals) if vals else None

@@ -139,10 +139,11 @@ def test_fields_added_later_keep_the_names_of_earlier_runs():
 
     spec = RunSpec()
     old = spec.to_dict()
-    for key in ("init_from", "lora_rank", "lora_alpha"):
+    for key in ("init_from", "lora_rank", "lora_alpha", "compile"):
         del old[key]
     del old["data"]["domain"]
     canonical = json.dumps({"format": RECORD_FORMAT, "spec": old}, sort_keys=True)
     assert spec.hash == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert spec.replace(compile="true").hash == spec.replace(compile="false").hash == spec.hash  # how, not what
     assert spec.replace(lora_rank=4).hash != spec.hash
     assert spec.replace(**{"data.domain": "histories/*"}).hash != spec.hash

@@ -1,0 +1,33 @@
+"""Stage times in the README come from the metrics files, never typed by hand."""
+
+import json
+from pathlib import Path
+
+from replication import notebook, sweep, timings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_stage_times_match_the_metrics_files():
+    assert timings.readme_block(ROOT) in (ROOT / "README.md").read_text(), (
+        "README.md's stage-time table is stale: run `python -m replication.timings`"
+    )
+
+
+def test_every_notebook_stage_records_its_wall_time():
+    stages = {r["stage"] for r in timings.stage_timings(ROOT)}
+    notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert notebooks <= stages, f"no timing block in the metrics of {sorted(notebooks - stages)}"
+
+
+def test_a_run_that_trains_records_its_time_and_a_rerun_keeps_it(tmp_path, monkeypatch):
+    path = tmp_path / "m.json"
+    notebook._clock.clear()
+    notebook._clock.update(start=0.0, trained=sweep.runs_trained(), profile="smoke")
+    monkeypatch.setattr(sweep, "_runs_trained", sweep.runs_trained() + 3)
+    notebook.write_metrics(path, {"x": 1})
+    first = json.loads(path.read_text())["timing"]
+    assert first["runs_trained"] == 3 and first["wall_s"] > 0 and first["profile"] == "smoke"
+    notebook._clock.update(trained=sweep.runs_trained())  # a re-execution that reads every record back
+    notebook.write_metrics(path, {"x": 1})
+    assert json.loads(path.read_text())["timing"] == first
