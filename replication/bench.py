@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from replication.config import MODEL_PRESETS, ModelConfig, run_spec_from_dict
 from replication.model import GPT, flops_per_token
 from replication.optim import build_optimizer
+from replication.spec import MODEL_PRESETS, ModelConfig, run_spec_from_dict
 from replication.step import TrainStep
 from replication.train import resolve_device
 

@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from replication.config import ConfigError, experiment, load_params, run_spec_from_dict
 from replication.data import DataError
+from replication.params import experiment, load_params
+from replication.spec import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", help="smoke | cpu | gpu (default: params.yaml's profile)")
     run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override spec keys, e.g. optimizer.lr=1e-3 batch_size=4")
 
-    sweep = sub.add_parser("sweep", help="run every missing run of an experiment's grid; print the table")
+    sweep = sub.add_parser("sweep", help="train every run an experiment's notebook reads (grid and follow-ups) that the store lacks; print the table")
     sweep.add_argument("experiment")
     sweep.add_argument("--profile")
     sweep.add_argument("--max-members", type=int, default=None, help="largest ensemble trained as one computation")
@@ -42,12 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, FileNotFoundError) as err:  # bad input, found before any training
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
 def _dispatch(args) -> int:
+    from replication import papers
     from replication.store import Store
     from replication.sweep import DEFAULT_MAX_MEMBERS, finetuning, run_finetuning, run_more
 
@@ -64,23 +66,30 @@ def _dispatch(args) -> int:
         return 0
 
     params = load_params(args.params)
-    exp = experiment(params, args.experiment, _profile(args, params))
-    pretrain = None
-    if "pretrain" in exp.settings:  # a fine-tuning experiment: every run starts from the pretrained weights
+    profile = _profile(args, params)
+    if args.command == "sweep":  # every run the experiment's notebook reads, follow-ups included
+        df = papers.sweep(args.experiment, params, profile, args.results, max_members=args.max_members or DEFAULT_MAX_MEMBERS,
+                          workers=args.workers, checkpoint_every_tokens=args.checkpoint_every_tokens)
+        return _report(df)
+    exp = experiment(params, args.experiment, profile)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value) if value[:1] in "[{\"" or value in ("true", "false", "null") else value
+    if "pretrain" in exp.settings:  # a fine-tuning experiment: the run starts from the pretrained weights
         pretrain, exp = finetuning(exp, args.results)
-    if args.command == "run":
-        overrides = {}
-        for item in args.set:
-            key, _, value = item.partition("=")
-            overrides[key] = json.loads(value) if value[:1] in "[{\"" or value in ("true", "false", "null") else value
-        specs, kwargs = [exp.base.replace(**overrides) if overrides else exp.base], {}
-    else:
-        specs = exp.expand()
-        kwargs = dict(max_members=args.max_members or DEFAULT_MAX_MEMBERS, workers=args.workers,
-                      checkpoint_every_tokens=args.checkpoint_every_tokens)
-    if pretrain is not None:
-        df = run_finetuning(exp, pretrain, specs, args.results, **kwargs)[1]
-    else:
-        df = run_more(exp, specs, results_root=args.results, **kwargs)
-    print(df.to_string(index=False))
+        return _report(run_finetuning(exp, pretrain, [exp.base.replace(**overrides)], args.results)[1])
+    return _report(run_more(exp, [exp.base.replace(**overrides) if overrides else exp.base], results_root=args.results))
+
+
+def _report(df) -> int:
+    """Print the table; 1 when some run failed (its error printed below the table), else 0."""
+    failed = df[df["status"] == "failed"] if len(df) else df
+    shown = df.drop(columns=["error"], errors="ignore")
+    print(shown.to_string(index=False) if len(shown) else "no runs of its own (it reads other experiments' runs)")
+    for _, row in failed.iterrows():
+        print(f"run {row['id']} failed: {row['error']}", file=sys.stderr)
+    if len(failed):
+        print(f"error: {len(failed)} of {len(df)} runs failed; the next sweep retries them", file=sys.stderr)
+        return 1
     return 0

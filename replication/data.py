@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from replication.config import DataConfig
+from replication.spec import DataConfig
 
 EOS = "<|endoftext|>"
 TOKENIZER_FORMAT = 1  # bump when the tokenizer recipe changes, so caches are rebuilt
@@ -62,8 +62,12 @@ def _local_documents(path: Path) -> dict[str, str]:
     if not path.exists():
         raise DataError(f"corpus path {str(path)!r} does not exist (give 'shakespeare', a text file or folder, or 'hf:<dataset>')")
     if path.is_file():
-        # One file: cut it into 20 contiguous parts at line boundaries so whole parts can be held out.
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        # One file: cut it into 20 contiguous parts at line boundaries so whole parts can be held out; a
+        # file of one line is cut by position instead.
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines(keepends=True)
+        if len(lines) < 2:
+            return _parts_by_position(path.name, text)
         n_parts = min(20, len(lines))
         bounds = np.linspace(0, len(lines), n_parts + 1).astype(int)
         return {f"{path.name}#{i}": "".join(lines[a:b]) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))}
@@ -71,6 +75,20 @@ def _local_documents(path: Path) -> dict[str, str]:
     if not files:
         raise DataError(f"corpus folder {str(path)!r} holds no text files ({', '.join(TEXT_SUFFIXES)})")
     return {str(p.relative_to(path)): p.read_text(encoding="utf-8", errors="replace") for p in files}
+
+
+def _parts_by_position(name: str, text: str, n_parts: int = 20) -> dict[str, str]:
+    """A text as `n_parts` contiguous parts, cut by position at the next line break (or space) after each
+    even cut, so whole parts can be held out for validation."""
+    cuts = [0]
+    for i in range(1, n_parts):
+        at = i * len(text) // n_parts
+        breaks = [p for p in (text.find("\n", at), text.find(" ", at)) if p != -1]
+        cut = min(breaks) + 1 if breaks else len(text)
+        if cuts[-1] < cut < len(text):
+            cuts.append(cut)
+    cuts.append(len(text))
+    return {f"{name}#{i}": text[a:b] for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))}
 
 
 def _hub_documents(cfg: DataConfig) -> dict[str, str]:

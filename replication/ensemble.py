@@ -11,8 +11,8 @@ from collections import defaultdict
 
 import torch
 
-from replication.config import RunSpec
 from replication.model import count_parameters
+from replication.spec import RunSpec
 from replication.train import SHARED_FIELDS, resolve_device, train_members
 
 MEMORY_FRACTION = 0.5  # of the free memory an ensemble may plan to use

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from replication.config import ModelConfig
+from replication.spec import ModelConfig
 
 HIDDEN_MATRICES = ("wq", "wk", "wv", "wo", "fc1", "fc2")  # per block; Muon's share of the parameters
 
@@ -216,20 +216,34 @@ class GPT(nn.Module):
         h = F.gelu(self._linear(x, f"blocks.{i}.fc1"), approximate="tanh")
         return self._linear(h, f"blocks.{i}.fc2")
 
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """Final normalised hidden states [M, B*T, D] for token ids idx [M, B, T]."""
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Input embeddings [M, B, T, D] of token ids idx [M, B, T]."""
         M, B, T = idx.shape
         table = self._weight("embed_in")  # [M, V, D]: one lookup for all members via offset ids
         offsets = torch.arange(M, device=idx.device).view(M, 1, 1) * self.vocab_size
-        x = F.embedding(idx + offsets, table.reshape(M * self.vocab_size, -1)).view(M, B * T, self.cfg.width)
+        return F.embedding(idx + offsets, table.reshape(M * self.vocab_size, -1)).view(M, B, T, self.cfg.width)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Final normalised hidden states [M, B*T, D] from input embeddings x [M, B, T, D]."""
+        M, B, T, D = x.shape
+        x = x.reshape(M, B * T, D)
         for i in range(self.cfg.depth):
             x = x + self._attention(_rms_norm(x), i, B, T)
             x = x + self._mlp(_rms_norm(x), i)
         return _rms_norm(x)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy per member: idx, targets [M, B, T] -> [M]."""
-        M, B, T = idx.shape
-        logits = self._linear(self.hidden(idx), "embed_out").float()  # [M, B*T, V]
+    def losses(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy per member from input embeddings x [M, B, T, D]: [M].
+
+        Everything after the embedding lookup: what `replication.step` compiles. The lookup's backward
+        (a scatter-add where tokens repeat) stays eager, where it is deterministic on CPU; compiled, it
+        summed in a varying order and reruns of one spec drifted apart in the last bits.
+        """
+        M, B, T, _ = x.shape
+        logits = self._linear(self.hidden(x), "embed_out").float()  # [M, B*T, V]
         losses = F.cross_entropy(logits.view(M * B * T, -1), targets.reshape(-1), reduction="none")
         return losses.view(M, B * T).mean(dim=1)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy per member: idx, targets [M, B, T] -> [M]."""
+        return self.losses(self.embed(idx), targets)

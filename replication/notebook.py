@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown
 
-from replication.config import PROFILES, ConfigError, Experiment
 from replication.model import count_parameters
+from replication.params import Experiment
+from replication.spec import PROFILES, ConfigError
 from replication.sweep import runs_trained
 
 _clock: dict = {}  # set by setup(): when this notebook started, and how many runs had been trained by then

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from replication.config import OptimizerConfig, RunSpec, ScheduleConfig
+from replication.spec import OptimizerConfig, RunSpec, ScheduleConfig
 
 
 # ---------------------------------------------------------------- Marek et al.: decay half-life in tokens

@@ -1,4 +1,6 @@
-"""One house style; every figure is saved by `save` as PNG plus the data behind it as CSV."""
+"""One house style; every figure is saved by `save` as PNG plus the data behind it as CSV.
+
+Generic plots live here; a figure of one paper topic lives in that topic's module (`replication/papers/`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.config import get_dotted
+from replication.spec import get_dotted
 
 STYLE = {
     "figure.figsize": (6.4, 4.0),
@@ -73,30 +75,6 @@ def _batch_colour(i: int, n: int):
     return plt.get_cmap("coolwarm")(i / max(1, n - 1))
 
 
-def best_loss_vs_batch_size(best: pd.DataFrame, labels: dict[str, str] | None = None, ax=None):
-    """Best loss per (optimizer, batch size) with seed error bars; cells where every setting diverged
-    are drawn as an x at the top of the axes, so they are never silently missing."""
-    if ax is None:
-        _, ax = plt.subplots()
-    top = _marker_height(best["loss"])
-    for i, (name, group) in enumerate(best.groupby("optimizer.name", sort=True)):
-        group = group.sort_values("batch_size")
-        colour = f"C{i}"
-        ok = group[group["loss"].notna()]
-        ax.errorbar(ok["batch_size"], ok["loss"], yerr=np.nan_to_num(ok["loss_se"].to_numpy()), marker="o", ms=4,
-                    capsize=3, color=colour, label=(labels or {}).get(name, name))
-        failed = group[group["loss"].isna()]
-        if len(failed):
-            ax.plot(failed["batch_size"], [top] * len(failed), "x", color=colour, ms=8, mew=2)
-    if best["loss"].isna().any():
-        ax.annotate("x: every setting diverged", (0.01, 0.99), xycoords="axes fraction", va="top", fontsize=8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size (sequences)")
-    ax.set_ylabel("best validation loss")
-    ax.legend()
-    return ax
-
-
 def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_loss"):
     """One panel per value of `panel`, loss against learning rate, one line per batch size (mean over
     seeds); diverged runs are drawn as x at the top of their panel."""
@@ -118,27 +96,6 @@ def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_los
         ax.set_title(str(value))
     axes[0][0].set_ylabel("final validation loss")
     axes[0][-1].legend()
-    return fig
-
-
-def optimum_vs_batch_size(optima: pd.DataFrame, fit: dict | None):
-    """Left: the optimal beta2 per batch size; right: the optimal half-life in tokens with its log-log fit."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.4, 4.0))
-    left.plot(optima["batch_size"], 1 - optima["optimal_beta2"], "o-")
-    left.set_xscale("log", base=2)
-    left.set_yscale("log")
-    left.set_xlabel("batch size (sequences)")
-    left.set_ylabel("1 - optimal beta2")
-    right.plot(optima["batch_size"], optima["optimal_half_life"], "o", label="optimum")
-    if fit is not None:
-        b = np.geomspace(optima["batch_size"].min(), optima["batch_size"].max(), 50)
-        right.plot(b, np.exp(fit["intercept"]) * b ** fit["slope"], "-",
-                   label=f"fit: slope {fit['slope']:.2f} [{fit['ci_low']:.2f}, {fit['ci_high']:.2f}]")
-    right.set_xscale("log", base=2)
-    right.set_yscale("log")
-    right.set_xlabel("batch size (sequences)")
-    right.set_ylabel("optimal beta2 half-life (tokens)")
-    right.legend()
     return fig
 
 
@@ -209,55 +166,4 @@ def heatmaps(runs: pd.DataFrame, panel: str, x: str, y: str, value: str = "final
         ax.grid(False)
     axes[0][0].set_ylabel(y)
     fig.colorbar(image, ax=axes[0].tolist(), label=value.replace("_", " "))
-    return fig
-
-
-def sensitivity_panels(table: pd.DataFrame):
-    """One panel per hyperparameter: loss change against the multiplier of its centre value, one line per
-    batch size (mean over seeds, standard-error bars); diverged cells drawn as x at the top."""
-    names = list(dict.fromkeys(table["hyperparameter"]))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), sharey=True, squeeze=False)
-    top = _marker_height(table["delta_loss"])
-    sizes = sorted(table["batch_size"].unique())
-    for ax, name in zip(axes[0], names):
-        for i, b in enumerate(sizes):
-            colour = _batch_colour(i, len(sizes))
-            line = table[(table["hyperparameter"] == name) & (table["batch_size"] == b)].sort_values("multiplier")
-            ok = line[np.isfinite(line["delta_loss"])]
-            ax.errorbar(ok["multiplier"], ok["delta_loss"], yerr=np.nan_to_num(ok["delta_se"].to_numpy()), marker="o", ms=4,
-                        capsize=3, color=colour, label=f"B={b}")
-            bad = line[~np.isfinite(line["delta_loss"])]
-            ax.plot(bad["multiplier"], [top] * len(bad), "x", color=colour, ms=8, mew=2)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel(f"{name}: multiple of the centre")
-        ax.axhline(0, color="k", lw=0.5)
-    axes[0][0].set_ylabel("loss minus the centre's loss")
-    axes[0][-1].legend()
-    return fig
-
-
-def finetune_panels(runs: pd.DataFrame, table: pd.DataFrame, memory: str = "total"):
-    """Left: loss against LR for each fine-tuning arm (mean over seeds; x = diverged). Right: each arm's
-    best loss against its measured memory (the paper's bar chart, memory on an axis instead of bar widths)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.2))
-    top = _marker_height(runs["final_val_loss"])
-    for i, (arm, group) in enumerate(runs.groupby("arm", sort=True)):
-        cells = group.groupby("optimizer.lr")["final_val_loss"].mean()
-        colour = f"C{i}"
-        left.plot(cells.index, cells.to_numpy(), "o-", ms=4, color=colour, label=arm)
-        failed = cells[cells.isna()]
-        left.plot(failed.index, [top] * len(failed), "x", color=colour, ms=7)
-        row = table[table["arm"] == arm]
-        right.errorbar(row[memory], row["loss"], yerr=row["loss_se"].fillna(0), fmt="o", color=colour, ms=6, capsize=3, label=arm)
-    before = table["before"].mean()
-    left.axhline(before, color="grey", ls=":", lw=1)
-    left.annotate("pretrained, before fine-tuning", (0.02, before), xycoords=("axes fraction", "data"),
-                  xytext=(0, -10), textcoords="offset points", fontsize=7, color="grey")
-    left.set_xscale("log")
-    left.set_xlabel("learning rate")
-    left.set_ylabel("validation loss on the new domain")
-    right.set_xlabel(f"measured training memory, MiB ({memory})")
-    right.set_ylabel("best validation loss (mean over seeds)")
-    right.legend(fontsize=7, loc="upper center")
-    fig.tight_layout()
     return fig

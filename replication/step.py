@@ -1,6 +1,7 @@
 """The training step (forward and backward over the micro-batches), compiled where it pays.
 
-What is compiled is the loss graph: the forward pass and, through AOTAutograd, its backward. The
+What is compiled is the loss graph after the embedding lookup (`GPT.losses`): the forward pass and,
+through AOTAutograd, its backward; the lookup and its scatter-add backward stay eager. The
 optimizer stays torch.optim's fused kernel, run eagerly after the step: on CPU it is already one pass
 over every tensor, and compiling the foreach optimizer over an ensemble's hundreds of tensors took
 minutes on two cores (README, "Speed II"). So no learning rate, beta or schedule is ever part of a
@@ -14,7 +15,6 @@ back to eager with one warning; it never fails a run.
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 
@@ -51,7 +51,7 @@ class TrainStep:
 
     def __init__(self, model: GPT, device: torch.device, compile: bool, reason: str = ""):
         self.model, self.device = model, device
-        self.loss = model.forward
+        self.losses = model.losses  # after the embedding lookup, which stays eager (see GPT.losses)
         self.compiled, self.reason = compile, reason
         self.compile_s: float | None = None  # wall time of the first compiled step (compilation included)
         self.error: str | None = None
@@ -62,7 +62,7 @@ class TrainStep:
             # (shapes are static within a group).
             options = {"cpp_wrapper": True} if device.type == "cpu" else None
             mode = "reduce-overhead" if device.type == "cuda" else None
-            self.loss = torch.compile(model.forward, dynamic=False, mode=mode, options=options)
+            self.losses = torch.compile(model.losses, dynamic=False, mode=mode, options=options)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, n_micro: int = 1) -> torch.Tensor:
         if not self._first:
@@ -80,18 +80,17 @@ class TrainStep:
     def _step(self, x: torch.Tensor, y: torch.Tensor, n_micro: int) -> torch.Tensor:
         micro = x.shape[1] // n_micro
         step_loss = torch.zeros(x.shape[0], device=x.device)
-        with _deterministic(self.compiled):
-            for k in range(n_micro):
-                xs, ys = x[:, k * micro:(k + 1) * micro], y[:, k * micro:(k + 1) * micro]
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):  # bf16 matmuls on GPU only
-                    losses = self.loss(xs, ys)
-                (losses.sum() / n_micro).backward()
-                step_loss += losses.detach() / n_micro
+        for k in range(n_micro):
+            xs, ys = x[:, k * micro:(k + 1) * micro], y[:, k * micro:(k + 1) * micro]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):  # bf16 matmuls on GPU only
+                losses = self.losses(self.model.embed(xs), ys)
+            (losses.sum() / n_micro).backward()
+            step_loss += losses.detach() / n_micro
         return step_loss
 
     def _fall_back(self, err: Exception) -> None:
         self.model.zero_grad(set_to_none=True)  # a partial backward may have left gradients
-        self.loss, self.compiled = self.model.forward, False
+        self.losses, self.compiled = self.model.losses, False
         self.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500]
         self.reason = f"compilation failed, trained eagerly ({self.error})"
         if self.error not in _warned:  # one warning per distinct failure, not one per group of a sweep
@@ -102,18 +101,3 @@ class TrainStep:
         """What a record says about how its run executed."""
         return {"compiled": self.compiled, "compile_reason": self.reason, "compile_s": self.compile_s}
 
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool):
-    """Deterministic kernels for the compiled step: inductor's parallel scatter-add (the embedding's
-    backward) otherwise sums in a varying order, and reruns of one spec drifted apart in the last bits
-    (2 of 8 reruns here). Set around every call, since dynamo guards on this flag."""
-    if not enabled:
-        yield
-        return
-    before, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_only)

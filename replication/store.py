@@ -18,8 +18,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-RECORD_FORMAT = 2  # bump by hand when the record layout changes (2: timings moved under "timing")
-REQUIRED_FIELDS = ("format", "id", "spec", "status", "train", "val", "final_val_loss", "best_val_loss", "steps", "tokens")
+from replication.record import RECORD_FORMAT, REQUIRED_FIELDS
+from replication.spec import run_spec_from_dict
 
 
 def save_torch(obj, path: str | Path) -> Path:
@@ -86,8 +86,6 @@ class Store:
             elif record["id"] != run_id:
                 problem = f"holds run {record['id']!r}, not {run_id!r} (its file name)"
         if problem is None:
-            from replication.config import run_spec_from_dict
-
             try:
                 if run_spec_from_dict(record["spec"]).hash != run_id:
                     problem = "has a spec whose hash does not match its name"

@@ -19,9 +19,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from replication.config import Experiment, RunSpec, get_dotted
+from replication.data import load_tokens
 from replication.ensemble import plan, recommended_workers
 from replication.finetune import weights_file
+from replication.params import Experiment
+from replication.record import new_record
+from replication.spec import RunSpec, get_dotted
 from replication.store import Store
 from replication.train import environment, resolve_device, train_members
 
@@ -79,7 +82,8 @@ def run_specs(
     if checkpoint_every_tokens:
         train_kwargs = {"checkpoint_dir": store.root / "_checkpoints", "checkpoint_every_tokens": checkpoint_every_tokens}
     pending = list({s.hash: s for s in specs}.values())
-    pending = [s for s in pending if _needs_run(store, s)]
+    pending = [s for s in pending if needs_run(store, s)]
+    check_inputs(pending)
     with tqdm(total=len(pending), desc=f"sweep {store.root.parent.name}/{store.root.name}", disable=not progress or not pending) as bar:
         while pending:
             mine = [s for s in pending if store.claim(s.hash)]
@@ -94,7 +98,7 @@ def run_specs(
             finally:
                 for s in mine:
                     store.release(s.hash)
-            pending = [s for s in pending if s not in mine and _needs_run(store, s)]
+            pending = [s for s in pending if s not in mine and needs_run(store, s)]
             if pending:  # held by another sweep: wait for its records (or take over if it died)
                 time.sleep(poll_s)
                 bar.update(0)
@@ -102,7 +106,19 @@ def run_specs(
     return [r for r in out if r is not None]
 
 
-def _needs_run(store: Store, spec: RunSpec) -> bool:
+def check_inputs(specs: list[RunSpec]) -> None:
+    """Find input errors before any training: a corpus that cannot be read, a tokenizer that cannot be
+    built, a `data.domain` that matches nothing (DataError), a missing `init_from` file (FileNotFoundError).
+    Each names the problem, where it would otherwise turn every run of the sweep into a `failed` record."""
+    for data in dict.fromkeys(s.data for s in specs):
+        load_tokens(data)  # cached: the training that follows reads the same tokens
+    for path in dict.fromkeys(s.init_from for s in specs if s.init_from):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"init_from: weights file {path!r} does not exist (it is written by the pretraining run "
+                                    "of a fine-tuning experiment; `python -m replication sweep <experiment>` makes it)")
+
+
+def needs_run(store: Store, spec: RunSpec) -> bool:
     record = store.read(spec.hash)
     return record is None or record["status"] == "failed"  # failed runs (not diverged ones) are retried
 
@@ -127,23 +143,8 @@ def run_experiment(exp: Experiment, results_root: str | Path = "results", **kwar
 
 
 def _failed_record(spec: RunSpec, err: Exception) -> dict:
-    from replication.store import RECORD_FORMAT
-
-    return {
-        "format": RECORD_FORMAT,
-        "id": spec.hash,
-        "spec": spec.to_dict(),
-        "environment": environment(resolve_device(spec.device)),
-        "status": "failed",
-        "error": "".join(traceback.format_exception_only(err)).strip(),
-        "diverged_at_step": None,
-        "train": {"step": [], "tokens": [], "loss": []},
-        "val": {"step": [], "tokens": [], "loss": []},
-        "final_val_loss": None,
-        "best_val_loss": None,
-        "steps": 0,
-        "tokens": 0,
-    }
+    error = "".join(traceback.format_exception_only(err)).strip()
+    return new_record(spec, environment(resolve_device(spec.device)), status="failed", error=error)
 
 
 def table(records: list[dict], grid_keys: list[str] | None = None) -> pd.DataFrame:
@@ -154,6 +155,7 @@ def table(records: list[dict], grid_keys: list[str] | None = None) -> pd.DataFra
         row = {k: get_dotted(r["spec"], k) for k in keys}
         row.update(
             status=r["status"],
+            error=r.get("error"),
             final_val_loss=r["final_val_loss"],
             best_val_loss=r["best_val_loss"],
             steps=r["steps"],
@@ -164,6 +166,20 @@ def table(records: list[dict], grid_keys: list[str] | None = None) -> pd.DataFra
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def combine(*tables: pd.DataFrame) -> pd.DataFrame:
+    """Run tables stacked, each run once (a re-run table repeats the original seed)."""
+    return pd.concat(tables, ignore_index=True).drop_duplicates(subset="id").reset_index(drop=True)
+
+
+def stored_table(exp: Experiment, specs: list[RunSpec], results_root: str | Path = "results") -> pd.DataFrame | None:
+    """The table of `specs` read from the store alone (nothing trains), or None while any is missing or
+    failed: what a topic's `runs` reads to declare the follow-ups that depend on earlier results."""
+    store = Store(results_root, exp.profile, exp.name)
+    if any(needs_run(store, s) for s in specs):
+        return None
+    return table([store.read(s.hash) for s in specs], grid_keys=exp.grid_keys)
 
 
 def run_more(exp: Experiment, specs: list[RunSpec], extra_keys: tuple[str, ...] = (), results_root: str | Path = "results",
@@ -196,7 +212,7 @@ def run_finetuning(exp: Experiment, pretrain: RunSpec, specs: list[RunSpec] | No
     if any(s.init_from != str(weights) for s in specs):
         raise ValueError(f"fine-tuning runs of {exp.name} must start from {weights} (make them with sweep.finetuning)")
     record = store.read(pretrain.hash)
-    if record is None or (not weights.exists() and any(_needs_run(store, s) for s in specs)):
+    if record is None or (not weights.exists() and any(needs_run(store, s) for s in specs)):
         global _runs_trained
         record = train_members([pretrain], progress=progress, weights_dir=weights.parent)[0]
         _runs_trained += 1

@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from replication.config import RunSpec
 from replication.data import BatchSampler, load_tokens, validation_windows
 from replication.finetune import attach_lora, load_weights, save_weights
 from replication.model import GPT, count_parameters, flops_per_token
 from replication.optim import build_optimizer, set_learning_rates
+from replication.record import new_record
+from replication.spec import RunSpec
 from replication.step import TrainStep, should_compile
-from replication.store import RECORD_FORMAT, save_torch
+from replication.store import save_torch
 
 # Fields that members of one batched computation must share (everything else may differ).
 SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device",
@@ -169,7 +170,7 @@ def train_members(
     group_flops = M * spec0.tokens * flops_per_token(spec0.model, spec0.data.vocab_size, T)
     train_step = TrainStep(model, device, *should_compile(spec0.compile, device, group_flops, bool(spec0.lora_rank)))
 
-    records = [_empty_record(s, device, M) for s in specs]
+    records = [_new_record(s, device, M) for s in specs]
     active = list(range(M))
     initial_loss: list[float | None] = [None] * M
     interval_sum, interval_n = [0.0] * M, 0
@@ -318,18 +319,9 @@ class _Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
-def _empty_record(spec: RunSpec, device: torch.device, ensemble_size: int) -> dict:
+def _new_record(spec: RunSpec, device: torch.device, ensemble_size: int) -> dict:
     return {
-        "format": RECORD_FORMAT,
-        "id": spec.hash,
-        "spec": spec.to_dict(),
-        "environment": {**environment(device), "ensemble_size": ensemble_size},
-        "status": "ok",
-        "diverged_at_step": None,
-        "error": None,
+        **new_record(spec, {**environment(device), "ensemble_size": ensemble_size}),
         "n_params": count_parameters(spec.model, spec.data.vocab_size),
         "flops_per_token": flops_per_token(spec.model, spec.data.vocab_size, spec.data.seq_len),
-        "train": {"step": [], "tokens": [], "loss": []},
-        "val": {"step": [], "tokens": [], "loss": []},
-        "targets": {repr(float(t)): None for t in spec.target_losses},
     }

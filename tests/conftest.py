@@ -1,6 +1,6 @@
 import pytest
 
-from replication.config import run_spec_from_dict
+from replication.spec import run_spec_from_dict
 
 TINY = {
     "data": {"corpus": "shakespeare", "vocab_size": 300, "seq_len": 16, "val_tokens": 1024},

@@ -1,7 +1,9 @@
 import subprocess
 import sys
 
+from replication import papers
 from replication.cli import main
+from replication.params import experiment, load_params
 
 
 def test_help_lists_the_commands():
@@ -26,7 +28,54 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
 
 def test_a_finetuning_experiment_pretrains_first_and_starts_every_run_from_it(tmp_path, capsys):
     assert main(["--results", str(tmp_path), "sweep", "marek_finetune", "--profile", "smoke"]) == 0
-    assert capsys.readouterr().out.count("\n") == 1 + 3  # header + the smoke grid's three runs
+    exp = experiment(load_params(), "marek_finetune", "smoke")
+    declared = papers.declared_runs(exp, load_params(), tmp_path)
+    assert len(declared) > len(exp.expand())  # the grid and its follow-ups (the best arms re-seeded)
+    assert capsys.readouterr().out.count("\n") == 1 + len(declared)  # header + every declared run
+    assert all(s.init_from and s.init_from.endswith(".pt") for s in declared)
     assert main(["--results", str(tmp_path), "show"]) == 0
-    assert "smoke/marek_finetune: 4 runs ok=4" in capsys.readouterr().out  # the pretraining run + three
+    assert f"smoke/marek_finetune: {len(declared) + 1} runs ok={len(declared) + 1}" in capsys.readouterr().out  # + pretraining
     assert len(list((tmp_path / "smoke" / "marek_finetune" / "_weights").glob("*.pt"))) == 1
+
+
+def test_a_missing_corpus_fails_before_training_with_one_line_and_exit_2(tmp_path, capsys):
+    code = main(["--results", str(tmp_path), "run", "quickstart", "--profile", "smoke", "--set", "data.corpus=/no/such/file.txt"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == ("error: corpus path '/no/such/file.txt' does not exist "
+                           "(give 'shakespeare', a text file or folder, or 'hf:<dataset>')")
+    assert not list(tmp_path.rglob("*.json"))  # no failed record: nothing was trained
+
+
+def test_a_domain_that_matches_nothing_fails_before_training(tmp_path, capsys):
+    code = main(["--results", str(tmp_path), "run", "quickstart", "--profile", "smoke", "--set", "data.domain=nosuch/*"])
+    assert code == 2 and "nosuch/*" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_a_missing_init_from_file_fails_before_training(tmp_path, capsys):
+    code = main(["--results", str(tmp_path), "run", "quickstart", "--profile", "smoke", "--set", "init_from=/no/such/weights.pt"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: init_from: weights file '/no/such/weights.pt' does not exist")
+
+
+def test_a_run_that_fails_while_training_shows_why_and_exits_1(tmp_path, capsys, monkeypatch):
+    import replication.sweep
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the GPU fell off the bus")
+
+    monkeypatch.setattr(replication.sweep, "train_members", broken)
+    assert main(["--results", str(tmp_path), "sweep", "quickstart", "--profile", "smoke", "--workers", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert out.count("failed") == 2
+    assert "RuntimeError: the GPU fell off the bus" in err and "2 of 2 runs failed" in err
+    assert sweep_table_has_error_column(tmp_path)
+
+
+def sweep_table_has_error_column(results) -> bool:
+    from replication.store import Store
+    from replication.sweep import table
+
+    records = Store(results, "smoke", "quickstart").records()
+    return all("the GPU fell off the bus" in e for e in table(records)["error"])

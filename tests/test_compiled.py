@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from replication.config import ConfigError, run_spec_from_dict
+from replication.spec import ConfigError, run_spec_from_dict
 from replication.step import COMPILE_MIN_TFLOP_CPU, should_compile
 from replication.train import train, train_members
 from tests.conftest import TINY

@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from replication.config import ConfigError, MODEL_PRESETS, RunSpec, experiment, load_params, run_spec_from_dict
+from replication.params import experiment, load_params
+from replication.spec import ConfigError, MODEL_PRESETS, RunSpec, run_spec_from_dict
 from tests.conftest import TINY
 
 
@@ -135,7 +136,7 @@ def test_fields_added_later_keep_the_names_of_earlier_runs():
     import hashlib
     import json
 
-    from replication.store import RECORD_FORMAT
+    from replication.record import RECORD_FORMAT
 
     spec = RunSpec()
     old = spec.to_dict()

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from replication.config import DataConfig
+from replication.spec import DataConfig
 from replication.data import (
     BatchSampler,
     DataError,
@@ -37,6 +37,16 @@ def test_local_file_and_folder(tmp_path):
     assert list(load_documents(DataConfig(corpus=str(tmp_path)))) == ["a.txt", "sub/b.md"]
     parts = load_documents(DataConfig(corpus=str(tmp_path / "a.txt")))
     assert len(parts) == 20 and "".join(parts.values()) == "alpha beta\n" * 50
+
+
+def test_a_single_line_text_file_is_split_by_position(tmp_path):
+    text = " ".join(f"word{i}" for i in range(2000))  # one line, no line breaks at all
+    (tmp_path / "one_line.txt").write_text(text)
+    parts = load_documents(DataConfig(corpus=str(tmp_path / "one_line.txt")))
+    assert len(parts) == 20 and "".join(parts.values()) == text
+    assert all(p.endswith(" ") for p in list(parts.values())[:-1])  # cut between words
+    train, val = split_documents(parts, 0.1)
+    assert len(val) == 2 and len(train) == 18
 
 
 def test_missing_and_empty_corpora_name_the_problem(tmp_path):

@@ -5,9 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from replication.config import ConfigError, Experiment, run_spec_from_dict
 from replication.finetune import load_weights, lora_targets, weights_file
 from replication.model import GPT
+from replication.params import Experiment
+from replication.spec import ConfigError, run_spec_from_dict
 from replication.store import Store
 from replication.sweep import finetuning, run_finetuning
 from replication.train import train, train_members

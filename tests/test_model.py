@@ -1,7 +1,7 @@
 import torch
 
-from replication.config import ModelConfig
 from replication.model import GPT, count_parameters, flops_per_token
+from replication.spec import ModelConfig
 
 
 def test_parameter_count_matches_the_tensors_and_a_hand_count():
@@ -33,7 +33,7 @@ def test_causal_future_tokens_do_not_change_the_past():
     changed = idx.clone()
     changed[..., -1] = (changed[..., -1] + 1) % 100
     with torch.no_grad():
-        a, b = model.hidden(idx), model.hidden(changed)
+        a, b = model.hidden(model.embed(idx)), model.hidden(model.embed(changed))
     assert torch.allclose(a.view(1, 2, 8, -1)[..., :-1, :], b.view(1, 2, 8, -1)[..., :-1, :], atol=1e-6)
     assert not torch.allclose(a.view(1, 2, 8, -1)[..., -1, :], b.view(1, 2, 8, -1)[..., -1, :])
 

@@ -1,6 +1,11 @@
-"""The pipeline end to end: papermill runs the smoke profile of each notebook in a temporary copy."""
+"""The pipeline end to end: in a temporary copy, `python -m replication sweep` trains every run an
+experiment declares, then papermill runs its notebook on the smoke profile, which must find nothing left
+to train (its metrics' timing block counts the runs it trained)."""
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import papermill
@@ -27,8 +32,16 @@ def workbook(tmp_path_factory):
     return root
 
 
+def _stage_metrics(stage: str) -> list[str]:
+    metrics = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage].get("metrics", [])
+    return [next(iter(m)) if isinstance(m, dict) else m for m in metrics]
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_on_the_smoke_profile(workbook, name):
+def test_the_cli_sweep_leaves_the_notebook_nothing_to_train(workbook, name):
+    sweep = subprocess.run([sys.executable, "-m", "replication", "sweep", name, "--profile", "smoke"], cwd=workbook,
+                           capture_output=True, text=True)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
     out = workbook / "notebooks" / "executed" / f"{name}.ipynb"
     papermill.execute_notebook(
         str(workbook / "notebooks" / f"{name}.ipynb"),
@@ -44,6 +57,9 @@ def test_notebook_runs_on_the_smoke_profile(workbook, name):
         assert target.exists(), f"stage {name} did not write {path}"
         if path.endswith(".png"):
             assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 1000
+    (metrics,) = _stage_metrics(name)
+    timing = json.loads((workbook / metrics).read_text())["timing"]
+    assert timing["runs_trained"] == 0, f"{name}: the notebook trained {timing['runs_trained']} runs the sweep did not declare"
 
 
 def test_every_notebook_is_a_dvc_stage():

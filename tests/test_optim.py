@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from replication.config import ScheduleConfig
 from replication.model import GPT
 from replication.optim import beta_from_half_life, build_optimizer, half_life_from_beta, lr_multiplier
+from replication.spec import ScheduleConfig
 from replication.train import train
 
 

@@ -42,3 +42,21 @@ def test_source_notebooks_are_committed_without_outputs():
         assert nb.cells[1].metadata.get("tags") == ["parameters"] or any(
             "parameters" in c.metadata.get("tags", []) for c in nb.cells
         ), path
+
+
+def test_executed_notebooks_keep_the_cell_ids_of_their_sources():
+    """Stable cell ids: executing a notebook (papermill, nbval) churns no ids, so diffs show real edits."""
+    import nbformat
+
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        source = nbformat.read(path, as_version=4)
+        executed = nbformat.read(ROOT / "notebooks" / "executed" / path.name, as_version=4)
+        ids = [c.id for c in source.cells]
+        assert len(set(ids)) == len(ids), path
+        assert [c.id for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])] == ids, path
+
+
+def test_the_package_ships_its_paper_layer():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert config["include"] == ["replication*"]
+    assert (ROOT / "replication" / "papers" / "marek" / "__init__.py").is_file()

@@ -15,7 +15,7 @@ def _declared_outs() -> list[str]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     outs = []
     for stage in stages.values():
-        for out in stage.get("outs", []) + stage.get("metrics", []):
+        for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
             outs.append((next(iter(out)) if isinstance(out, dict) else out).replace("${profile}", params["profile"]))
     return outs
 

@@ -19,7 +19,7 @@ SWEEP_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     from replication import sweep
-    from replication.config import run_spec_from_dict
+    from replication.spec import run_spec_from_dict
     from replication.store import Store
 
     root, log = sys.argv[1], sys.argv[2]
@@ -108,7 +108,7 @@ def test_checkpointed_run_resumes_to_the_same_final_loss(tmp_path, tiny_spec, en
     script = textwrap.dedent(
         f"""
         import json, sys
-        from replication.config import run_spec_from_dict
+        from replication.spec import run_spec_from_dict
         from replication.train import train_members
         spec = run_spec_from_dict(json.loads(sys.stdin.read()))
         train_members([spec], checkpoint_dir={str(folder)!r}, checkpoint_every_tokens=64 * 50)

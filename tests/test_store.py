@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from replication import sweep
 from replication.store import CorruptRecordWarning, Store
 from replication.sweep import run_specs
-from replication import sweep
 
 
 @pytest.fixture

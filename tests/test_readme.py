@@ -1,21 +1,24 @@
-"""Stage times in the README come from the metrics files, never typed by hand."""
+"""The README's stage times and benchmark table come from the metrics files, never typed by hand."""
 
 import json
 from pathlib import Path
 
-from replication import notebook, sweep, timings
+import pytest
+
+from replication import notebook, readme, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_stage_times_match_the_metrics_files():
-    assert timings.readme_block(ROOT) in (ROOT / "README.md").read_text(), (
-        "README.md's stage-time table is stale: run `python -m replication.timings`"
+@pytest.mark.parametrize("name", sorted(readme.BLOCKS))
+def test_readme_tables_match_the_metrics_files(name):
+    assert readme.block(name, ROOT) in (ROOT / "README.md").read_text(), (
+        f"README.md's {name} table is stale: run `python -m replication.readme`"
     )
 
 
 def test_every_notebook_stage_records_its_wall_time():
-    stages = {r["stage"] for r in timings.stage_timings(ROOT)}
+    stages = {r["stage"] for r in readme.stage_timings(ROOT)}
     notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
     assert notebooks <= stages, f"no timing block in the metrics of {sorted(notebooks - stages)}"
 

@@ -1,0 +1,113 @@
+"""The README's generated tables, built from metrics files so that no number in them is typed by hand.
+
+`python -m replication.readme` rewrites each block between its markers in README.md:
+- `timings`: each stage's wall time, from the `timing` block its metrics file carries;
+- `ensembles`: eager single runs and ensembles, from `metrics/bench.json`;
+- `compiled`: compiled against eager training steps, from `metrics/bench.json`.
+tests/test_readme.py fails when a block and the metrics disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start (python -m replication.readme) -->", f"<!-- {name}:end -->"
+
+
+def stage_timings(root: str | Path = ".") -> list[dict]:
+    """One row per dvc.yaml stage whose metrics file carries a timing block, in dvc.yaml's order."""
+    root = Path(root)
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    rows = []
+    for name, stage in stages.items():
+        for entry in stage.get("metrics", []):
+            path = root / (next(iter(entry)) if isinstance(entry, dict) else entry)
+            timing = json.loads(path.read_text()).get("timing") if path.is_file() else None
+            if timing:
+                rows.append({"stage": name, **timing})
+    return rows
+
+
+def timings_table(root: str | Path = ".") -> str:
+    rows = stage_timings(root)
+    lines = ["| stage | wall time | runs trained | profile | machine |", "|---|---|---|---|---|"]
+    for r in rows:
+        trained = "" if r.get("runs_trained") is None else f"{r['runs_trained']}"
+        lines.append(f"| `{r['stage']}` | {_minutes(r['wall_s'])} | {trained} | {r.get('profile', '')} | {r.get('machine', '')} |")
+    total = sum(r["wall_s"] for r in rows)
+    lines.append(f"| **all stages** | **{_minutes(total)}** | {sum(r.get('runs_trained') or 0 for r in rows)} | | |")
+    return "\n".join(lines)
+
+
+def compiled_table(root: str | Path = ".", bench: str = "metrics/bench.json") -> str:
+    """Compiled vs eager from the benchmark: tokens/s, MFU, and the speed-ups the Speed II issue targets."""
+    result = json.loads((Path(root) / bench).read_text())
+    lines = [f"Measured by `python -m replication.bench` on {result['machine']['cpu_count']} cores "
+             f"({result['matmul_dtype']} matmul peak {result['matmul_peak_gflops']:.0f} GFLOP/s, torch {result['machine']['torch']}), "
+             "all rows in one run.", "",
+             "| model | batch | members | eager tokens/s | compiled tokens/s | compiled MFU | vs eager | vs eager runs one after another | first compiled step (compilation) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for rows in result.get("compiled", {}).values():
+        for r in rows:
+            seq = r.get("speedup_vs_eager_sequential")
+            lines.append(
+                f"| {r['model']} | {r['batch_size']} | {r['members']} | {r['eager_tokens_per_s']:,.0f} | {r['compiled_tokens_per_s']:,.0f} "
+                f"| {r['compiled_mfu']:.0%} | {r['speedup_vs_eager']:.2f}x | {'' if seq is None else f'{seq:.2f}x'} | {r['compile_s']:.0f} s |"
+            )
+    return "\n".join(lines)
+
+
+def ensembles_table(root: str | Path = ".", bench: str = "metrics/bench.json") -> str:
+    """Eager throughput of single runs and ensembles, and what batching members buys."""
+    result = json.loads((Path(root) / bench).read_text())
+    lines = [f"Peak {result['matmul_peak_gflops']:.0f} GFLOP/s ({result['matmul_dtype']}), {result['machine']['threads']} threads.", "",
+             "| model | batch | members | tokens/s | MFU | vs the M runs one after another | vs one run at batch B x M |",
+             "|---|---|---|---|---|---|---|"]
+    for rows in result["models"].values():
+        for r in rows:
+            seq, frac = r.get("speedup_vs_sequential"), r.get("fraction_of_single_run_at_batch_BxM")
+            lines.append(f"| {r['model']} | {r['batch_size']} | {r['members']} | {r['tokens_per_s']:,.0f} | {r['mfu']:.0%} "
+                         f"| {'' if seq is None else f'{seq:.2f}x'} | {'' if frac is None else f'{frac:.0%}'} |")
+    return "\n".join(lines)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+BLOCKS = {"timings": timings_table, "ensembles": ensembles_table, "compiled": compiled_table}
+
+
+def block(name: str, root: str | Path = ".") -> str:
+    start, end = _markers(name)
+    return f"{start}\n{BLOCKS[name](root)}\n{end}"
+
+
+def update_readme(root: str | Path = ".") -> list[str]:
+    """Rewrite every generated block of README.md from the metrics; the names of those that changed."""
+    path = Path(root) / "README.md"
+    text, changed = path.read_text(), []
+    for name in BLOCKS:
+        start, end = _markers(name)
+        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+        if not pattern.search(text):
+            raise ValueError(f"{path}: no {name} block ({start} ... {end})")
+        new = pattern.sub(lambda _: block(name, root), text)
+        if new != text:
+            changed.append(name)
+        text = new
+    path.write_text(text)
+    return changed
+
+
+if __name__ == "__main__":
+    changed = update_readme()
+    print(f"README.md: updated {', '.join(changed)}" if changed else "README.md: every generated block already current")
+    sys.exit(0)

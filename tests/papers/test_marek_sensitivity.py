@@ -1,0 +1,42 @@
+"""Marek et al., 1-D sensitivity around each centre: the analyses on synthetic run tables whose answers are known."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from replication.papers.marek import sensitivity
+from tests.papers.marek_tables import SEQ
+
+
+class _Exp:
+    """The parts of an Experiment the sensitivity helpers read."""
+
+    class base:
+        class data:
+            seq_len = SEQ
+
+        class optimizer:
+            beta2_half_life_tokens = 30_000.0
+
+    settings = {"centre_beta1": 0.9, "batch_sizes": [1, 64]}
+
+def test_sensitivity_table_measures_change_from_the_centre_per_hyperparameter():
+    centres = sensitivity.sensitivity_centres(_Exp, {1: 1e-3, 64: 4e-3})
+    assert centres[1]["optimizer.beta1_half_life_tokens"] == pytest.approx(SEQ * np.log(0.5) / np.log(0.9))
+    rows = []
+    for b, centre in centres.items():
+        steep = 0.01 if b == 1 else 0.2
+        for seed in (0, 1):
+            rows.append({**centre, "seed": seed, "final_val_loss": 3.0})
+            for key in sensitivity.SENSITIVITY_KEYS:
+                for m in (0.125, 8.0):
+                    loss = np.nan if (b == 64 and key == "optimizer.lr" and m == 8.0) else 3.0 + steep * abs(np.log2(m)) / 3
+                    rows.append({**centre, key: centre[key] * m, "seed": seed, "final_val_loss": loss})
+    table = sensitivity.sensitivity_table(pd.DataFrame(rows), centres)
+    assert len(table) == 2 * 3 * 3  # batch sizes x hyperparameters x (two multipliers and the centre)
+    assert table.loc[table.multiplier == 1.0, "delta_loss"].tolist() == pytest.approx([0.0] * 6)
+    small = table[(table.batch_size == 1) & (table.multiplier != 1.0)]
+    assert small["delta_loss"].tolist() == pytest.approx([0.01] * 6)
+    lr_large = table[(table.batch_size == 64) & (table.hyperparameter == "learning rate")].set_index("multiplier")["delta_loss"]
+    assert lr_large[0.125] == pytest.approx(0.2) and np.isinf(lr_large[8.0])
+    assert sensitivity.sensitivity_claims(table, tolerance=0.02)[0]["verdict"] == "confirmed"
