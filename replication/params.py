@@ -23,6 +23,7 @@ from replication.spec import (
     run_spec_from_dict,
 )
 
+
 @dataclass(frozen=True)
 class Experiment:
     """One experiment of params.yaml on one profile: a base spec and grids of dotted keys.
