@@ -1,16 +1,22 @@
-"""Claims, verdicts and caveats shared by every paper: a claim is a dict with a stable id (e.g.
-`marek.beta2.half_life_constant`), the paper's words and number, ours, and a verdict computed from them."""
+"""Claims as notebooks carry them: a stable id (e.g. `marek.beta2.half_life_constant`), the paper's words
+and number (from the ledger), what we measured in words and in numbers, and the verdict the ledger's rule
+gives those numbers (`replication.verdicts`). Plus the caveats the code detects."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-VERDICTS = ("confirmed", "partly", "not confirmed", "not tested at this scale")
+from replication import ledger
+from replication.verdicts import MIN_STEPS, decide
 
 
-def claim(claim_id: str, text: str, paper: str, measured: str, verdict: str) -> dict:
-    """One claim as notebooks, metrics files and (soon) the ledger carry it."""
-    return {"id": claim_id, "claim": text, "paper": paper, "measured": measured, "verdict": verdict}
+def claim(claim_id: str, measured: str, measurement: dict) -> dict:
+    """One claim decided by the rule its ledger entry names; `measurement` is what the rule reads and what
+    the metrics file stores (so the report can decide it again), `measured` says it in words."""
+    entry = ledger.entry(claim_id)
+    decision = decide(entry.rule, entry.params, measurement)
+    return {"id": claim_id, "claim": entry.statement, "paper": entry.paper_value, "measured": measured,
+            "measurement": measurement, **decision.as_dict()}
 
 
 def by_id(claims: list[dict]) -> dict[str, dict]:
@@ -18,21 +24,20 @@ def by_id(claims: list[dict]) -> dict[str, dict]:
     return {c["id"]: c for c in claims}
 
 
-def verdict(confirmed: bool | None, partly: bool = False) -> str:
-    if confirmed is None:
-        return "not tested at this scale"
-    return "confirmed" if confirmed else ("partly" if partly else "not confirmed")
-
 def claims_markdown(claims: list[dict], caveats: list[str] | None = None) -> str:
     lines = ["| claim | paper | this replication | verdict |", "|---|---|---|---|"]
-    lines += [f"| {c['claim']} <br>`{c['id']}` | {c['paper']} | {c['measured']} | **{c['verdict']}** |" for c in claims]
+    for c in claims:
+        why = c.get("reason", "") + (f"; {c['share']:.0%} of bootstrap draws keep it" if c.get("share") is not None else "")
+        lines.append(f"| {c['claim']} <br>`{c['id']}` | {c['paper']} | {c['measured']} | **{c['verdict']}** <br>{why} |")
     lines += [""] + [f"*Caveat:* {c}" for c in caveats or [] if c]
     return "\n".join(lines)
+
 
 def claims_markdown_display(claims: list[dict], caveats: list[str] | None = None):
     from IPython.display import Markdown
 
     return Markdown(claims_markdown(claims, caveats))
+
 
 def grid_edge_caveat(best: pd.DataFrame, by: list[str]) -> str | None:
     """A sentence naming the best cells that sit on the edge of their grid (their optimum may lie outside)."""
@@ -43,7 +48,8 @@ def grid_edge_caveat(best: pd.DataFrame, by: list[str]) -> str | None:
     return (f"{len(edge)} of {len(best)} best cells lie on the edge of their grid, so their true optimum may be "
             f"outside it and their loss is an upper bound: {cells}.")
 
-def few_steps_caveat(runs: pd.DataFrame, threshold: int = 100) -> str | None:
+
+def few_steps_caveat(runs: pd.DataFrame, threshold: int = MIN_STEPS) -> str | None:
     """At a fixed token budget the largest batches take few optimizer steps; say so when it is under
     `threshold`, since then "small beats large per token" partly measures step starvation."""
     steps = runs.groupby("batch_size")["steps"].max()
@@ -51,5 +57,6 @@ def few_steps_caveat(runs: pd.DataFrame, threshold: int = 100) -> str | None:
     if starved.empty:
         return None
     return ("at this token budget " + ", ".join(f"B={b} trains for {int(n)} optimizer steps" for b, n in starved.items())
-            + f" (under {threshold}); comparisons against those batch sizes are dominated by how few steps they get, "
-            "more than in the paper, where the largest batches it calls competitive take hundreds to thousands of steps.")
+            + f" (under {threshold}); a claim that rests on those cells is not testable at this scale, since they measure "
+            "how few steps they get more than their batch size (the paper's largest competitive batches take hundreds to "
+            "thousands of steps).")

@@ -16,7 +16,7 @@ def best_per_group(df: pd.DataFrame, by: list[str], over: list[str], loss: str =
     """For each group `by`, the hyperparameters in `over` whose loss (mean over seeds) is lowest.
 
     Returns one row per group with the best setting, its mean and standard error over seeds, the number
-    of seeds, how many settings of the group diverged (counted, not hidden), and `best_on_edge`: whether
+    of seeds, its optimizer steps (the fewest of its runs, when the table has them), how many settings of the group diverged (counted, not hidden), and `best_on_edge`: whether
     the best value of some key in `edge_keys` (default: all of `over`; leave out keys with a natural
     bound, like beta1 = 0) is the smallest or largest the group tried (with at least three tried), i.e.
     the true optimum may lie outside the grid.
@@ -41,11 +41,17 @@ def best_per_group(df: pd.DataFrame, by: list[str], over: list[str], loss: str =
             row["best_on_edge"] = any(len(tried[k]) >= 3 and v in (tried[k][0], tried[k][-1])
                                       for k, v in zip(over, best) if k in (edge_keys or over))
             row.update(loss=values.mean(), loss_se=values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan,
-                       n_seeds=len(values))
+                       n_seeds=len(values), steps=int(cell["steps"].min()) if "steps" in cell else None)
         else:
             row.update(loss=np.nan, loss_se=np.nan, n_seeds=0, best_on_edge=False)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def best_cell_runs(runs: pd.DataFrame, best: pd.DataFrame, by: list[str], over: list[str]) -> dict[tuple, pd.DataFrame]:
+    """The runs (every seed) of each group's best cell from `best_per_group`, by group key (a tuple)."""
+    rows = runs.merge(best.dropna(subset=["loss"])[by + over], on=by + over)
+    return {key if isinstance(key, tuple) else (key,): group for key, group in rows.groupby(by)}
 
 
 def fraction_within(losses: np.ndarray, tolerance: float) -> float:

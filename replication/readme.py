@@ -3,7 +3,10 @@
 `python -m replication.readme` rewrites each block between its markers in README.md:
 - `timings`: each stage's wall time, from the `timing` block its metrics file carries;
 - `ensembles`: eager single runs and ensembles, from `metrics/bench.json`;
-- `compiled`: compiled against eager training steps, from `metrics/bench.json`.
+- `compiled`: compiled against eager training steps, from `metrics/bench.json`;
+- `gallery`: a thumbnail of every figure under figures/, grouped by paper;
+- `verdicts`: claims per paper and verdict, from `metrics/report.json`
+(the report stage rewrites `gallery` and `verdicts`).
 tests/test_readme.py fails when a block and the metrics disagree.
 """
 
@@ -15,6 +18,9 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from replication.ledger import PAPER_ORDER
+from replication.verdicts import VERDICTS
 
 
 def _markers(name: str) -> tuple[str, str]:
@@ -78,11 +84,35 @@ def ensembles_table(root: str | Path = ".", bench: str = "metrics/bench.json") -
     return "\n".join(lines)
 
 
+def gallery(root: str | Path = ".") -> str:
+    """A grid of thumbnails linking every figure under figures/, grouped by folder (paper)."""
+    root = Path(root)
+    groups: dict[str, list[Path]] = {}
+    for png in sorted((root / "figures").glob("*/*.png")):
+        groups.setdefault(png.parent.name, []).append(png.relative_to(root))
+    out = []
+    for group in sorted(groups, key=lambda g: (g != "report", PAPER_ORDER.index(g) if g in PAPER_ORDER else 9, g)):
+        out += [f"**{group}**", "", "<p>"]
+        out += [f'<a href="{p.as_posix()}"><img src="{p.as_posix()}" width="240" alt="{p.stem}" title="{p.stem}"></a>' for p in groups[group]]
+        out += ["</p>", ""]
+    return "\n".join(out).rstrip()
+
+
+def verdicts_table(root: str | Path = ".", report: str = "metrics/report.json") -> str:
+    """Claims per paper and verdict, as the last `report` stage counted them."""
+    result = json.loads((Path(root) / report).read_text())
+    columns = ["claims", *VERDICTS]
+    lines = [f"| paper | {' | '.join(columns)} |", "|---|" + "---|" * len(columns)]
+    for paper in sorted(result["verdicts"], key=lambda p: PAPER_ORDER.index(p) if p in PAPER_ORDER else 99):
+        lines.append(f"| {paper} | " + " | ".join(str(result["verdicts"][paper][c]) for c in columns) + " |")
+    return "\n".join(lines) + f"\n\n({result['claims']} claims; profile `{result['profile']}`.)"
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-BLOCKS = {"timings": timings_table, "ensembles": ensembles_table, "compiled": compiled_table}
+BLOCKS = {"timings": timings_table, "ensembles": ensembles_table, "compiled": compiled_table, "gallery": gallery, "verdicts": verdicts_table}
 
 
 def block(name: str, root: str | Path = ".") -> str:
@@ -90,11 +120,12 @@ def block(name: str, root: str | Path = ".") -> str:
     return f"{start}\n{BLOCKS[name](root)}\n{end}"
 
 
-def update_readme(root: str | Path = ".") -> list[str]:
-    """Rewrite every generated block of README.md from the metrics; the names of those that changed."""
+def update_readme(root: str | Path = ".", only: tuple[str, ...] | None = None) -> list[str]:
+    """Rewrite the generated blocks of README.md (all, or those named in `only`) from the metrics and
+    figures; the names of those that changed."""
     path = Path(root) / "README.md"
     text, changed = path.read_text(), []
-    for name in BLOCKS:
+    for name in only or BLOCKS:
         start, end = _markers(name)
         pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
         if not pattern.search(text):

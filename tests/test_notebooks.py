@@ -12,6 +12,8 @@ import papermill
 import pytest
 import yaml
 
+from replication.papers import topic
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
 
@@ -25,7 +27,7 @@ def _stage_outs(stage: str) -> list[str]:
 def workbook(tmp_path_factory):
     """A copy of the workbook with no results, figures or executed notebooks."""
     root = tmp_path_factory.mktemp("workbook")
-    for name in ("params.yaml", "dvc.yaml"):
+    for name in ("params.yaml", "dvc.yaml", "README.md"):
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns("executed"))
     (root / "notebooks" / "executed").mkdir()
@@ -37,11 +39,12 @@ def _stage_metrics(stage: str) -> list[str]:
     return [next(iter(m)) if isinstance(m, dict) else m for m in metrics]
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", NOTEBOOKS)  # sorted: the report runs after every notebook whose metrics it reads
 def test_the_cli_sweep_leaves_the_notebook_nothing_to_train(workbook, name):
-    sweep = subprocess.run([sys.executable, "-m", "replication", "sweep", name, "--profile", "smoke"], cwd=workbook,
-                           capture_output=True, text=True)
-    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    if topic(name) is not None or name in yaml.safe_load((ROOT / "params.yaml").read_text())["experiments"]:  # not the report
+        sweep = subprocess.run([sys.executable, "-m", "replication", "sweep", name, "--profile", "smoke"], cwd=workbook,
+                               capture_output=True, text=True)
+        assert sweep.returncode == 0, sweep.stderr[-2000:]
     out = workbook / "notebooks" / "executed" / f"{name}.ipynb"
     papermill.execute_notebook(
         str(workbook / "notebooks" / f"{name}.ipynb"),

@@ -9,18 +9,19 @@ from tests.papers.marek_tables import runs_table
 
 
 def test_accumulation_arms_and_claims():
-    runs = runs_table([
-        {"batch_size": 4, "final_val_loss": 3.00},
-        {"batch_size": 64, "final_val_loss": 3.30},
-        {"batch_size": 64, "micro_batch_size": 4.0, "final_val_loss": 3.305},
-    ])
+    arms = [{"batch_size": 4, "final_val_loss": 3.00, "steps": 1600},
+            {"batch_size": 64, "final_val_loss": 3.30, "steps": 400},
+            {"batch_size": 64, "micro_batch_size": 4.0, "final_val_loss": 3.3004, "steps": 400}]
+    runs = runs_table([{**a, "seed": s, "final_val_loss": a["final_val_loss"] + 0.01 * s} for s in range(3) for a in arms])
     runs["setup"] = topic.accumulation_setup(runs)
-    assert runs["setup"].tolist() == ["small batch", "large batch", "large batch by accumulation"]
+    assert runs["setup"].tolist()[:3] == ["small batch", "large batch", "large batch by accumulation"]
     best = best_per_group(runs, ["setup"], ["optimizer.lr"])
     memory = pd.DataFrame({"setup": ["small batch", "large batch", "large batch by accumulation"],
-                           "gradients": [1.0, 1.0, 1.0], "total": [5.0, 9.0, 5.0]})
-    verdicts = [c["verdict"] for c in topic.accumulation_claims(best, memory, tolerance=0.02)]
-    assert verdicts == ["confirmed", "confirmed", "not tested at this scale"]
+                           "parameters": [1.0, 1.0, 1.0], "gradients": [1.0, 1.0, 1.0], "total": [5.0, 9.0, 5.0]})
+    verdicts = [c["verdict"] for c in topic.accumulation_claims(best, runs, memory)]
+    assert verdicts == ["confirmed", "confirmed", "not testable at this scale"]
+    starved = runs.assign(steps=runs["steps"] // 4)  # the accumulated arm now takes 100 steps
+    assert topic.accumulation_claims(best, starved, memory)[1]["verdict"] == "not testable at this scale"
 
 def _record(name, b, micro=None, params=100, state=200, act=50):
     return {"spec": {"optimizer": {"name": name}, "batch_size": b, "micro_batch_size": micro},

@@ -26,17 +26,21 @@ def test_sensitivity_table_measures_change_from_the_centre_per_hyperparameter():
     rows = []
     for b, centre in centres.items():
         steep = 0.01 if b == 1 else 0.2
-        for seed in (0, 1):
-            rows.append({**centre, "seed": seed, "final_val_loss": 3.0})
+        for seed in (0, 1, 2):
+            rows.append({**centre, "seed": seed, "final_val_loss": 3.0 + 0.001 * seed})
             for key in sensitivity.SENSITIVITY_KEYS:
                 for m in (0.125, 8.0):
                     loss = np.nan if (b == 64 and key == "optimizer.lr" and m == 8.0) else 3.0 + steep * abs(np.log2(m)) / 3
-                    rows.append({**centre, key: centre[key] * m, "seed": seed, "final_val_loss": loss})
-    table = sensitivity.sensitivity_table(pd.DataFrame(rows), centres)
+                    rows.append({**centre, key: centre[key] * m, "seed": seed, "final_val_loss": loss + 0.001 * seed})
+    runs = pd.DataFrame(rows).assign(steps=300)
+    table = sensitivity.sensitivity_table(runs, centres)
     assert len(table) == 2 * 3 * 3  # batch sizes x hyperparameters x (two multipliers and the centre)
     assert table.loc[table.multiplier == 1.0, "delta_loss"].tolist() == pytest.approx([0.0] * 6)
     small = table[(table.batch_size == 1) & (table.multiplier != 1.0)]
     assert small["delta_loss"].tolist() == pytest.approx([0.01] * 6)
     lr_large = table[(table.batch_size == 64) & (table.hyperparameter == "learning rate")].set_index("multiplier")["delta_loss"]
     assert lr_large[0.125] == pytest.approx(0.2) and np.isinf(lr_large[8.0])
-    assert sensitivity.sensitivity_claims(table, tolerance=0.02)[0]["verdict"] == "confirmed"
+    (c,) = sensitivity.sensitivity_claims(table, runs, centres)
+    assert c["verdict"] == "confirmed" and c["measurement"]["parts"]["learning_rate"]["diverged"] == "a"
+    flat = runs.assign(final_val_loss=3.0 + 0.001 * runs["seed"])
+    assert sensitivity.sensitivity_claims(sensitivity.sensitivity_table(flat, centres), flat, centres)[0]["verdict"] == "within noise"

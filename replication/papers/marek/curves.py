@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replication.claims import verdict
+from replication.claims import claim
+from replication.verdicts import compare
 
 
 REQUIRES = ("marek_beta2", "marek_optimizers")  # trains nothing of its own: its series are their runs
@@ -30,53 +31,34 @@ def curve_arms(beta2_runs: pd.DataFrame, optimizer_runs: pd.DataFrame) -> pd.Dat
     rows = []
     for label, source, runs, select in wanted:
         runs_of_arm = runs[select(runs)]
-        cell = runs_of_arm[runs_of_arm["final_val_loss"].notna()]
-        if len(cell):
-            best = cell.loc[cell["final_val_loss"].idxmin()]
-            rows.append({"label": label, "source": source, "id": best["id"], "optimizer.lr": best["optimizer.lr"], "loss": best["final_val_loss"], "outcome": "ok"})
+        cells = runs_of_arm.groupby("optimizer.lr")["final_val_loss"].mean().dropna()
+        if len(cells):
+            cell = runs_of_arm[runs_of_arm["optimizer.lr"] == cells.idxmin()].sort_values("seed")
+            rows.append({"label": label, "source": source, "id": cell["id"].iloc[0], "optimizer.lr": cells.idxmin(), "loss": cells.min(),
+                         "losses": list(cell["final_val_loss"]), "steps": int(cell["steps"].min()), "outcome": "ok"})
         else:
             rows.append({"label": label, "source": source, "id": None, "optimizer.lr": np.nan, "loss": np.nan,
+                         "losses": list(runs_of_arm["final_val_loss"]),  # every attempt diverged
+                         "steps": int(runs_of_arm["steps"].min()) if len(runs_of_arm) else None,
                          "outcome": "every LR diverged" if len(runs_of_arm) else "no runs"})
     return pd.DataFrame(rows)
 
 
-def curve_claims(arms: pd.DataFrame, tolerance: float) -> list[dict]:
-    large, fixed, scaled, adafactor, sgd = arms["loss"]
+def curve_claims(arms: pd.DataFrame) -> list[dict]:
+    """The loss-curve claims from every seed of each arm's best LR; an arm that diverged at every LR counts
+    as infinitely bad (it fails a claim that it matches another), an arm with no runs leaves it untestable."""
     names = list(arms["label"])
-    outcomes = list(arms["outcome"])
 
-    def judge(arm_indices, confirmed, partly=False):
-        """A diverged arm fails the claim it is part of; an arm with no runs leaves it untested."""
-        if any(outcomes[i] == "no runs" for i in arm_indices):
-            return verdict(None)
-        if any(outcomes[i] != "ok" for i in arm_indices):
-            return verdict(False)
-        return verdict(bool(confirmed()), partly=bool(partly()) if callable(partly) else partly)
+    def measure(i: int, j: int) -> dict:
+        missing = [names[k] for k in (i, j) if arms["outcome"].iloc[k] == "no runs"]
+        if missing:
+            return {"untestable": f"no runs of {', '.join(missing)}"}
+        return compare(arms["losses"].iloc[i], arms["losses"].iloc[j], [arms["steps"].iloc[i], arms["steps"].iloc[j]])
 
-    claims = [
-        {
-            "id": "marek.curves.scaled_adam_b1_matches_large_batch", "claim": "Adam at batch size 1 with beta2 scaled to keep its half-life in tokens matches or beats AdamW at a large batch, per token.",
-            "paper": "GPT-2 124M: 3.38 vs 3.40; GPT-3 1.3B: 2.81 vs 2.97 (final loss, B=1 vs B=512).",
-            "measured": f"{names[2]}: {scaled:.3f}; {names[0]}: {large:.3f}",
-            "verdict": judge([2, 0], lambda: scaled <= large + tolerance),
-        },
-        {
-            "id": "marek.curves.unscaled_adam_b1_worse", "claim": "Without scaling beta2 (0.95 at batch size 1), small-batch Adam is clearly worse.",
-            "paper": "GPT-2: 4.40 vs 3.38 with beta2 scaled; GPT-3: 3.47 vs 2.81.",
-            "measured": f"{names[1]}: {fixed:.3f} vs {scaled:.3f} scaled",
-            "verdict": judge([1, 2], lambda: fixed > scaled + tolerance),
-        },
-        {
-            "id": "marek.curves.adafactor_b1_matches_adam", "claim": "Adafactor at batch size 1 is about as good as Adam at batch size 1 (or better).",
-            "paper": "GPT-2: 3.37 vs 3.38; GPT-3: 2.82 vs 2.81.",
-            "measured": f"{names[3]}: {adafactor:.3f} vs Adam {scaled:.3f}",
-            "verdict": judge([3, 2, 0], lambda: adafactor <= scaled + tolerance, lambda: adafactor < large + tolerance),
-        },
-        {
-            "id": "marek.curves.sgd_b1_close_to_large_batch_adamw", "claim": "Vanilla SGD at batch size 1 comes close to AdamW at a large batch.",
-            "paper": "GPT-3 1.3B: ~0.02-0.05 nats behind AdamW B=512; GPT-2 124M: ~0.13 behind.",
-            "measured": f"{names[4]}: {sgd:.3f}, {sgd - large:+.3f} vs {names[0]}" if outcomes[4] == "ok" else f"{names[4]}: {outcomes[4]}",
-            "verdict": judge([4, 0], lambda: sgd <= large + tolerance, lambda: sgd <= large + 0.13 + tolerance),
-        },
-    ]
-    return claims
+    def words(i: int, j: int) -> str:
+        show = lambda k: f"{arms['loss'].iloc[k]:.3f} ({len(arms['losses'].iloc[k])} seed(s))" if arms["outcome"].iloc[k] == "ok" else arms["outcome"].iloc[k]
+        return f"{names[i]}: {show(i)}; {names[j]}: {show(j)}"
+
+    pairs = [("marek.curves.scaled_adam_b1_matches_large_batch", 2, 0), ("marek.curves.unscaled_adam_b1_worse", 1, 2),
+             ("marek.curves.adafactor_b1_matches_adam", 3, 2), ("marek.curves.sgd_b1_close_to_large_batch_adamw", 4, 0)]
+    return [claim(claim_id, words(i, j), measure(i, j)) for claim_id, i, j in pairs]

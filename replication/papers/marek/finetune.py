@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import verdict
+from replication.claims import claim
+from replication.verdicts import compare
 from replication.fit import best_per_group
 from replication.papers.marek.common import OPTIMIZER_LABELS, memory_frame
 from replication.plots import _marker_height
@@ -52,73 +53,55 @@ def finetune_table(best: pd.DataFrame, runs: pd.DataFrame, records: list[dict]) 
     return pd.concat([out, memory], axis=1)
 
 
-def _matches_claim(claim_id: str, claim: str, paper: str, ours: pd.DataFrame, theirs: pd.DataFrame, tolerance: float) -> dict:
-    """'Our arms match theirs': confirmed when our best loss is within `tolerance` of (or below) theirs."""
-    a, b = ours["loss"].min(), theirs["loss"].min()
-    return {
-        "id": claim_id,
-        "claim": claim,
-        "paper": paper,
-        "measured": f"best loss {a:.3f} ({ours['loss'].idxmin()}) vs {b:.3f} ({theirs['loss'].idxmin()})",
-        "verdict": verdict(bool(a <= b + tolerance), partly=bool(a <= b + 3 * tolerance)),
-    }
-
-
-def finetune_claims(table: pd.DataFrame, tolerance: float) -> list[dict]:
-    """The paper's fine-tuning claims from the per-arm table of `finetune_table`."""
+def finetune_claims(table: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
+    """The paper's fine-tuning claims from the per-arm table of `finetune_table` and every seed of each
+    arm's best LR (`runs` carries an `arm` column)."""
     t = table.set_index("arm")
     full, lora = t[t["lora_rank"].isna()], t[t["lora_rank"].notna()]
+    seeds = runs.merge(table[["arm", "optimizer.lr"]], on=["arm", "optimizer.lr"])
+    cell = lambda arm: seeds.loc[seeds["arm"] == arm, "final_val_loss"]
+    steps = lambda *arms: seeds.loc[seeds["arm"].isin(arms), "steps"]
 
-    def arm(optimizer: str, batch: int | None = None) -> pd.DataFrame:
+    def arms(optimizer: str, batch: int | None = None) -> pd.DataFrame:
         rows = full[full["optimizer"] == optimizer]
         return rows if batch is None else rows[rows["batch_size"] == batch]
 
+    def versus(claim_id: str, ours: pd.DataFrame, theirs: pd.DataFrame) -> dict:
+        a, b = ours["loss"].idxmin(), theirs["loss"].idxmin()
+        m = compare(cell(a), cell(b), steps(a, b))
+        return claim(claim_id, f"best loss {m['a']:.3f} ({a}) vs {m['b']:.3f} ({b}): {m['difference']:+.3f} nats, "
+                               f"{m['n_seeds']} seed(s) at each best LR", m)
+
+    def missing(claim_id: str, arms_needed: str) -> dict:
+        return claim(claim_id, f"no {arms_needed} arm with a finite loss on this profile", {"untestable": f"no {arms_needed} arm with a finite loss"})
+
     claims = []
-    adafactor, adam = arm("adafactor"), arm("adamw")
+    adafactor, adam = arms("adafactor"), arms("adamw")
     small = full["batch_size"].min() if len(full) else None
-    if len(adafactor) and len(adam):
-        claims.append(_matches_claim(
-            "marek.finetune.adafactor_b1_matches_adam",
-            "Full fine-tuning with Adafactor at batch size 1 matches Adam.",
-            "Gemma 3 4B on MATH: Adafactor B=1 18.45 % vs Adam B=1 18.65 % and Adam B=16 18.2 % (within ~0.4 points).",
-            adafactor, adam, tolerance))
-    if len(adafactor) and len(lora):
-        a, best_lora = adafactor["loss"].min(), lora["loss"].min()
-        claims.append({
-            "id": "marek.finetune.adafactor_beats_lora", "claim": "Small-batch full fine-tuning (Adafactor) beats LoRA.",
-            "paper": "Adafactor B=1 18.45 % vs LoRA B=1 16.95 % on MATH.",
-            "measured": f"best loss {a:.3f} vs {best_lora:.3f} ({lora['loss'].idxmin()}): {best_lora - a:+.3f} nats in Adafactor's favour",
-            "verdict": verdict(bool(a < best_lora - tolerance), partly=bool(a <= best_lora)),
-        })
-        small_lora = lora[lora["batch_size"] == small]
-        if len(small_lora):
-            ratio = adafactor["total_fused"].min() / small_lora["total_fused"].min()
-            ratio_trained = adafactor["total"].min() / small_lora["total"].min()
-            claims.append({
-                "id": "marek.finetune.adafactor_at_lora_memory", "claim": "...at LoRA-like memory: Adafactor's factored state is as small as LoRA's, far below Adam's.",
-                "paper": "Bar widths (relative memory): LoRA 1, Adafactor 1, Adam B=1 3, Adam B=16 4 (bf16 weights, fused updates).",
-                "measured": f"Adafactor B={small} needs {ratio:.2f}x the memory of LoRA at B={small} without a gradient buffer "
-                            f"(the paper's accounting), {ratio_trained:.2f}x as trained here"
-                            + (f"; Adam B={small} {arm('adamw', small)['total_fused'].min() / small_lora['total_fused'].min():.2f}x" if len(arm('adamw', small)) else ""),
-                "verdict": verdict(bool(ratio <= 1.5), partly=bool(ratio_trained <= 2.5)),
-            })
-    adam_small = arm("adamw", small)
+    claims.append(versus("marek.finetune.adafactor_b1_matches_adam", adafactor, adam) if len(adafactor) and len(adam)
+                  else missing("marek.finetune.adafactor_b1_matches_adam", "Adafactor or full AdamW"))
+    claims.append(versus("marek.finetune.adafactor_beats_lora", adafactor, lora) if len(adafactor) and len(lora)
+                  else missing("marek.finetune.adafactor_beats_lora", "Adafactor or LoRA"))
+    small_lora = lora[lora["batch_size"] == small]
+    if not len(adafactor) or not len(small_lora):
+        claims.append(missing("marek.finetune.adafactor_at_lora_memory", "Adafactor or small-batch LoRA"))
+    else:
+        ratio = adafactor["total_fused"].min() / small_lora["total_fused"].min()
+        ratio_trained = adafactor["total"].min() / small_lora["total"].min()
+        adam_small = arms("adamw", small)
+        claims.append(claim(
+            "marek.finetune.adafactor_at_lora_memory",
+            f"Adafactor B={small} needs {ratio:.2f}x the memory of LoRA at B={small} without a gradient buffer "
+            f"(the paper's accounting), {ratio_trained:.2f}x as trained here"
+            + (f"; Adam B={small} {adam_small['total_fused'].min() / small_lora['total_fused'].min():.2f}x" if len(adam_small) else ""),
+            {"value": float(ratio)}))
+    adam_small = arms("adamw", small)
     adam_large = adam.drop(adam_small.index)
-    if len(adam_small) and len(adam_large):
-        claims.append(_matches_claim(
-            "marek.finetune.scaled_adam_b1_matches_b16",
-            "Adam at batch size 1 with beta2 scaled to keep its half-life matches Adam at the usual batch size.",
-            "Adam B=1 (beta2 0.997) 18.65 % vs Adam B=16 (beta2 0.95) 18.2 %.",
-            adam_small, adam_large, tolerance))
-    sgd = arm("sgd")
-    if len(sgd):
-        gap = sgd["loss"].min() - full["loss"].min()
-        claims.append({
-            "id": "marek.finetune.sgd_b1_nearly_as_good", "claim": "Vanilla SGD at batch size 1 fine-tunes nearly as well as the adaptive optimizers (the issue's extension).",
-            "paper": "No SGD fine-tuning arm; in pretraining SGD at B=1 is 0.13-0.16 nats behind the best optimizer.",
-            "measured": f"SGD's best loss {sgd['loss'].min():.3f}, {gap:.3f} behind the best full fine-tuning",
-            "verdict": verdict(bool(gap <= 0.16 + tolerance), partly=bool(gap <= 2 * 0.16 + tolerance)),
-        })
+    claims.append(versus("marek.finetune.scaled_adam_b1_matches_b16", adam_small, adam_large) if len(adam_small) and len(adam_large)
+                  else missing("marek.finetune.scaled_adam_b1_matches_b16", "small- and large-batch AdamW"))
+    sgd = arms("sgd")
+    claims.append(versus("marek.finetune.sgd_b1_nearly_as_good", sgd, full.drop(sgd.index)) if len(sgd) and len(full) > len(sgd)
+                  else missing("marek.finetune.sgd_b1_nearly_as_good", "SGD or other full fine-tuning"))
     return claims
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replication.claims import verdict
+from replication.claims import claim
+from replication.fit import best_cell_runs
 from replication.papers.marek.common import OPTIMIZER_LABELS
+from replication.verdicts import compare
 
 
 def runs(exp, params: dict, results_root="results") -> list:
@@ -41,43 +43,37 @@ def memory_claims(memory: pd.DataFrame) -> list[dict]:
         for o in ("sgd", "adafactor") if (o, small) in m.index and (o, large) in m.index
     )
     small_savings = [saving(o, small, "total") for o in ("sgd", "adafactor") if (o, small) in m.index]
-    return [{
-        "id": "marek.memory.lean_optimizers_save_memory", "claim": "At batch size 1, SGD and Adafactor need far less memory than Adam (no or factored optimizer state); the saving shrinks as activations grow with the batch.",
-        "paper": "GPT-3 13B in bf16 at B=1: Adam ~82 GB, Adafactor ~29 GB, SGD ~28.7 GB (fused updates, no gradient buffer); the issue's target: savings of up to about 50%.",
-        "measured": measured + " (savings relative to AdamW; 'fused' drops the gradients as the paper's accounting does)",
-        "verdict": verdict(bool(small_savings and min(small_savings) >= 0.4),
-                           partly=bool(small_savings and max(small_savings) >= 0.25)),
-    }]
+    measurement = {"value": float(min(small_savings))} if small_savings else {"untestable": "no SGD or Adafactor run at the smallest batch size"}
+    return [claim("marek.memory.lean_optimizers_save_memory",
+                  measured + " (savings relative to AdamW as trained; 'fused' drops the gradients as the paper's accounting does; "
+                  "the verdict reads the smaller of the two savings at the smallest batch size)", measurement)]
 
 
-def accumulation_claims(best: pd.DataFrame, memory: pd.DataFrame, tolerance: float) -> list[dict]:
+def accumulation_claims(best: pd.DataFrame, runs: pd.DataFrame, memory: pd.DataFrame) -> list[dict]:
     """Gradient accumulation: same loss as the large batch it emulates, no better per FLOP than the small
-    batch it is made of, and a gradient buffer the small batch does not need."""
-    label = best.set_index("setup")["loss"]
-    large, acc, small = label.get("large batch"), label.get("large batch by accumulation"), label.get("small batch")
+    batch it is made of, and a gradient buffer the small batch does not need. `runs` carries a `setup`
+    column (`accumulation_setup`); every seed of each arm's best LR is compared."""
+    cells = best_cell_runs(runs, best, ["setup"], ["optimizer.lr"])
+    loss = lambda arm: cells[(arm,)]["final_val_loss"] if (arm,) in cells else pd.Series(dtype=float)
+    steps = lambda *arms: [s for a in arms if (a,) in cells for s in cells[(a,)]["steps"]]
+    large, acc, small = "large batch", "large batch by accumulation", "small batch"
+    same = compare(loss(acc), loss(large))
+    no_benefit = compare(loss(acc), loss(small), steps(acc, small))
     mem = memory.set_index("setup")
-    buffer = mem.loc["large batch by accumulation", "gradients"]
+    buffer = mem.loc[acc, "gradients"]
+    identical = {"value": abs(same["difference"])} if same["difference"] is not None else {"untestable": "an arm has no finite loss"}
     return [
-        {
-            "id": "marek.memory.accumulation_matches_large_batch", "claim": "Gradient accumulation reproduces the large-batch result (same maths, same tokens).",
-            "paper": "The repo implements accumulation as the exact mean over micro-batches: identical updates to the large batch.",
-            "measured": f"best loss {acc:.4f} with accumulation vs {large:.4f} at the same batch size without",
-            "verdict": verdict(bool(abs(acc - large) <= tolerance)),
-        },
-        {
-            "id": "marek.memory.accumulation_no_flop_benefit", "claim": "Per FLOP, training at the micro-batch size without accumulation matches or beats accumulating to a large batch.",
-            "paper": "Accumulation cuts optimizer steps by the accumulation factor with no per-FLOP benefit.",
-            "measured": f"best loss {small:.4f} at the small batch vs {acc:.4f} accumulated, at equal tokens and FLOPs",
-            "verdict": verdict(bool(small <= acc + tolerance)),
-        },
-        {
-            "id": "marek.memory.accumulation_needs_gradient_buffer", "claim": "Accumulation needs a gradient buffer (one copy of the parameters) that small-batch training can do without.",
-            "paper": "Adam with accumulation ~108 GB vs ~82 GB without, for GPT-3 13B: the extra 26 GB is the accumulated gradients.",
-            "measured": f"gradient buffer {buffer:.2f} MiB per run (equal to the parameters); peak as trained here "
-                        f"{mem.loc['large batch by accumulation', 'total']:.2f} MiB accumulated vs {mem.loc['small batch', 'total']:.2f} MiB small batch. "
-                        "This workbook keeps gradients in both cases (no fused backward update), so the saving is an accounting, not measured",
-            "verdict": verdict(None),
-        },
+        claim("marek.memory.accumulation_matches_large_batch",
+              f"mean best loss {same['a']:.4f} with accumulation vs {same['b']:.4f} at the same batch size without "
+              f"({same['n_seeds']} seed(s) each, the same seeds)", identical),
+        claim("marek.memory.accumulation_no_flop_benefit",
+              f"mean best loss {no_benefit['b']:.4f} at the small batch vs {no_benefit['a']:.4f} accumulated, at equal tokens and FLOPs", no_benefit),
+        claim("marek.memory.accumulation_needs_gradient_buffer",
+              f"gradient buffer {buffer:.2f} MiB per run (one copy of the parameters); peak as trained here "
+              f"{mem.loc[acc, 'total']:.2f} MiB accumulated vs {mem.loc[small, 'total']:.2f} MiB small batch",
+              {"value": float(buffer / mem.loc[acc, "parameters"]) if "parameters" in mem else None,
+               "untestable": "this workbook keeps gradients with and without accumulation (no update fused into the backward "
+                             "pass), so the memory small-batch training saves is an accounting here, not a measurement"}),
     ]
 
 

@@ -6,11 +6,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import verdict
-from replication.fit import best_per_group
+from replication.claims import claim
+from replication.fit import best_cell_runs, best_per_group
 from replication.papers.marek.common import ADAPTIVE
 from replication.plots import _marker_height
 from replication.sweep import reseeded, stored_table
+from replication.verdicts import bootstrap_difference, compare
 
 
 def seeded_specs(exp, runs: pd.DataFrame) -> list:
@@ -27,58 +28,65 @@ def runs(exp, params: dict, results_root="results") -> list:
     return grid if table is None else grid + seeded_specs(exp, table)
 
 
-def optimizer_gap_by_batch_size(best: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size: the spread of the best losses across the adaptive optimizers (AdamW, Adafactor,
-    Muon: max - min over those that reached a loss), the best loss overall, and each optimizer's gap to it."""
-    wide = best.pivot(index="batch_size", columns="optimizer.name", values="loss")
-    adaptive = wide[[c for c in wide.columns if c in ADAPTIVE]]
-    out = pd.DataFrame({"adaptive_spread": adaptive.max(axis=1) - adaptive.min(axis=1), "best": wide.min(axis=1)})
-    for name in wide.columns:
-        out[f"gap_{name}"] = wide[name] - out["best"]
-    return out.reset_index()
-
-
-def optimizer_claims(best: pd.DataFrame, tolerance: float) -> list[dict]:
-    """The Fig. 1a claims, each with the paper's words, our numbers and a verdict computed from them."""
-    gaps = optimizer_gap_by_batch_size(best).set_index("batch_size")
-    small, large = gaps.index.min(), gaps.index.max()
+def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
+    """The Fig. 1a claims, decided by the ledger's rules from every seed of each (optimizer, batch size)'s
+    best cell (`runs`: the grid and the re-seeded best cells)."""
+    cells = best_cell_runs(runs, best, ["optimizer.name", "batch_size"], ["optimizer.lr"])
+    loss = lambda name, b: cells[(name, b)]["final_val_loss"] if (name, b) in cells else pd.Series(dtype=float)
+    steps = lambda *keys: [s for k in keys if k in cells for s in cells[k]["steps"]]
+    batch_sizes = sorted({b for _, b in cells})
+    small, large = batch_sizes[0], batch_sizes[-1]
+    adaptive = lambda b: {n: loss(n, b) for n in ADAPTIVE if (n, b) in cells}
+    mean = lambda means, b: {n: means[(n, b)] for n in ADAPTIVE if (n, b) in means}
     claims = []
 
-    spread_small, spread_large = gaps.loc[small, "adaptive_spread"], gaps.loc[large, "adaptive_spread"]
-    claims.append({
-        "id": "marek.optimizers.adaptive_drift", "claim": "Adam, Adafactor and Muon are close at batch size 1 and drift apart as the batch grows.",
-        "paper": "Within ~0.03 nats of each other at B=1; 3.72-4.00 at B=256 and 3.81-4.57 at B=1024.",
-        "measured": f"spread of their best losses: {spread_small:.3f} at B={small}, {spread_large:.3f} at B={large}",
-        "verdict": verdict(bool(spread_small <= 0.03 + tolerance and spread_large > spread_small + tolerance),
-                           partly=bool(spread_large > spread_small + tolerance or spread_small <= 0.03 + tolerance)),
-    })
+    adam = {b: loss("adamw", b).mean() for b in batch_sizes if ("adamw", b) in cells}
+    if len(adam) < 2 or small not in adam:
+        claims.append(claim("marek.optimizers.small_batch_per_token", "AdamW has a finite loss at fewer than two batch sizes",
+                            {"untestable": "AdamW has no finite loss at the smallest and another batch size"}))
+    else:
+        other = min((b for b in adam if b != small), key=adam.get)
+        m = compare(loss("adamw", small), loss("adamw", other), steps(("adamw", small), ("adamw", other)))
+        claims.append(claim("marek.optimizers.small_batch_per_token",
+                            f"AdamW best loss {adam[small]:.3f} at B={small}; the best larger batch is B={other} ({adam[other]:.3f}); "
+                            + ", ".join(f"{v:.3f} at B={b}" for b, v in adam.items()), m))
 
-    adam = best[best["optimizer.name"] == "adamw"].set_index("batch_size")["loss"]
-    if len(adam.dropna()) >= 2:
-        best_b = adam.idxmin()
-        claims.append({
-            "id": "marek.optimizers.small_batch_per_token", "claim": "Per token, small batches are at least as good as large ones (AdamW, tuned LR, fixed beta2 half-life).",
-            "paper": "Adam best loss 3.68 at B=1, 3.72 at B=16-64, 3.74 at B=256, 3.93 at B=1024 (600M tokens).",
-            "measured": f"AdamW best loss {adam.loc[small]:.3f} at B={small}, {adam.loc[large]:.3f} at B={large}; lowest at B={best_b} ({adam.min():.3f})",
-            "verdict": verdict(bool(adam.loc[small] <= adam.min() + tolerance), partly=bool(adam.loc[small] < adam.loc[large])),
-        })
-    if "gap_sgd" in gaps:
-        sgd = gaps["gap_sgd"].dropna()
-        sgd_small = gaps.loc[small, "gap_sgd"]
-        claims.append({
-            "id": "marek.optimizers.sgd_competitive_at_b1", "claim": "Vanilla SGD (no momentum, no weight decay) is competitive at batch size 1.",
-            "paper": "0.13-0.16 nats behind the best optimizer at B=1 (30M model).",
-            "measured": f"SGD behind the best optimizer by {sgd_small:.3f} at B={small}",
-            "verdict": verdict(bool(sgd_small <= 0.16 + tolerance), partly=bool(sgd_small <= 2 * 0.16 + tolerance)),
-        })
-        if len(sgd) >= 2:
-            claims.append({
-                "id": "marek.optimizers.sgd_gap_grows", "claim": "SGD falls further behind as the batch size grows.",
-                "paper": "~0.13 behind at B=1, ~0.4 at B=4, ~0.8 at B=16, off the chart beyond.",
-                "measured": "SGD's gap to the best: " + ", ".join(f"{g:.3f} at B={b}" for b, g in sgd.items()),
-                "verdict": verdict(bool(sgd.iloc[-1] > sgd.iloc[0] + tolerance and sgd.is_monotonic_increasing),
-                                   partly=bool(sgd.iloc[-1] > sgd.iloc[0] + tolerance)),
-            })
+    if len(adaptive(small)) < 2 or len(adaptive(large)) < 2:
+        claims.append(claim("marek.optimizers.adaptive_drift", "fewer than two adaptive optimizers at the smallest and largest batch size",
+                            {"untestable": "fewer than two adaptive optimizers with a finite loss at the smallest and largest batch size"}))
+    else:
+        at_small = {n: v.mean() for n, v in adaptive(small).items()}
+        worst, top = max(at_small, key=at_small.get), min(at_small, key=at_small.get)
+        spread = lambda means, b: max(mean(means, b).values()) - min(mean(means, b).values())
+        keys = [(n, b) for b in (small, large) for n in ADAPTIVE if (n, b) in cells]
+        grows = bootstrap_difference({k: cells[k]["final_val_loss"] for k in keys},
+                                     lambda means: spread(means, large) - spread(means, small), steps(*keys))
+        close = compare(loss(worst, small), loss(top, small), steps((worst, small), (top, small)))
+        claims.append(claim("marek.optimizers.adaptive_drift",
+                            f"spread of the adaptive optimizers' best losses: {close['difference']:.3f} at B={small} "
+                            f"({worst} behind {top}), {close['difference'] + grows['difference']:.3f} at B={large}",
+                            {"parts": {"close_at_small_batch": close, "spread_grows": grows}}))
+
+    sgd_batches = [b for b in batch_sizes if ("sgd", b) in cells and len(adaptive(b))]
+    if not sgd_batches or sgd_batches[0] != small:
+        claims.append(claim("marek.optimizers.sgd_competitive_at_b1", "no SGD or adaptive cell to compare at the smallest batch size",
+                            {"untestable": "no finite SGD and adaptive loss at the smallest batch size"}))
+    else:
+        top = min(adaptive(small), key=lambda n: adaptive(small)[n].mean())
+        m = compare(loss("sgd", small), loss(top, small), steps(("sgd", small), (top, small)))
+        claims.append(claim("marek.optimizers.sgd_competitive_at_b1", f"SGD behind the best optimizer ({top}) by {m['difference']:.3f} at B={small}", m))
+    if len(sgd_batches) < 2:
+        claims.append(claim("marek.optimizers.sgd_gap_grows", "SGD has a finite loss at fewer than two batch sizes",
+                            {"untestable": "SGD has a finite loss (beside an adaptive one) at fewer than two batch sizes"}))
+    else:
+        first, last = sgd_batches[0], sgd_batches[-1]
+        keys = [("sgd", b) for b in (first, last)] + [(n, b) for b in (first, last) for n in ADAPTIVE if (n, b) in cells]
+        gap = lambda means, b: means[("sgd", b)] - min(mean(means, b).values())
+        m = bootstrap_difference({k: cells[k]["final_val_loss"] for k in keys}, lambda means: gap(means, last) - gap(means, first), steps(*keys))
+        gaps = {b: loss("sgd", b).mean() - min(v.mean() for v in adaptive(b).values()) for b in sgd_batches}
+        claims.append(claim("marek.optimizers.sgd_gap_grows",
+                            "SGD's gap to the best adaptive optimizer: " + ", ".join(f"{g:.3f} at B={b}" for b, g in gaps.items())
+                            + f" (B={first} to B={last}: {m['difference']:+.3f})", m))
     return claims
 
 

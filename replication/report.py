@@ -1,0 +1,260 @@
+"""The replication report: every claim of the ledgers with the paper's value, ours, and the verdict the
+ledger's rule gives our stored measurement; built from `metrics/`, the ledgers and params.yaml only (it
+never trains). `notebooks/report.ipynb` calls `build`, which writes REPORT.md, the verdict summary and the
+side-by-side figures under figures/report/, metrics/report.json, and the README's figure gallery
+(`replication.readme`).
+
+A new paper plugs in by adding its ledger (replication/papers/<paper>/ledger.yaml) and stages that write
+the metrics files it names: nothing here changes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from replication import ledger, plots, readme, verdicts
+from replication.model import count_parameters
+from replication.notebook import write_metrics
+from replication.params import experiment, load_params
+from replication.spec import ConfigError
+
+VERDICT_COLOURS = {"confirmed": "#2e7d32", "partly": "#9ccc65", "not confirmed": "#c62828", "within noise": "#ffb300",
+                   "not testable at this scale": "#90a4ae", "not run yet": "#e0e0e0"}
+
+
+# ---------------------------------------------------------------------------------------------- the ledger
+def ledger_rows(root: str | Path = ".") -> pd.DataFrame:
+    """One row per ledger claim: the paper's side, ours as stored, and the verdict re-decided by the rule."""
+    rows = []
+    for paper in ledger.papers().values():
+        for c in paper.claims:
+            decision, stored = ledger.evaluate(c, root)
+            if stored is not None and stored.get("verdict") not in (None, decision.verdict):
+                raise ledger.LedgerError(f"claim {c.id}: {c.metrics} says {stored['verdict']!r} but its rule now gives "
+                                         f"{decision.verdict!r}: re-run stage {c.experiment} (`dvc repro {c.experiment}`)")
+            rows.append({"paper": paper.key, "id": c.id, "source": c.source, "statement": c.statement, "paper_value": c.paper_value,
+                         "measured": (stored or {}).get("measured", ""), "verdict": decision.verdict, "reason": decision.reason,
+                         "share": decision.share, "rule": _rule_text(c), "scale": c.scale, "figure": c.figure,
+                         "notebook": c.notebook, "experiment": c.experiment, "metrics": c.metrics})
+    return pd.DataFrame(rows)
+
+
+def _rule_text(c: ledger.Claim) -> str:
+    params = {k: v for k, v in c.params.items() if k != "parts"}
+    parts = c.params.get("parts")
+    text = f"{c.rule}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+    if parts:
+        text += ": " + "; ".join(f"{name} by {p['rule']}" + (f"({', '.join(f'{k}={v}' for k, v in (p.get('params') or {}).items())})")
+                                 for name, p in parts.items())
+    return text
+
+
+def verdict_counts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Claims per paper and verdict (every verdict a column, in the rules' order)."""
+    counts = rows.groupby(["paper", "verdict"]).size().unstack("verdict", fill_value=0)
+    counts = counts.reindex(index=list(dict.fromkeys(rows["paper"])), columns=list(verdicts.VERDICTS), fill_value=0)
+    counts["claims"] = counts.sum(axis=1)
+    return counts
+
+
+def summary_figure(counts: pd.DataFrame):
+    """Verdict counts per paper as stacked horizontal bars."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.55 * len(counts)))
+    left = np.zeros(len(counts))
+    names = [ledger.papers()[p].title.split(",")[0] for p in counts.index]
+    for v in verdicts.VERDICTS:
+        ax.barh(names, counts[v], left=left, color=VERDICT_COLOURS[v], label=v, edgecolor="white")
+        for y, (x0, n) in enumerate(zip(left, counts[v])):
+            if n:
+                ax.text(x0 + n / 2, y, str(n), ha="center", va="center", fontsize=8)
+        left += counts[v].to_numpy()
+    ax.invert_yaxis()
+    ax.set_xlabel("claims")
+    ax.grid(axis="y", visible=False)
+    ax.legend(ncol=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3 if len(counts) > 2 else -0.5))
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- the scale
+def _ours(params: dict, name: str, profile: str) -> dict | None:
+    """Our setting of experiment `name` on `profile`, from params.yaml (None if it has no experiment)."""
+    try:
+        exp = experiment(params, name, profile)
+    except ConfigError:
+        return None
+    specs = exp.expand()
+    n = count_parameters(exp.base.model, exp.base.data.vocab_size)
+    seeds = len({s.seed for s in specs})
+    extra = exp.settings.get("seeds_at_best") or []
+    return {"model": f"{n['non_embedding'] / 1e6:.2f}M non-embedding, seq {exp.base.data.seq_len}, {exp.base.data.corpus}",
+            "tokens": f"{exp.base.tokens:,}", "batch_sizes": ", ".join(str(b) for b in sorted({s.batch_size for s in specs})),
+            "seeds": f"{seeds} per grid cell" + (f", {seeds + len(extra)} at best cells" if extra else "")}
+
+
+def scale_markdown(paper: ledger.Paper, params: dict, profiles: list[str], root: Path) -> str:
+    lines = ["| experiment | | model | tokens per run | batch sizes | seeds |", "|---|---|---|---|---|---|"]
+    for name, theirs in paper.scale.items():
+        lines.append(f"| `{name}` | paper | {theirs.get('model', '')} | {theirs.get('tokens', '')} | {theirs.get('batch_sizes', '')} | {theirs.get('seeds', '')} |")
+        for profile in profiles:
+            ours = _ours(params, name, profile)
+            if ours is None:
+                landed = (root / "notebooks" / f"{name}.ipynb").is_file()
+                lines.append(f"| | ours, `{profile}` | {'reads the runs of other experiments' if landed else 'not run yet'} | | | |")
+            else:
+                lines.append(f"| | ours, `{profile}` | {ours['model']} | {ours['tokens']} | {ours['batch_sizes']} | {ours['seeds']} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- side by side
+def _normalise(x: np.ndarray, y: np.ndarray, how: str) -> np.ndarray:
+    if how == "subtract_min":
+        return y - np.nanmin(y)
+    if how == "divide_first":
+        return y / y[np.argmin(x)]
+    raise ledger.LedgerError(f"normalise: {how!r} is unknown; use subtract_min or divide_first")
+
+
+def _paper_series(ref: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    series = {k: (np.asarray(v["x"], float), np.asarray(v["y"], float)) for k, v in (ref.get("series") or {}).items()}
+    laws = ref.get("power_laws")
+    if laws:
+        x = np.asarray(laws["x"], float)
+        series.update({k: (x, a * x ** b) for k, (a, b) in laws["laws"].items()})
+    return series
+
+
+def _our_series(ref: dict, root: Path) -> tuple[dict[str, pd.DataFrame], str | None]:
+    """Our rows for a side-by-side figure, by series; and why there are none, if so."""
+    ours = ref.get("ours") or {}
+    path = root / ours.get("metrics", "")
+    if not ours or not path.is_file():
+        return {}, f"not run yet ({ours.get('metrics', 'no metrics named')})"
+    stored = json.loads(path.read_text())
+    if ours["key"] not in stored:
+        raise ledger.LedgerError(f"{ours['metrics']} has no key {ours['key']!r} for a side-by-side figure")
+    frame = pd.DataFrame(stored[ours["key"]]).dropna(subset=[ours["y"]])
+    return {str(k): g.sort_values(ours["x"]) for k, g in frame.groupby(ours["series"])}, None
+
+
+def side_by_side(ref: dict, root: str | Path = "."):
+    """The paper's numbers (left) and ours (right) on the same normalised axes; ours that train for fewer
+    than MIN_STEPS optimizer steps are drawn hollow (they decide no verdict)."""
+    root = Path(root)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), sharey=True)
+    how = ref["normalise"]
+    paper = _paper_series(ref)
+    ours, missing = _our_series(ref, root)
+    names = list(dict.fromkeys([*paper, *ours]))
+    colour = {n: f"C{i}" for i, n in enumerate(names)}
+    for name, (x, y) in paper.items():
+        axes[0].plot(x, _normalise(x, y, how), "o-", ms=4, color=colour[name], label=name)
+    spec = ref.get("ours") or {}
+    for name, g in ours.items():
+        x, y = g[spec["x"]].to_numpy(float), g[spec["y"]].to_numpy(float)
+        yn = _normalise(x, y, how)
+        axes[1].plot(x, yn, "-", color=colour[name], label=name)
+        short = g["steps"].to_numpy(float) < verdicts.MIN_STEPS if "steps" in g else np.zeros(len(g), bool)
+        axes[1].plot(x[~short], yn[~short], "o", ms=4, color=colour[name])
+        axes[1].plot(x[short], yn[short], "o", ms=5, mfc="white", color=colour[name])
+    if ours and any("steps" in g and (g["steps"] < verdicts.MIN_STEPS).any() for g in ours.values()):
+        axes[1].annotate(f"hollow: < {verdicts.MIN_STEPS} optimizer steps", (0.01, 0.99), xycoords="axes fraction", va="top", fontsize=8)
+    if missing:
+        axes[1].text(0.5, 0.5, f"ours: {missing}", transform=axes[1].transAxes, ha="center", va="center", fontsize=9, wrap=True)
+    for ax, title in zip(axes, ("paper", "this replication")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(ref["x_label"])
+        if ref.get("log_x"):
+            ax.set_xscale("log", base=2)
+        if ref.get("log_y"):
+            ax.set_yscale("log", base=2)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel(ref["y_label"])
+    fig.suptitle(ref["title"], fontsize=10)
+    fig.text(0.01, -0.02, f"Source: {ref['source']}", fontsize=7, ha="left", va="top", wrap=True)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ REPORT.md
+def _link(path: str, root: Path) -> str:
+    return f"[{Path(path).name}]({path})" if (root / path).exists() else f"{Path(path).name} (not yet)"
+
+
+def _caveats(metrics: str, root: Path) -> list[str]:
+    path = root / metrics
+    return [c for c in json.loads(path.read_text()).get("caveats", []) if c] if path.is_file() else []
+
+
+def report_markdown(rows: pd.DataFrame, counts: pd.DataFrame, params: dict, profile: str, figures: dict[str, list[str]],
+                    root: Path) -> str:
+    profiles = list(dict.fromkeys([profile, "gpu"]))
+    out = [
+        "# Replication report",
+        "",
+        f"Generated by the `report` stage of `dvc repro` (notebooks/report.ipynb) from `metrics/`, the claims ledgers "
+        f"(`replication/papers/*/ledger.yaml`) and params.yaml, on the `{profile}` profile. Do not edit: change a ledger or "
+        "a notebook and run `dvc repro`.",
+        "",
+        "![verdicts per paper](figures/report/summary.png)",
+        "",
+        "| paper | " + " | ".join(counts.columns) + " |",
+        "|---|" + "---|" * len(counts.columns),
+        *(f"| {ledger.papers()[p].title} | " + " | ".join(str(int(v)) for v in counts.loc[p]) + " |" for p in counts.index),
+        "",
+        "**How a verdict is decided** (`replication/verdicts.py`, one set of rules for every paper). A comparison needs at least "
+        f"{verdicts.MIN_SEEDS} seeds at every compared cell and a difference beyond {verdicts.Z:g} standard errors of the difference, "
+        f"otherwise it reads *within noise*. \"A matches B\" is *confirmed* when the whole {verdicts.Z:g}-SE interval of the "
+        f"difference lies under a tolerance of {verdicts.SEED_SDS:g} measured seed standard deviations (plus any gap the paper "
+        "itself calls competitive, named in the rule). A fitted slope or exponent is judged by its bootstrap interval over seeds, "
+        f"with the share of bootstrap draws that keep the verdict. A claim whose deciding cells train for fewer than "
+        f"{verdicts.MIN_STEPS} optimizer steps, or that has too few seeds, is *not testable at this scale*; one whose experiment "
+        "has not landed is *not run yet*.",
+    ]
+    for key, paper in ledger.papers().items():
+        mine = rows[rows["paper"] == key]
+        out += ["", f"## {paper.title} (arXiv [{paper.arxiv}](https://arxiv.org/abs/{paper.arxiv}))", "",
+                f"Spec: `{paper.spec}`. Claims: {len(mine)}; " + ", ".join(f"{v} {n}" for v, n in counts.loc[key].items() if n and v != "claims") + ".",
+                "", "### Scale", "", scale_markdown(paper, params, profiles, root), "", "### Claims", "",
+                "| claim | paper | ours | verdict | rule | figure, notebook |", "|---|---|---|---|---|---|"]
+        for r in mine.itertuples():
+            share = f"; {r.share:.0%} of bootstrap draws keep it" if r.share is not None and r.share == r.share else ""
+            ours = r.measured or "—"
+            out.append(f"| {r.statement} <br>`{r.id}` ({r.source}) | {r.paper_value} | {ours} | **{r.verdict}** <br>{r.reason}{share} "
+                       f"| `{r.rule}` <br>needs: {r.scale} | {_link(r.figure, root)} <br>{_link(r.notebook, root)} |")
+        caveats = [(e, c) for e in dict.fromkeys(mine["experiment"]) for c in _caveats(mine.loc[mine["experiment"] == e, "metrics"].iloc[0], root)]
+        if caveats:
+            out += ["", "Caveats the code detected:", ""] + [f"- `{e}`: {c}" for e, c in caveats]
+        for path in figures.get(key, []):
+            out += ["", f"![{Path(path).stem}]({path})"]
+    return "\n".join(out) + "\n"
+
+
+def build(profile: str, root: str | Path = ".") -> dict:
+    """Write REPORT.md, figures/report/*.png, metrics/report.json (with the notebook's timing) and the
+    README's gallery and verdicts blocks; return the rows, the counts and the figure paths to show."""
+    root = Path(root)
+    params = load_params(root / "params.yaml")
+    rows = ledger_rows(root)
+    counts = verdict_counts(rows)
+    written = {"summary": plots.save(summary_figure(counts), root / "figures/report/summary.png", counts.reset_index())}
+    figures: dict[str, list[str]] = {}
+    for key, paper in ledger.papers().items():
+        for name, ref in paper.references.items():
+            path = f"figures/report/{key}_{name}.png"
+            fig = side_by_side(ref, root)
+            written[f"{key}_{name}"] = plots.save(fig, root / path)
+            plt.close(fig)
+            figures.setdefault(key, []).append(path)
+    (root / "REPORT.md").write_text(report_markdown(rows, counts, params, profile, figures, root))
+    metrics = {"profile": profile, "claims": int(len(rows)),
+               "verdicts": {p: {v: int(n) for v, n in counts.loc[p].items()} for p in counts.index},
+               "by_id": dict(zip(rows["id"], rows["verdict"]))}
+    write_metrics(root / "metrics/report.json", metrics)  # before the README's verdicts block reads it
+    if (root / "README.md").is_file():
+        readme.update_readme(root, only=("gallery", "verdicts"))
+    return {"rows": rows, "counts": counts, "figures": written, "metrics": metrics}
