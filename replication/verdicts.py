@@ -224,6 +224,8 @@ def all_of(m: dict, parts: dict) -> Decision:
     some are, and otherwise the weakest part's verdict (not testable, within noise, not confirmed)."""
     if not parts:
         raise RuleError("all_of: needs at least one part")
+    if m.get("untestable"):
+        return Decision(NOT_TESTABLE, str(m["untestable"]))
     measured = m.get("parts") or {}
     missing = [p for p in parts if p not in measured]
     if missing:

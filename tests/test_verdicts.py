@@ -84,6 +84,7 @@ def test_threshold_and_all_of():
     assert decide("all_of", {"parts": parts}, {"parts": {"a": yes, "b": no}}).verdict == "partly"
     assert decide("all_of", {"parts": parts}, {"parts": {"a": compare(_seeds(2.9), _seeds(3.0)), "b": no}}).verdict == "not confirmed"
     assert decide("all_of", {"parts": parts}, {"parts": {"a": compare(_seeds(3.0), _seeds(3.0)), "b": no}}).verdict == "within noise"
+    assert decide("all_of", {"parts": parts}, {"untestable": "one optimizer only"}).verdict == "not testable at this scale"
 
 
 def test_bad_rules_and_measurements_are_errors_that_name_the_problem():
