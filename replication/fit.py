@@ -12,20 +12,27 @@ from scipy import stats
 
 
 def best_per_group(df: pd.DataFrame, by: list[str], over: list[str], loss: str = "final_val_loss",
-                   edge_keys: list[str] | None = None) -> pd.DataFrame:
+                   edge_keys: list[str] | None = None, select_seed: int | None = None) -> pd.DataFrame:
     """For each group `by`, the hyperparameters in `over` whose loss (mean over seeds) is lowest.
 
     Returns one row per group with the best setting, its mean and standard error over seeds, the number
-    of seeds, its optimizer steps (the fewest of its runs, when the table has them), how many settings of the group diverged (counted, not hidden), and `best_on_edge`: whether
+    of seeds, its optimizer steps (the fewest of its runs, when the table has them), how many settings of
+    the group diverged (counted, not hidden), and `best_on_edge`: whether
     the best value of some key in `edge_keys` (default: all of `over`; leave out keys with a natural
     bound, like beta1 = 0) is the smallest or largest the group tried (with at least three tried), i.e.
-    the true optimum may lie outside the grid.
+    the true optimum may lie outside the grid. A key left unset in some runs (NaN: beta1's half-life for an
+    optimizer without momentum) is a setting of its own, not a dropped row.
+
+    With `select_seed`, the best setting is chosen on that seed's runs alone and its statistics use every
+    seed of that setting: the cell that follow-ups re-seeded stays the best cell, and a setting run once
+    cannot win on one lucky seed against a setting whose mean is over three.
     """
     rows = []
     for key, group in df.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        cells = group.groupby(over, sort=True)
-        means = cells[loss].mean()  # NaN for cells where every seed diverged
+        cells = group.groupby(over, sort=True, dropna=False)
+        chooser = group if select_seed is None else group[group["seed"] == select_seed]
+        means = chooser.groupby(over, sort=True, dropna=False)[loss].mean()  # NaN for cells where every seed diverged
         n_diverged = int(cells["status"].apply(lambda s: (s != "ok").all()).sum())
         row = dict(zip(by, key))
         row.update(n_settings=len(means), n_diverged_settings=n_diverged)
@@ -34,18 +41,26 @@ def best_per_group(df: pd.DataFrame, by: list[str], over: list[str], loss: str =
             best = best if isinstance(best, tuple) else (best,)
             cell = group
             for k, v in zip(over, best):
-                cell = cell[cell[k] == v]
+                cell = cell[cell[k].isna()] if pd.isna(v) else cell[cell[k] == v]
             values = cell[loss].dropna()
             row.update(dict(zip(over, best)))
             tried = {k: sorted(group[k].dropna().unique()) for k in over}
             row["best_on_edge"] = any(len(tried[k]) >= 3 and v in (tried[k][0], tried[k][-1])
                                       for k, v in zip(over, best) if k in (edge_keys or over))
             row.update(loss=values.mean(), loss_se=values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan,
-                       n_seeds=len(values), steps=int(cell["steps"].min()) if "steps" in cell else None)
+                       n_seeds=len(values), steps=_trained_steps(cell))
         else:
             row.update(loss=np.nan, loss_se=np.nan, n_seeds=0, best_on_edge=False)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _trained_steps(cell: pd.DataFrame) -> int | None:
+    """The fewest optimizer steps among a cell's runs that did not diverge (None without a steps column)."""
+    if "steps" not in cell:
+        return None
+    steps = cell.loc[cell["status"] == "ok", "steps"] if "status" in cell else cell["steps"]
+    return int(steps.min()) if len(steps.dropna()) else None
 
 
 def best_cell_runs(runs: pd.DataFrame, best: pd.DataFrame, by: list[str], over: list[str]) -> dict[tuple, pd.DataFrame]:

@@ -35,6 +35,12 @@ def save(fig, path: str | Path, data: pd.DataFrame | None = None) -> Path:
     return path
 
 
+def scale_caption(exp, runs: pd.DataFrame | None = None) -> str:
+    """What every figure states about its scale: profile, tokens per run, sequence length and seeds."""
+    seeds = "" if runs is None or "seed" not in runs else f", {runs['seed'].nunique()} seed(s) at most per cell"
+    return f"{exp.profile} profile: {exp.base.tokens:,} tokens per run, sequences of {exp.base.data.seq_len}{seeds}"
+
+
 def loss_curves(records: list[dict], label_key: str = "batch_size", ax=None):
     """Train (thin) and validation (markers) loss against tokens, one colour per run."""
     if ax is None:
@@ -42,7 +48,7 @@ def loss_curves(records: list[dict], label_key: str = "batch_size", ax=None):
     for i, r in enumerate(records):
         label = f"{label_key.split('.')[-1]}={get_dotted(r['spec'], label_key)}"
         colour = f"C{i}"
-        ax.plot(r["train"]["tokens"], r["train"]["loss"], color=colour, alpha=0.5, lw=1)
+        ax.plot(*full_intervals(r["train"]["tokens"], r["train"]["loss"]), color=colour, alpha=0.5, lw=1)
         ax.plot(r["val"]["tokens"], r["val"]["loss"], "o-", color=colour, ms=3, label=f"{label} (val)")
         if r["status"] == "diverged":
             ax.axvline(r["tokens"], color=colour, ls=":", lw=1)
@@ -99,15 +105,30 @@ def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_los
     return fig
 
 
+def full_intervals(tokens: list, loss: list) -> tuple[list, list]:
+    """A train-loss log without a last point that averages a much shorter interval than the others (the
+    steps left over at the end of a run): such a point is a near one-step value, a spike, not the curve."""
+    if len(tokens) >= 3:
+        gaps = np.diff(tokens)
+        if gaps[-1] < 0.5 * np.median(gaps[:-1]):
+            return list(tokens[:-1]), list(loss[:-1])
+    return list(tokens), list(loss)
+
+
 def train_curves(records: list[dict], labels: list[str], x: str = "tokens", ax=None):
-    """Train loss (mean over each logging interval) against tokens or training FLOPs, one line per run."""
+    """Train loss (mean over each logging interval) against tokens or training FLOPs, one line per run; the
+    lines get thinner and their styles differ, so runs whose curves coincide (accumulation vs the batch it
+    emulates) are all visible."""
     if x not in ("tokens", "flops"):
         raise ValueError(f"x: {x!r} must be 'tokens' or 'flops'")
     if ax is None:
         _, ax = plt.subplots()
+    styles = ["-", "--", "-.", ":"]
     for i, (r, label) in enumerate(zip(records, labels)):
         scale = r["flops_per_token"] if x == "flops" else 1
-        ax.plot([t * scale for t in r["train"]["tokens"]], r["train"]["loss"], color=f"C{i}", lw=1.5, label=label)
+        tokens, loss = full_intervals(r["train"]["tokens"], r["train"]["loss"])
+        ax.plot([t * scale for t in tokens], loss, color=f"C{i}", ls=styles[i % len(styles)], lw=2.6 - 1.4 * i / max(1, len(records) - 1),
+                label=label)
         if r["status"] == "diverged":
             ax.plot([r["tokens"] * scale], [r["train"]["loss"][-1] if r["train"]["loss"] else float("nan")], "x", color=f"C{i}", ms=8)
     ax.set_xlabel("training FLOPs" if x == "flops" else "tokens seen")
@@ -125,45 +146,55 @@ def curves_table(records: list[dict], labels: list[str]) -> pd.DataFrame:
 
 
 def memory_bars(memory: pd.DataFrame, label: pd.Series, parts: tuple[str, ...]):
-    """Stacked bars of measured memory per run, one segment per part."""
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(memory)), 4.0))
-    bottom = np.zeros(len(memory))
-    for part in parts:
-        ax.bar(label.to_numpy(), memory[part].to_numpy(), bottom=bottom, label=part.replace("_", " "))
-        bottom += memory[part].to_numpy()
-    ax.set_ylabel("MiB per run")
-    ax.tick_params(axis="x", rotation=30)
-    ax.legend()
+    """Stacked bars of measured memory per run, one segment per part; one panel per batch size, each on
+    its own scale, so the activations of a large batch do not squash the small-batch comparison."""
+    sizes = sorted(memory["batch_size"].unique()) if "batch_size" in memory else [None]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(max(6.4, 0.9 * len(memory) + 1.5 * len(sizes)), 4.0), squeeze=False)
+    for ax, b in zip(axes[0], sizes):
+        rows = memory["batch_size"] == b if b is not None else np.ones(len(memory), bool)
+        bottom = np.zeros(int(rows.sum()))
+        for i, part in enumerate(parts):
+            ax.bar(label[rows].to_numpy(), memory.loc[rows, part].to_numpy(), bottom=bottom, color=f"C{i}", label=part.replace("_", " "))
+            bottom += memory.loc[rows, part].to_numpy()
+        ax.set_title(f"batch size {b}" if b is not None else "")
+        ax.tick_params(axis="x", rotation=30)
+    axes[0][0].set_ylabel("MiB per run")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
 def heatmaps(runs: pd.DataFrame, panel: str, x: str, y: str, value: str = "final_val_loss", tolerance: float | None = None):
-    """One heatmap per value of `panel` (mean over seeds), a shared colour scale, diverged cells grey and
-    marked x; with `tolerance`, cells within it of their panel's best are outlined."""
+    """One heatmap per value of `panel` (mean over seeds), coloured by the loss above that panel's best cell
+    on one shared scale of that difference, so each panel's flatness is what the colours compare (the
+    panels' own levels are in the titles); cell labels are the losses. Diverged cells are grey and marked x;
+    with `tolerance`, cells within it of their panel's best are outlined."""
     panels = sorted(runs[panel].unique())
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.0), squeeze=False)
-    finite = runs[value].dropna()
-    vmin, vmax = (finite.min(), finite.quantile(0.9)) if len(finite) else (0, 1)
+    grids = {p: runs[runs[panel] == p].pivot_table(index=y, columns=x, values=value, dropna=False) for p in panels}
+    above = {p: g.to_numpy(dtype=float) - np.nanmin(g.to_numpy(dtype=float)) if np.isfinite(g.to_numpy(dtype=float)).any()
+             else g.to_numpy(dtype=float) for p, g in grids.items()}
+    finite = np.concatenate([a[np.isfinite(a)] for a in above.values()]) if above else np.array([])
+    vmax = max(float(np.quantile(finite, 0.9)), 1e-3) if len(finite) else 1.0
     cmap = plt.get_cmap("viridis").copy()
     cmap.set_bad("0.8")
     image = None
     for ax, p in zip(axes[0], panels):
-        grid = runs[runs[panel] == p].pivot_table(index=y, columns=x, values=value, dropna=False)
+        grid = grids[p]
         data = grid.to_numpy(dtype=float)
-        image = ax.imshow(np.ma.masked_invalid(data), origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+        image = ax.imshow(np.ma.masked_invalid(above[p]), origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=vmax)
         best = np.nanmin(data) if np.isfinite(data).any() else np.nan
         for (i, j), v in np.ndenumerate(data):
             if not np.isfinite(v):
                 ax.text(j, i, "x", ha="center", va="center", color="k")
             else:
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v > (vmin + vmax) / 2 else "k")
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if above[p][i, j] < vmax / 2 else "k")
                 if tolerance is not None and v <= best + tolerance:
                     ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
         ax.set_xticks(range(len(grid.columns)), [f"{c:.2g}" for c in grid.columns], rotation=45)
         ax.set_yticks(range(len(grid.index)), [f"{r:g}" for r in grid.index])
         ax.set_xlabel(x)
-        ax.set_title(f"{panel} = {p}")
+        ax.set_title(f"{panel} = {p} (best {best:.3f})")
         ax.grid(False)
     axes[0][0].set_ylabel(y)
-    fig.colorbar(image, ax=axes[0].tolist(), label=value.replace("_", " "))
+    fig.colorbar(image, ax=axes[0].tolist(), label=f"{value.replace('_', ' ')} above the panel's best")
     return fig

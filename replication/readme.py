@@ -2,7 +2,8 @@
 
 `python -m replication.readme` rewrites each block between its markers in README.md:
 - `timings`: each stage's wall time, from the `timing` block its metrics file carries;
-- `ensembles`: eager single runs and ensembles, from `metrics/bench.json`;
+- `ensembles` and `ensembles_gpu`: eager single runs and ensembles, from `metrics/bench.json` and
+  `metrics/bench_gpu.json`;
 - `compiled`: compiled against eager training steps, from `metrics/bench.json`;
 - `gallery`: a thumbnail of every figure under figures/, grouped by paper;
 - `verdicts`: claims per paper and verdict, from `metrics/report.json`
@@ -79,7 +80,7 @@ def ensembles_table(root: str | Path = ".", bench: str = "metrics/bench.json") -
     for rows in result["models"].values():
         for r in rows:
             seq, frac = r.get("speedup_vs_sequential"), r.get("fraction_of_single_run_at_batch_BxM")
-            lines.append(f"| {r['model']} | {r['batch_size']} | {r['members']} | {r['tokens_per_s']:,.0f} | {r['mfu']:.0%} "
+            lines.append(f"| {r['model']} | {r['batch_size']} | {r['members']} | {r['tokens_per_s']:,.0f} | {_percent(r['mfu'])} "
                          f"| {'' if seq is None else f'{seq:.2f}x'} | {'' if frac is None else f'{frac:.0%}'} |")
     return "\n".join(lines)
 
@@ -108,11 +109,16 @@ def verdicts_table(root: str | Path = ".", report: str = "metrics/report.json") 
     return "\n".join(lines) + f"\n\n({result['claims']} claims; profile `{result['profile']}`.)"
 
 
+def _percent(x: float) -> str:
+    return f"{x:.1%}" if x < 0.095 else f"{x:.0%}"
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-BLOCKS = {"timings": timings_table, "ensembles": ensembles_table, "compiled": compiled_table, "gallery": gallery, "verdicts": verdicts_table}
+BLOCKS = {"timings": timings_table, "ensembles": ensembles_table,
+          "ensembles_gpu": lambda root=".": ensembles_table(root, bench="metrics/bench_gpu.json"), "compiled": compiled_table, "gallery": gallery, "verdicts": verdicts_table}
 
 
 def block(name: str, root: str | Path = ".") -> str:

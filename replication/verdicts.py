@@ -88,11 +88,20 @@ def compare(a: Iterable[float], b: Iterable[float], steps: Iterable[int] = (), s
     return out
 
 
-def bootstrap(cells: dict, statistic: Callable[[dict], float], draws: int = 200, seed: int = 0) -> np.ndarray:
+def seed_values(losses: Iterable[float], diverged: str = "drop") -> np.ndarray:
+    """A cell's per-seed losses: a diverged seed (NaN, None, inf) is dropped, or with `diverged="inf"`
+    kept as an infinite loss (for statistics where a diverged run is an outcome, like the share of a grid
+    near its best)."""
+    if diverged == "inf":
+        return np.asarray([np.inf if v is None or not np.isfinite(v) else v for v in losses], dtype=float)
+    return cell_losses(losses)
+
+
+def bootstrap(cells: dict, statistic: Callable[[dict], float], draws: int = 200, seed: int = 0, diverged: str = "drop") -> np.ndarray:
     """`statistic` over resampled seeds: each draw resamples every cell's per-seed values with replacement
     (cells are independent runs) and passes {cell: mean} to `statistic`."""
     rng = np.random.default_rng(seed)
-    cells = {k: cell_losses(v) for k, v in cells.items()}
+    cells = {k: seed_values(v, diverged) for k, v in cells.items()}
     out = []
     for _ in range(draws):
         means = {k: (rng.choice(v, len(v)).mean() if len(v) else np.nan) for k, v in cells.items()}
@@ -100,16 +109,17 @@ def bootstrap(cells: dict, statistic: Callable[[dict], float], draws: int = 200,
     return np.asarray(out, dtype=float)
 
 
-def bootstrap_difference(cells: dict, statistic: Callable[[dict], float], steps: Iterable[int] = (), draws: int = 200) -> dict:
+def bootstrap_difference(cells: dict, statistic: Callable[[dict], float], steps: Iterable[int] = (), draws: int = 200,
+                         diverged: str = "drop") -> dict:
     """The measurement of a difference that is a function of several cells' means (a gap between gaps, a
     spread): `statistic` on the means, its standard error from the bootstrap over seeds, the fewest seeds of
-    any cell and the fewest optimizer steps among `steps`."""
+    any cell and the fewest optimizer steps among `steps`. `diverged` as in `seed_values`."""
     raw = {k: list(v) for k, v in cells.items()}
-    values = {k: cell_losses(v) for k, v in raw.items()}
+    values = {k: seed_values(v, diverged) for k, v in raw.items()}
     n = min((len(values[k]) or len(raw[k]) for k in raw), default=0)  # a cell that diverged at every seed counts its attempts
     steps = [int(s) for s in steps if s is not None and np.isfinite(s)]
     point = statistic({k: v.mean() if len(v) else np.nan for k, v in values.items()})
-    se = float(np.std(bootstrap(values, statistic, draws), ddof=1)) if n > 1 else None
+    se = float(np.std(bootstrap(values, statistic, draws, diverged=diverged), ddof=1)) if n > 1 else None
     return {"difference": None if not np.isfinite(point) else float(point), "se": se, "n_seeds": int(n),
             "min_steps": min(steps) if steps else None}
 

@@ -108,3 +108,11 @@ def test_every_verdict_but_not_run_yet_is_reachable_from_a_rule():
         decide("equivalent", {}, compare(_seeds(3.1, n=2), _seeds(3.0, n=2))).verdict,
     }
     assert reached == set(v.VERDICTS) - {v.NOT_RUN}
+
+
+def test_a_diverged_seed_is_dropped_or_kept_as_an_infinite_loss():
+    cells = {"a": [3.0, np.nan, 3.1], "b": [3.0, 3.0, 3.0]}
+    dropped = v.bootstrap_difference(cells, lambda m: m["a"] - m["b"])
+    assert dropped["n_seeds"] == 2 and dropped["difference"] == pytest.approx(0.05)
+    kept = v.bootstrap_difference(cells, lambda m: float(np.isfinite(m["a"])), diverged="inf")
+    assert kept["n_seeds"] == 3 and kept["difference"] == 0.0  # the mean over seeds with a diverged one is infinite

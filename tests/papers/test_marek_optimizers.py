@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 
 from replication.claims import by_id
-from replication.fit import best_per_group
 from replication.papers.marek import optimizers
 
 SIZES = (1, 4, 16, 64, 256)
@@ -12,14 +11,15 @@ SIZES = (1, 4, 16, 64, 256)
 
 def _runs(table: dict[str, list[float]], noise=0.003, steps=(4000, 1000, 500, 300, 260)) -> pd.DataFrame:
     """Three seeds (mean -noise, mean, mean +noise) at the one LR of each (optimizer, batch size); a NaN mean diverged."""
-    rows = [{"optimizer.name": o, "batch_size": b, "optimizer.lr": 1e-3, "seed": s, "steps": n,
+    rows = [{"optimizer.name": o, "batch_size": b, "optimizer.lr": 1e-3, "optimizer.beta1_half_life_tokens": 800.0 if o == "adamw" else np.nan,
+             "seed": s, "steps": n,
              "final_val_loss": np.nan if np.isnan(loss) else loss + noise * (s - 1), "status": "diverged" if np.isnan(loss) else "ok"}
             for o, losses in table.items() for b, loss, n in zip(SIZES, losses, steps) for s in range(3)]
     return pd.DataFrame(rows)
 
 
 def _verdicts(runs: pd.DataFrame) -> dict[str, str]:
-    best = best_per_group(runs, ["optimizer.name", "batch_size"], ["optimizer.lr"])
+    best = optimizers.best_cells(runs)
     return {i: c["verdict"] for i, c in by_id(optimizers.optimizer_claims(best, runs)).items()}
 
 
@@ -52,3 +52,16 @@ def test_noise_and_starved_batch_sizes_decide_nothing():
     assert starved["marek.optimizers.sgd_gap_grows"] == "not testable at this scale"
     one_seed = _verdicts(_runs(PAPER_LIKE).query("seed == 0"))
     assert set(one_seed.values()) == {"not testable at this scale"}
+
+
+def test_follow_ups_go_to_the_compared_cells_and_refine_towards_the_better_neighbour():
+    from replication.papers.marek.common import refine_factor
+
+    runs = _runs(PAPER_LIKE, steps=(4000, 1000, 500, 100, 20))
+    cells = optimizers.compared(runs, every_batch_size=("adamw",))
+    assert set(cells["batch_size"]) == {1, 4, 16}  # 64 and 256 train for fewer than 250 steps
+    assert set(cells.loc[cells["batch_size"] == 4, "optimizer.name"]) == {"adamw"}  # only AdamW between the ends
+    grid = pd.DataFrame({"optimizer.lr": [1e-3, 4e-3, 1.6e-2], "final_val_loss": [3.2, 3.0, 3.1]})
+    assert refine_factor(grid, 4e-3, 2.0) == 2.0  # the upper neighbour is better
+    assert refine_factor(grid.assign(final_val_loss=[3.05, 3.0, np.nan]), 4e-3, 2.0) == 0.5  # a diverged neighbour is worst
+    assert refine_factor(grid.assign(final_val_loss=[2.9, 3.0, 3.1]), 1e-3, 2.0) == 0.5  # at the edge: outwards

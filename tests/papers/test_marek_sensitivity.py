@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from replication.papers.marek import sensitivity
+from replication.spec import ConfigError
 from tests.papers.marek_tables import SEQ
 
 
@@ -18,11 +19,16 @@ class _Exp:
         class optimizer:
             beta2_half_life_tokens = 30_000.0
 
-    settings = {"centre_beta1": 0.9, "batch_sizes": [1, 64]}
+    name = "marek_sensitivity"
+    settings = {"centre_from": "marek_optimizers", "batch_sizes": [1, 64]}
 
 def test_sensitivity_table_measures_change_from_the_centre_per_hyperparameter():
-    centres = sensitivity.sensitivity_centres(_Exp, {1: 1e-3, 64: 4e-3})
-    assert centres[1]["optimizer.beta1_half_life_tokens"] == pytest.approx(SEQ * np.log(0.5) / np.log(0.9))
+    best = pd.DataFrame({"batch_size": [1, 64], "optimizer.lr": [1e-3, 4e-3], "optimizer.beta1_half_life_tokens": [400.0, 6400.0]})
+    centres = sensitivity.sensitivity_centres(_Exp, best)
+    assert centres[64] == {"batch_size": 64, "optimizer.lr": 4e-3, "optimizer.beta1_half_life_tokens": 6400.0,
+                           "optimizer.beta2_half_life_tokens": 30_000.0}
+    with pytest.raises(ConfigError, match=r"no best AdamW cell at \[64\]"):
+        sensitivity.sensitivity_centres(_Exp, best.iloc[:1])
     rows = []
     for b, centre in centres.items():
         steep = 0.01 if b == 1 else 0.2

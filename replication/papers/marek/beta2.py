@@ -6,27 +6,64 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, trained_steps
 from replication.fit import argmin_log_parabola, best_cell_runs, best_per_group, loglog_slope
 from replication.optim import beta_from_half_life, half_life_from_beta
-from replication.verdicts import bootstrap, cell_losses, compare
-from replication.sweep import stored_table
+from replication.papers.marek.common import best_specs, decidable, refine_factor, staged
+from replication.verdicts import bootstrap, compare
 
 
-def best_cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """The best LR of each (regime, batch size)."""
-    return best_per_group(runs, ["regime", "batch_size"], ["optimizer.lr"])
+def best_cells(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The best LR of each (regime, batch size), chosen on seed `seed` and measured over every seed of it."""
+    return best_per_group(runs, ["regime", "batch_size"], ["optimizer.lr"], select_seed=seed)
 
 
 def runs(exp, params: dict, results_root="results") -> list:
-    """Every run the notebook reads: the LR grid in both regimes, then the half-life sweep at each batch
-    size's best fixed-half-life LR (known once the grid is stored)."""
-    grid = exp.expand()
-    table = stored_table(exp, grid, results_root)
-    if table is None:
-        return grid
-    table = with_beta2(table, exp.base.data.seq_len)
-    return grid + half_life_followups(exp, table, best_cells(table), exp.settings["half_life_multipliers"])[1]
+    """Every run the notebook reads, each step known once the previous one is stored: the LR grid in both
+    regimes, one LR refined from each (regime, batch size)'s best (`settings.lr_refine_factor`, towards
+    the better neighbour), the seeds of
+    `settings.seeds_at_best` there, then the half-life sweep (`settings.half_life_multipliers`) at each
+    batch size's best fixed-half-life LR with the same seeds. Only batch sizes with >= MIN_STEPS steps."""
+    settings, seq_len, seed = exp.settings, exp.base.data.seq_len, exp.base.seed
+    seeds = [seed, *[k for k in settings["seeds_at_best"] if k != seed]]
+
+    def best(specs, table):
+        table = with_beta2(table, seq_len)
+        table = table[table["seed"] == seed]
+        return best_specs(specs, table, best_cells(decidable(lr_search(table, exp)), seed), ["regime", "batch_size"], ["optimizer.lr"])
+
+    def refined(specs, table):
+        table = with_beta2(table, seq_len)
+        out = []
+        for s in best(specs, table):
+            regime = "fixed half-life" if s.optimizer.beta2_half_life_tokens else "fixed beta2"
+            cell = lr_search(table, exp)
+            cell = cell[(cell["regime"] == regime) & (cell["batch_size"] == s.batch_size) & (cell["seed"] == seed)]
+            out.append(s.replace(**{"optimizer.lr": s.optimizer.lr * refine_factor(cell, s.optimizer.lr, settings["lr_refine_factor"])}))
+        return out
+
+    def reseeded(specs, table):
+        return [s.replace(seed=k) for s in best(specs, table) for k in seeds[1:]]
+
+    def half_lives(specs, table):
+        return [s.replace(seed=k, **{"optimizer.beta2_half_life_tokens": s.optimizer.beta2_half_life_tokens * m})
+                for s in best(specs, table) if s.optimizer.beta2_half_life_tokens for m in settings["half_life_multipliers"] for k in seeds]
+
+    return staged(exp, results_root, [refined, reseeded, half_lives])
+
+
+def lr_search(runs: pd.DataFrame, exp) -> pd.DataFrame:
+    """The runs of the LR search in both regimes (the half-life sweep's other half-lives left out)."""
+    grid = {v for g in exp.grids for v in g.get("optimizer.beta2_half_life_tokens", ()) if v is not None}
+    h = runs["optimizer.beta2_half_life_tokens"]
+    return runs[h.isna() | h.isin(grid)]
+
+
+def half_life_sweep(runs: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """Every half-life and seed at each batch size's best fixed-half-life LR."""
+    keys = ["batch_size", "optimizer.lr"]
+    chosen = best.loc[best["regime"] == "fixed half-life", keys].dropna()
+    return runs[runs["regime"] == "fixed half-life"].merge(chosen, on=keys)
 
 
 def with_beta2(runs: pd.DataFrame, seq_len: int) -> pd.DataFrame:
@@ -53,20 +90,9 @@ def beta2_regime_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
             continue
         loss = lambda b: cells[(regime, b)]["final_val_loss"]
         small, other = sizes[0], min(sizes[1:], key=lambda b: loss(b).mean())
-        parts[part] = compare(loss(small), loss(other), list(cells[(regime, small)]["steps"]) + list(cells[(regime, other)]["steps"]))
+        parts[part] = compare(loss(small), loss(other), trained_steps(cells[(regime, small)]) + trained_steps(cells[(regime, other)]))
         words.append(f"{regime}: B={small} {parts[part]['difference']:+.3f} nats against the best larger batch (B={other})")
     return [claim("marek.beta2.fixed_half_life_rescues_small_batch", "; ".join(words) or "no comparison possible", {"parts": parts})]
-
-
-def half_life_followups(exp, runs: pd.DataFrame, best: pd.DataFrame, multipliers: list[float]) -> tuple[pd.DataFrame, list]:
-    """The half-life sweep around each batch size's best fixed-half-life run: that run's table row(s),
-    and its spec with the half-life scaled by each multiplier (same LR, batch size and seed)."""
-    by_id = {s.hash: s for s in exp.expand()}
-    keys = ["batch_size", "optimizer.lr", "regime"]
-    chosen = runs.merge(best.loc[best["regime"] == "fixed half-life", keys].dropna(), on=keys)
-    specs = [by_id[i].replace(**{"optimizer.beta2_half_life_tokens": by_id[i].optimizer.beta2_half_life_tokens * m})
-             for i in chosen["id"] for m in multipliers]
-    return chosen, specs
 
 
 def optimal_half_life(runs: pd.DataFrame, seq_len: int) -> tuple[pd.DataFrame, dict]:
@@ -99,8 +125,8 @@ def half_life_claims(sweep: pd.DataFrame, seq_len: int) -> list[dict]:
         refit = optimal_half_life(frame, seq_len)[1]
         return refit["slope"] if refit else np.nan
 
-    n_seeds = min(cell_losses(v).size for v in cells.values())
-    measurement = {"estimate": float(fit["slope"]), "n_seeds": int(n_seeds), "min_steps": int(sweep["steps"].min()),
+    n_seeds = min(len(v) for v in cells.values())  # attempts: a half-life that diverged at every seed is a result, not a missing cell
+    measurement = {"estimate": float(fit["slope"]), "n_seeds": int(n_seeds), "min_steps": min(trained_steps(sweep), default=None),
                    "draws": [round(float(d), 4) for d in bootstrap(cells, slope)] if n_seeds > 1 else []}
     edge = int(optima["on_grid_edge"].sum())
     b2 = optima.set_index("batch_size")["optimal_beta2"]

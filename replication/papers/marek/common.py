@@ -1,8 +1,13 @@
-"""What several Marek et al. topics share: optimizer names, LR tables, measured memory."""
+"""What several Marek et al. topics share: optimizer names, staged follow-ups, LR tables, measured memory."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+
+from replication.fit import best_cell_runs
+from replication.sweep import stored_table
+from replication.verdicts import MIN_STEPS
 
 
 OPTIMIZER_LABELS = {"sgd": "SGD (no momentum)", "adamw": "AdamW", "adafactor": "Adafactor", "muon": "Muon"}
@@ -17,6 +22,40 @@ def lr_table(runs: pd.DataFrame, lr_batch_exponent: float, index: str = "optimiz
     base = (runs["optimizer.lr"] / runs["batch_size"] ** lr_batch_exponent).round(10)
     return (runs.assign(**{"lr at B=1": base})
             .groupby([index, "lr at B=1", "batch_size"])["final_val_loss"].mean().unstack("batch_size"))
+
+
+def decidable(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of batch sizes that train for at least MIN_STEPS optimizer steps: the only ones a verdict
+    reads, so the only ones follow-ups are spent on (the others stay in the figures, marked)."""
+    return runs[runs.groupby("batch_size")["steps"].transform("max") >= MIN_STEPS]
+
+
+def staged(exp, results_root, follow_ups) -> list:
+    """The grid, then each follow-up `f(specs, table)` in turn once every run before it is stored: what a
+    topic's `runs()` declares (`replication.papers.sweep` repeats until nothing new appears)."""
+    specs = exp.expand()
+    for follow_up in follow_ups:
+        table = stored_table(exp, specs, results_root)
+        if table is None:
+            return specs
+        specs = list(dict.fromkeys(specs + follow_up(specs, table)))
+    return specs
+
+
+def best_specs(specs: list, table: pd.DataFrame, best: pd.DataFrame, by: list[str], over: list[str]) -> list:
+    """The spec (first seed) of each group's best cell in `best`."""
+    by_id = {s.hash: s for s in specs}
+    return [by_id[g.sort_values("seed")["id"].iloc[0]] for g in best_cell_runs(table, best, by, over).values()]
+
+
+def refine_factor(runs: pd.DataFrame, lr: float, factor: float) -> float:
+    """Which way to refine a best coarse LR: towards its better grid neighbour (x factor or / factor), or
+    outwards when it sits on the edge of the grid (the optimum may lie beyond)."""
+    losses = runs.groupby("optimizer.lr")["final_val_loss"].mean().fillna(np.inf)
+    lower, upper = losses[losses.index < lr], losses[losses.index > lr]
+    if lower.empty or upper.empty:
+        return 1 / factor if lower.empty else factor
+    return factor if upper.iloc[0] < lower.iloc[-1] else 1 / factor
 
 
 MEMORY_PARTS = ("parameters", "gradients", "optimizer_state", "activations")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, trained_steps
 from replication.verdicts import compare
 
 
@@ -16,8 +16,9 @@ def runs(exp, params: dict, results_root="results") -> list:
     return []
 
 
-def curve_arms(beta2_runs: pd.DataFrame, optimizer_runs: pd.DataFrame) -> pd.DataFrame:
-    """The five series of the paper's loss-curve panels, each at its best LR: AdamW at the largest batch
+def curve_arms(beta2_runs: pd.DataFrame, optimizer_runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The five series of the paper's loss-curve panels, each at its best LR (chosen on seed `seed`, with
+    every seed of that LR kept): AdamW at the largest batch
     with beta2 0.95, Adam at batch size 1 with beta2 0.95 and with the half-life fixed in tokens (from the
     beta2 experiment), Adafactor and SGD at batch size 1 (from the optimizer experiment)."""
     large, small = beta2_runs["batch_size"].max(), beta2_runs["batch_size"].min()
@@ -31,15 +32,15 @@ def curve_arms(beta2_runs: pd.DataFrame, optimizer_runs: pd.DataFrame) -> pd.Dat
     rows = []
     for label, source, runs, select in wanted:
         runs_of_arm = runs[select(runs)]
-        cells = runs_of_arm.groupby("optimizer.lr")["final_val_loss"].mean().dropna()
+        cells = runs_of_arm[runs_of_arm["seed"] == seed].groupby("optimizer.lr")["final_val_loss"].mean().dropna()
         if len(cells):
             cell = runs_of_arm[runs_of_arm["optimizer.lr"] == cells.idxmin()].sort_values("seed")
-            rows.append({"label": label, "source": source, "id": cell["id"].iloc[0], "optimizer.lr": cells.idxmin(), "loss": cells.min(),
-                         "losses": list(cell["final_val_loss"]), "steps": int(cell["steps"].min()), "outcome": "ok"})
+            rows.append({"label": label, "source": source, "id": cell["id"].iloc[0], "optimizer.lr": cells.idxmin(), "loss": cell["final_val_loss"].mean(),
+                         "losses": list(cell["final_val_loss"]), "steps": min(trained_steps(cell), default=None), "outcome": "ok"})
         else:
             rows.append({"label": label, "source": source, "id": None, "optimizer.lr": np.nan, "loss": np.nan,
                          "losses": list(runs_of_arm["final_val_loss"]),  # every attempt diverged
-                         "steps": int(runs_of_arm["steps"].min()) if len(runs_of_arm) else None,
+                         "steps": None,  # diverged runs stop early: no scale to report
                          "outcome": "every LR diverged" if len(runs_of_arm) else "no runs"})
     return pd.DataFrame(rows)
 

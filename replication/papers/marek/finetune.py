@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, trained_steps
 from replication.verdicts import compare
 from replication.fit import best_per_group
 from replication.papers.marek.common import OPTIMIZER_LABELS, memory_frame
@@ -16,7 +16,7 @@ from replication.sweep import finetuning, reseeded, stored_table
 
 def seeded_specs(ft, runs: pd.DataFrame) -> list:
     """The best LR of each arm with every seed in `settings.seeds_at_best`."""
-    first = best_per_group(runs, ["arm"], ["optimizer.lr"])
+    first = best_per_group(runs, ["arm"], ["optimizer.lr"], select_seed=ft.base.seed)
     best_ids = runs.merge(first.dropna(subset=["loss"])[["arm", "optimizer.lr"]]).id
     return reseeded(ft.expand(), list(best_ids), ft.settings["seeds_at_best"])
 
@@ -60,7 +60,7 @@ def finetune_claims(table: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
     full, lora = t[t["lora_rank"].isna()], t[t["lora_rank"].notna()]
     seeds = runs.merge(table[["arm", "optimizer.lr"]], on=["arm", "optimizer.lr"])
     cell = lambda arm: seeds.loc[seeds["arm"] == arm, "final_val_loss"]
-    steps = lambda *arms: seeds.loc[seeds["arm"].isin(arms), "steps"]
+    steps = lambda *arms: trained_steps(seeds[seeds["arm"].isin(arms)])
 
     def arms(optimizer: str, batch: int | None = None) -> pd.DataFrame:
         rows = full[full["optimizer"] == optimizer]
@@ -100,8 +100,15 @@ def finetune_claims(table: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
     claims.append(versus("marek.finetune.scaled_adam_b1_matches_b16", adam_small, adam_large) if len(adam_small) and len(adam_large)
                   else missing("marek.finetune.scaled_adam_b1_matches_b16", "small- and large-batch AdamW"))
     sgd = arms("sgd")
-    claims.append(versus("marek.finetune.sgd_b1_nearly_as_good", sgd, full.drop(sgd.index)) if len(sgd) and len(full) > len(sgd)
-                  else missing("marek.finetune.sgd_b1_nearly_as_good", "SGD or other full fine-tuning"))
+    if len(sgd) and len(full) > len(sgd) and len(lora):
+        others, a = full.drop(sgd.index), sgd["loss"].idxmin()
+        b, c = others["loss"].idxmin(), lora["loss"].idxmin()
+        parts = {"close_to_best": compare(cell(a), cell(b), steps(a, b)), "beats_lora": compare(cell(a), cell(c), steps(a, c))}
+        claims.append(claim("marek.finetune.sgd_b1_nearly_as_good",
+                            f"SGD's best loss {parts['close_to_best']['a']:.3f} ({a}): {parts['close_to_best']['difference']:+.3f} nats against "
+                            f"the best other full fine-tuning ({b}), {parts['beats_lora']['difference']:+.3f} against the best LoRA ({c})", {"parts": parts}))
+    else:
+        claims.append(missing("marek.finetune.sgd_b1_nearly_as_good", "SGD, other full fine-tuning or LoRA"))
     return claims
 
 

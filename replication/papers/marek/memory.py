@@ -5,15 +5,29 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
-from replication.fit import best_cell_runs
-from replication.papers.marek.common import OPTIMIZER_LABELS
+from replication.claims import claim, trained_steps
+from replication.fit import best_cell_runs, best_per_group
+from replication.papers.marek.common import OPTIMIZER_LABELS, best_specs, staged
 from replication.verdicts import compare
 
 
 def runs(exp, params: dict, results_root="results") -> list:
-    """Every run the notebook reads: the three accumulation arms' LR grid and the memory measurements."""
-    return exp.expand() + memory_specs(exp, exp.settings["memory_optimizers"], exp.settings["memory_batch_sizes"])
+    """Every run the notebook reads: the three accumulation arms' LR grid, the seeds of
+    `settings.seeds_at_best` at each arm's best LR (once the grid is stored), and the memory measurements."""
+    specs = staged(exp, results_root, [lambda specs, table: seeded_specs(exp, specs, table)])
+    return specs + memory_specs(exp, exp.settings["memory_optimizers"], exp.settings["memory_batch_sizes"])
+
+
+def best_arms(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The best LR of each arm (`setup` column), chosen on seed `seed` and measured over all its seeds."""
+    return best_per_group(runs, ["setup"], ["optimizer.lr"], select_seed=seed)
+
+
+def seeded_specs(exp, specs: list, table: pd.DataFrame) -> list:
+    """Each arm's best LR with every seed in `settings.seeds_at_best`."""
+    table = table.assign(setup=accumulation_setup(table))
+    best = best_specs(specs, table, best_arms(table, exp.base.seed), ["setup"], ["optimizer.lr"])
+    return [s.replace(seed=k) for s in best for k in exp.settings["seeds_at_best"] if k != s.seed]
 
 
 def memory_specs(exp, optimizers: list[str], batch_sizes: list[int]) -> list:
@@ -55,7 +69,7 @@ def accumulation_claims(best: pd.DataFrame, runs: pd.DataFrame, memory: pd.DataF
     column (`accumulation_setup`); every seed of each arm's best LR is compared."""
     cells = best_cell_runs(runs, best, ["setup"], ["optimizer.lr"])
     loss = lambda arm: cells[(arm,)]["final_val_loss"] if (arm,) in cells else pd.Series(dtype=float)
-    steps = lambda *arms: [s for a in arms if (a,) in cells for s in cells[(a,)]["steps"]]
+    steps = lambda *arms: [s for a in arms if (a,) in cells for s in trained_steps(cells[(a,)])]
     large, acc, small = "large batch", "large batch by accumulation", "small batch"
     same = compare(loss(acc), loss(large))
     no_benefit = compare(loss(acc), loss(small), steps(acc, small))

@@ -6,36 +6,74 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, trained_steps
 from replication.fit import best_cell_runs, best_per_group
-from replication.papers.marek.common import ADAPTIVE
+from replication.papers.marek.common import ADAPTIVE, best_specs, decidable, refine_factor, staged
 from replication.plots import _marker_height
-from replication.sweep import reseeded, stored_table
-from replication.verdicts import bootstrap_difference, compare
+from replication.verdicts import MIN_STEPS, bootstrap_difference, compare
 
 
-def seeded_specs(exp, runs: pd.DataFrame) -> list:
-    """The best LR of each (optimizer, batch size) with every seed in `settings.seeds_at_best`."""
-    first = best_per_group(runs, ["optimizer.name", "batch_size"], ["optimizer.lr"])
-    best_ids = runs.merge(first.dropna(subset=["loss"])[["optimizer.name", "batch_size", "optimizer.lr"]]).id
-    return reseeded(exp.expand(), list(best_ids), exp.settings["seeds_at_best"])
+GROUP = ["optimizer.name", "batch_size"]
+CELL = ["optimizer.lr", "optimizer.beta1_half_life_tokens"]  # what is tuned per (optimizer, batch size)
+
+
+def best_cells(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The best (LR, beta1 half-life) of each (optimizer, batch size), chosen on seed `seed` (the one every
+    setting ran with) and measured over every seed of that cell."""
+    return best_per_group(runs, GROUP, CELL, edge_keys=CELL, select_seed=seed)
+
+
+def compared(runs: pd.DataFrame, every_batch_size: tuple = ()) -> pd.DataFrame:
+    """The runs of the cells a verdict compares: every optimizer at the smallest and the largest batch size
+    with >= MIN_STEPS steps, and the optimizers in `every_batch_size` at each such batch size."""
+    runs = decidable(runs)
+    sizes = sorted(runs["batch_size"].unique())
+    ends = {sizes[0], sizes[-1]} if sizes else set()
+    return runs[runs["batch_size"].isin(ends) | runs["optimizer.name"].isin(every_batch_size)]
 
 
 def runs(exp, params: dict, results_root="results") -> list:
-    """Every run the notebook reads: the grid, then the best cells re-seeded (known once the grid is stored)."""
-    grid = exp.expand()
-    table = stored_table(exp, grid, results_root)
-    return grid if table is None else grid + seeded_specs(exp, table)
+    """Every run the notebook reads, each step known once the previous one is stored: the coarse grid; one
+    refined LR per compared cell, a `settings.lr_refine_factor` step from its best coarse LR towards the
+    better neighbour; beta1 tuned there by its half-life in tokens for the optimizers in
+    `settings.tune_beta1` (as the paper tunes beta1 per batch size); then the seeds of
+    `settings.seeds_at_best` at the best cell. Follow-ups go only to the cells a verdict compares
+    (`compared`): compute goes where it decides a verdict."""
+    settings, seed = exp.settings, exp.base.seed
+    every = tuple(settings.get("follow_up_every_batch_size", ()))
+
+    def best(specs, table):
+        table = table[table["seed"] == seed]
+        return best_specs(specs, table, best_cells(compared(table, every), seed), GROUP, CELL)
+
+    def refined(specs, table):
+        out = []
+        for s in best(specs, table):
+            cell = table[(table["optimizer.name"] == s.optimizer.name) & (table["batch_size"] == s.batch_size) & (table["seed"] == seed)]
+            out.append(s.replace(**{"optimizer.lr": s.optimizer.lr * refine_factor(cell, s.optimizer.lr, settings["lr_refine_factor"])}))
+        return out
+
+    def beta1(specs, table):
+        return [s.replace(**{"optimizer.beta1_half_life_tokens": s.optimizer.beta1_half_life_tokens * m})
+                for s in best(specs, table) if s.optimizer.name in settings.get("tune_beta1", ()) and s.optimizer.beta1_half_life_tokens
+                for m in settings["beta1_half_life_multipliers"]]
+
+    def seeds(specs, table):
+        return [s.replace(seed=k) for s in best(specs, table) for k in settings["seeds_at_best"] if k != s.seed]
+
+    return staged(exp, results_root, [refined, beta1, seeds])
 
 
 def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
     """The Fig. 1a claims, decided by the ledger's rules from every seed of each (optimizer, batch size)'s
-    best cell (`runs`: the grid and the re-seeded best cells)."""
-    cells = best_cell_runs(runs, best, ["optimizer.name", "batch_size"], ["optimizer.lr"])
+    best cell (`runs`: every run `runs()` declares).
+    Comparisons with a large batch use the largest batch size that trains for at least MIN_STEPS steps."""
+    cells = best_cell_runs(runs, best, GROUP, CELL)
     loss = lambda name, b: cells[(name, b)]["final_val_loss"] if (name, b) in cells else pd.Series(dtype=float)
-    steps = lambda *keys: [s for k in keys if k in cells for s in cells[k]["steps"]]
+    steps = lambda *keys: [s for k in keys if k in cells for s in trained_steps(cells[k])]
     batch_sizes = sorted({b for _, b in cells})
-    small, large = batch_sizes[0], batch_sizes[-1]
+    enough = sorted(set(decidable(runs)["batch_size"]))  # the largest batch a verdict compares trains >= MIN_STEPS
+    small, large = batch_sizes[0], (enough if len(enough) >= 2 else batch_sizes)[-1]
     adaptive = lambda b: {n: loss(n, b) for n in ADAPTIVE if (n, b) in cells}
     mean = lambda means, b: {n: means[(n, b)] for n in ADAPTIVE if (n, b) in means}
     claims = []
@@ -45,7 +83,8 @@ def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
         claims.append(claim("marek.optimizers.small_batch_per_token", "AdamW has a finite loss at fewer than two batch sizes",
                             {"untestable": "AdamW has no finite loss at the smallest and another batch size"}))
     else:
-        other = min((b for b in adam if b != small), key=adam.get)
+        larger = [b for b in adam if b != small and (b in enough or len(enough) < 2)] or [b for b in adam if b != small]
+        other = min(larger, key=adam.get)
         m = compare(loss("adamw", small), loss("adamw", other), steps(("adamw", small), ("adamw", other)))
         claims.append(claim("marek.optimizers.small_batch_per_token",
                             f"AdamW best loss {adam[small]:.3f} at B={small}; the best larger batch is B={other} ({adam[other]:.3f}); "
@@ -67,7 +106,7 @@ def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
                             f"({worst} behind {top}), {close['difference'] + grows['difference']:.3f} at B={large}",
                             {"parts": {"close_at_small_batch": close, "spread_grows": grows}}))
 
-    sgd_batches = [b for b in batch_sizes if ("sgd", b) in cells and len(adaptive(b))]
+    sgd_batches = [b for b in batch_sizes if ("sgd", b) in cells and len(adaptive(b)) and (b in enough or len(enough) < 2)]
     if not sgd_batches or sgd_batches[0] != small:
         claims.append(claim("marek.optimizers.sgd_competitive_at_b1", "no SGD or adaptive cell to compare at the smallest batch size",
                             {"untestable": "no finite SGD and adaptive loss at the smallest batch size"}))
@@ -90,25 +129,42 @@ def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
     return claims
 
 
+def lr_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the LR search: each optimizer's runs at its grid beta1 (the beta1 variants left out)."""
+    beta1 = runs["optimizer.beta1_half_life_tokens"]
+    grid = beta1.groupby(runs["optimizer.name"]).transform(lambda b: b.mode().iloc[0] if b.notna().any() else np.nan)
+    return runs[(beta1 == grid) | (beta1.isna() & grid.isna())]
+
+
 def best_loss_vs_batch_size(best: pd.DataFrame, labels: dict[str, str] | None = None, ax=None):
-    """Best loss per (optimizer, batch size) with seed error bars; cells where every setting diverged
-    are drawn as an x at the top of the axes, so they are never silently missing."""
+    """Best loss per (optimizer, batch size) with seed error bars. A cell that trains for fewer than
+    MIN_STEPS optimizer steps is drawn hollow (it decides no verdict) and every batch size's step count is
+    written under the axis; cells where every setting diverged are an x at the top."""
     if ax is None:
-        _, ax = plt.subplots()
+        _, ax = plt.subplots(figsize=(6.8, 4.4))
     top = _marker_height(best["loss"])
     for i, (name, group) in enumerate(best.groupby("optimizer.name", sort=True)):
         group = group.sort_values("batch_size")
         colour = f"C{i}"
         ok = group[group["loss"].notna()]
-        ax.errorbar(ok["batch_size"], ok["loss"], yerr=np.nan_to_num(ok["loss_se"].to_numpy()), marker="o", ms=4,
-                    capsize=3, color=colour, label=(labels or {}).get(name, name))
+        short = ok["steps"] < MIN_STEPS
+        ax.errorbar(ok["batch_size"], ok["loss"], yerr=np.nan_to_num(ok["loss_se"].to_numpy()), capsize=3, color=colour,
+                    label=(labels or {}).get(name, name))
+        ax.plot(ok.loc[~short, "batch_size"], ok.loc[~short, "loss"], "o", ms=5, color=colour)
+        ax.plot(ok.loc[short, "batch_size"], ok.loc[short, "loss"], "o", ms=6, mfc="white", color=colour)
         failed = group[group["loss"].isna()]
         if len(failed):
             ax.plot(failed["batch_size"], [top] * len(failed), "x", color=colour, ms=8, mew=2)
-    if best["loss"].isna().any():
-        ax.annotate("x: every setting diverged", (0.01, 0.99), xycoords="axes fraction", va="top", fontsize=8)
+    steps = best.groupby("batch_size")["steps"].max()
+    for b, n in steps.items():
+        ax.annotate(f"{int(n)} steps", (b, 0), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points",
+                    ha="center", fontsize=7, color="0.3" if n >= MIN_STEPS else "C3")
+    notes = [f"hollow: < {MIN_STEPS} optimizer steps, in no verdict"] if (steps < MIN_STEPS).any() else []
+    notes += ["x: every setting diverged"] if best["loss"].isna().any() else []
+    if notes:
+        ax.annotate("; ".join(notes), (0.01, 0.99), xycoords="axes fraction", va="top", fontsize=8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size (sequences)")
-    ax.set_ylabel("best validation loss")
-    ax.legend()
+    ax.set_ylabel("best validation loss (mean over seeds +- SE)")
+    ax.legend(loc="center right")
     return ax

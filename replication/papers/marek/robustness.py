@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, trained_steps
 from replication.verdicts import bootstrap_difference, compare
 
 
@@ -41,12 +41,13 @@ def robustness_claims(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float)
     small, large = t.index.min(), t.index.max()
     keys = ["batch_size", "optimizer.lr", "optimizer.beta1"]
     cells = {k: g["final_val_loss"] for k, g in runs[runs["batch_size"].isin([small, large])].groupby(keys)}
-    steps = runs.loc[runs["batch_size"].isin([small, large]), "steps"]
+    steps = trained_steps(runs[runs["batch_size"].isin([small, large])])
 
     def share(means: dict, b) -> float:
         return fraction_within(np.array([v for k, v in means.items() if k[0] == b]), tolerance)
 
-    robust = bootstrap_difference(cells, lambda means: share(means, small) - share(means, large), steps)
+    # a diverged seed is an outcome here (never near-optimal), not a missing seed
+    robust = bootstrap_difference(cells, lambda means: share(means, small) - share(means, large), steps, diverged="inf")
     parts, words = {}, []
     for b, part in ((small, "beta1_0_fine_at_small_batch"), (large, "beta1_0_hurts_at_large_batch")):
         at_b = {k: v for k, v in cells.items() if k[0] == b}
@@ -56,7 +57,7 @@ def robustness_claims(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float)
             parts[part] = {"untestable": f"no finite cell{' with beta1 = 0' if finite else ''} at B={b}"}
             continue
         best, best_0 = min(finite, key=finite.get), min(no_momentum, key=no_momentum.get)
-        parts[part] = compare(at_b[best_0], at_b[best], runs.loc[runs["batch_size"] == b, "steps"])
+        parts[part] = compare(at_b[best_0], at_b[best], trained_steps(runs[runs["batch_size"] == b]))
         words.append(f"{parts[part]['difference']:.3f} at B={b}")
     return [
         claim("marek.robustness.small_batch_robust",

@@ -6,9 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, trained_steps
 from replication.fit import best_per_group
-from replication.optim import half_life_from_beta
 from replication.params import experiment
 from replication.plots import _batch_colour, _marker_height
 from replication.spec import ConfigError
@@ -16,23 +15,28 @@ from replication.sweep import stored_table
 from replication.verdicts import bootstrap_difference
 
 
-REQUIRES = ("marek_optimizers",)  # the centres are that experiment's best AdamW LRs
+REQUIRES = ("marek_optimizers",)  # the centres are that experiment's best AdamW cells
 
 
-def centre_lrs(source_runs: pd.DataFrame) -> dict[int, float]:
-    """Each batch size's best AdamW LR in the source experiment's grid."""
-    adamw = best_per_group(source_runs[source_runs["optimizer.name"] == "adamw"], ["batch_size"], ["optimizer.lr"])
-    return dict(zip(adamw["batch_size"], adamw["optimizer.lr"]))
+def centre_cells(source_runs: pd.DataFrame) -> pd.DataFrame:
+    """Each batch size's best AdamW cell (LR and beta1 half-life) in the source experiment, every run it
+    declares (refined LRs and tuned beta1 included): the measured optimum the 1-D sweeps centre on."""
+    from replication.papers.marek.optimizers import best_cells
+
+    return best_cells(source_runs[source_runs["optimizer.name"] == "adamw"])
 
 
 def runs(exp, params: dict, results_root="results") -> list:
-    """Every run the notebook reads: the 1-D sweeps around each centre (known once the source is stored)."""
+    """Every run the notebook reads: the 1-D sweeps around each centre, each with every seed of
+    `settings.seeds` (known once the source experiment is stored)."""
+    from replication.papers import declared_runs
+
     source = experiment(params, exp.settings["centre_from"], exp.profile)
     check_same_setup(exp, source)
-    table = stored_table(source, source.expand(), results_root)
+    table = stored_table(source, declared_runs(source, params, results_root), results_root)
     if table is None:
         raise RuntimeError(f"{exp.name} takes its centres from {source.name}: sweep {source.name} first")
-    return sensitivity_specs(exp, sensitivity_centres(exp, centre_lrs(table)))
+    return sensitivity_specs(exp, sensitivity_centres(exp, centre_cells(table)))
 
 
 SENSITIVITY_KEYS = {
@@ -42,13 +46,16 @@ SENSITIVITY_KEYS = {
 }
 
 
-def sensitivity_centres(exp, centre_lrs: dict[int, float]) -> dict[int, dict]:
-    """The centre of each batch size's 1-D sweeps: its best LR (from another experiment), beta1's
-    half-life at `settings.centre_beta1`, and the experiment's beta2 half-life."""
-    T = exp.base.data.seq_len
+def sensitivity_centres(exp, centres: pd.DataFrame) -> dict[int, dict]:
+    """The centre of each batch size in `settings.batch_sizes`: its best AdamW LR and beta1 half-life in
+    the source experiment (`centre_cells`), and the experiment's beta2 half-life (the source's too)."""
+    best = centres.set_index("batch_size")
+    missing = [b for b in exp.settings["batch_sizes"] if b not in best.index or pd.isna(best.loc[b, "optimizer.lr"])]
+    if missing:
+        raise ConfigError(f"experiments.{exp.name}.settings.batch_sizes: no best AdamW cell at {missing} in {exp.settings['centre_from']}")
     return {
-        b: {"batch_size": b, "optimizer.lr": centre_lrs[b],
-            "optimizer.beta1_half_life_tokens": half_life_from_beta(exp.settings["centre_beta1"], b * T),
+        b: {"batch_size": b, "optimizer.lr": float(best.loc[b, "optimizer.lr"]),
+            "optimizer.beta1_half_life_tokens": float(best.loc[b, "optimizer.beta1_half_life_tokens"]),
             "optimizer.beta2_half_life_tokens": exp.base.optimizer.beta2_half_life_tokens}
         for b in exp.settings["batch_sizes"]
     }
@@ -110,7 +117,7 @@ def sensitivity_claims(table: pd.DataFrame, runs: pd.DataFrame, centres: dict[in
     worst = table.groupby(["hyperparameter", "batch_size"])["delta_loss"].max().unstack("batch_size")
     small, large = worst.columns.min(), worst.columns.max()
     cells = sensitivity_cells(runs, centres)
-    steps = runs.loc[runs["batch_size"].isin([small, large]), "steps"]
+    steps = trained_steps(runs[runs["batch_size"].isin([small, large])])
     parts = {}
     for label in SENSITIVITY_KEYS.values():
         part = label.replace(" ", "_").replace("-", "_")
@@ -118,7 +125,7 @@ def sensitivity_claims(table: pd.DataFrame, runs: pd.DataFrame, centres: dict[in
             both = np.isinf(worst.loc[label, large]) and np.isinf(worst.loc[label, small])
             parts[part] = {"untestable": "a multiplier diverged at both batch sizes"} if both else {
                 "diverged": "a" if np.isinf(worst.loc[label, large]) else "b", "se": 0.0,
-                "n_seeds": int(min(len(v) for k, v in cells.items() if k[1] == label)), "min_steps": int(steps.min())}
+                "n_seeds": int(min(len(v) for k, v in cells.items() if k[1] == label)), "min_steps": min(steps, default=None)}
             continue
         mine = {k: v for k, v in cells.items() if k[1] == label and k[0] in (small, large)}
 
