@@ -19,13 +19,6 @@ def claim(claim_id: str, measured: str, measurement: dict) -> dict:
             "measurement": measurement, **decision.as_dict()}
 
 
-def trained_steps(runs: pd.DataFrame) -> list[int]:
-    """The optimizer steps of the runs that did not diverge: a diverged run stops early, so its step count
-    says nothing about the scale a claim is tested at (the MIN_STEPS gate reads these)."""
-    ok = runs[runs["status"] == "ok"] if "status" in runs else runs
-    return [int(s) for s in ok["steps"].dropna()]
-
-
 def by_id(claims: list[dict]) -> dict[str, dict]:
     """Claims addressed by their stable ids (tests and the ledger never match on sentences)."""
     return {c["id"]: c for c in claims}

@@ -48,19 +48,18 @@ def best_per_group(df: pd.DataFrame, by: list[str], over: list[str], loss: str =
             row["best_on_edge"] = any(len(tried[k]) >= 3 and v in (tried[k][0], tried[k][-1])
                                       for k, v in zip(over, best) if k in (edge_keys or over))
             row.update(loss=values.mean(), loss_se=values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan,
-                       n_seeds=len(values), steps=_trained_steps(cell))
+                       n_seeds=len(values), steps=min(trained_steps(cell), default=None))
         else:
             row.update(loss=np.nan, loss_se=np.nan, n_seeds=0, best_on_edge=False)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _trained_steps(cell: pd.DataFrame) -> int | None:
-    """The fewest optimizer steps among a cell's runs that did not diverge (None without a steps column)."""
-    if "steps" not in cell:
-        return None
-    steps = cell.loc[cell["status"] == "ok", "steps"] if "status" in cell else cell["steps"]
-    return int(steps.min()) if len(steps.dropna()) else None
+def trained_steps(runs: pd.DataFrame) -> list[int]:
+    """The optimizer steps of the runs that did not diverge: a diverged run stops early, so its step count
+    says nothing about the scale a claim is tested at (the MIN_STEPS gate reads these)."""
+    ok = runs[runs["status"] == "ok"] if "status" in runs else runs
+    return [int(s) for s in ok["steps"].dropna()] if "steps" in ok else []
 
 
 def best_cell_runs(runs: pd.DataFrame, best: pd.DataFrame, by: list[str], over: list[str]) -> dict[tuple, pd.DataFrame]:

@@ -61,6 +61,11 @@ def pooled_sd(*cells: Iterable[float]) -> float:
     return float(np.sqrt(sum(((c - c.mean()) ** 2).sum() for c in cells if len(c) > 1) / dof))
 
 
+def _fewest(steps: Iterable[int]) -> int | None:
+    """The fewest optimizer steps among `steps` (None when none is known)."""
+    return min((int(s) for s in steps if s is not None and np.isfinite(s)), default=None)
+
+
 def compare(a: Iterable[float], b: Iterable[float], steps: Iterable[int] = (), seed_sd: float | None = None) -> dict:
     """The measurement of "A against B" from their per-seed losses (NaN or None: a diverged seed): the
     difference of means (A - B), its standard error (independent seeds), the fewest seeds of the two, the
@@ -70,7 +75,6 @@ def compare(a: Iterable[float], b: Iterable[float], steps: Iterable[int] = (), s
     a, b = list(a), list(b)
     tried = {"a": len(a), "b": len(b)}
     a, b = cell_losses(a), cell_losses(b)
-    steps = [int(s) for s in steps if s is not None and np.isfinite(s)]
     diverged = [k for k, cell in (("a", a), ("b", b)) if tried[k] and not len(cell)]
     n = min(tried["a"] if "a" in diverged else len(a), tried["b"] if "b" in diverged else len(b))
     var = lambda c: c.var(ddof=1) / len(c) if len(c) > 1 else np.nan
@@ -79,7 +83,7 @@ def compare(a: Iterable[float], b: Iterable[float], steps: Iterable[int] = (), s
         "difference": float(a.mean() - b.mean()) if len(a) and len(b) else None,
         "se": float(np.sqrt(var(a) + var(b))) if len(a) > 1 and len(b) > 1 else None,
         "seed_sd": float(pooled_sd(a, b) if seed_sd is None else seed_sd),
-        "n_seeds": int(n), "min_steps": min(steps) if steps else None,
+        "n_seeds": int(n), "min_steps": _fewest(steps),
     }
     if len(diverged) == 1:
         out.update(diverged=diverged[0], se=float(np.sqrt(var(a if len(a) else b))) if max(len(a), len(b)) > 1 else 0.0)
@@ -117,11 +121,10 @@ def bootstrap_difference(cells: dict, statistic: Callable[[dict], float], steps:
     raw = {k: list(v) for k, v in cells.items()}
     values = {k: seed_values(v, diverged) for k, v in raw.items()}
     n = min((len(values[k]) or len(raw[k]) for k in raw), default=0)  # a cell that diverged at every seed counts its attempts
-    steps = [int(s) for s in steps if s is not None and np.isfinite(s)]
     point = statistic({k: v.mean() if len(v) else np.nan for k, v in values.items()})
     se = float(np.std(bootstrap(values, statistic, draws, diverged=diverged), ddof=1)) if n > 1 else None
     return {"difference": None if not np.isfinite(point) else float(point), "se": se, "n_seeds": int(n),
-            "min_steps": min(steps) if steps else None}
+            "min_steps": _fewest(steps)}
 
 
 # ------------------------------------------------------------------------------------------------ gates

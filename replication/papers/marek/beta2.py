@@ -6,10 +6,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim, trained_steps
-from replication.fit import argmin_log_parabola, best_cell_runs, best_per_group, loglog_slope
+from replication.claims import claim
+from replication.fit import argmin_log_parabola, best_cell_runs, best_per_group, loglog_slope, trained_steps
 from replication.optim import beta_from_half_life, half_life_from_beta
 from replication.papers.marek.common import best_specs, decidable, refine_factor, staged
+from replication.sweep import reseeded
 from replication.verdicts import bootstrap, compare
 
 
@@ -42,14 +43,15 @@ def runs(exp, params: dict, results_root="results") -> list:
             out.append(s.replace(**{"optimizer.lr": s.optimizer.lr * refine_factor(cell, s.optimizer.lr, settings["lr_refine_factor"])}))
         return out
 
-    def reseeded(specs, table):
-        return [s.replace(seed=k) for s in best(specs, table) for k in seeds[1:]]
+    def more_seeds(specs, table):
+        chosen = best(specs, table)
+        return reseeded(chosen, [s.hash for s in chosen], seeds)
 
     def half_lives(specs, table):
         return [s.replace(seed=k, **{"optimizer.beta2_half_life_tokens": s.optimizer.beta2_half_life_tokens * m})
                 for s in best(specs, table) if s.optimizer.beta2_half_life_tokens for m in settings["half_life_multipliers"] for k in seeds]
 
-    return staged(exp, results_root, [refined, reseeded, half_lives])
+    return staged(exp, results_root, [refined, more_seeds, half_lives])
 
 
 def lr_search(runs: pd.DataFrame, exp) -> pd.DataFrame:

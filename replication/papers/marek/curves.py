@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim, trained_steps
+from replication.claims import claim
+from replication.fit import trained_steps
 from replication.verdicts import compare
 
 

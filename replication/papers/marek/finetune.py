@@ -6,9 +6,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim, trained_steps
+from replication.claims import claim
 from replication.verdicts import compare
-from replication.fit import best_per_group
+from replication.fit import best_per_group, trained_steps
 from replication.papers.marek.common import OPTIMIZER_LABELS, memory_frame
 from replication.plots import _marker_height
 from replication.sweep import finetuning, reseeded, stored_table

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim, trained_steps
-from replication.fit import best_cell_runs, best_per_group
+from replication.claims import claim
+from replication.fit import best_cell_runs, best_per_group, trained_steps
 from replication.papers.marek.common import OPTIMIZER_LABELS, best_specs, staged
+from replication.sweep import reseeded
 from replication.verdicts import compare
 
 
@@ -27,7 +28,7 @@ def seeded_specs(exp, specs: list, table: pd.DataFrame) -> list:
     """Each arm's best LR with every seed in `settings.seeds_at_best`."""
     table = table.assign(setup=accumulation_setup(table))
     best = best_specs(specs, table, best_arms(table, exp.base.seed), ["setup"], ["optimizer.lr"])
-    return [s.replace(seed=k) for s in best for k in exp.settings["seeds_at_best"] if k != s.seed]
+    return reseeded(best, [s.hash for s in best], exp.settings["seeds_at_best"])
 
 
 def memory_specs(exp, optimizers: list[str], batch_sizes: list[int]) -> list:

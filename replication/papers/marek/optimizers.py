@@ -6,10 +6,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim, trained_steps
-from replication.fit import best_cell_runs, best_per_group
+from replication.claims import claim
+from replication.fit import best_cell_runs, best_per_group, trained_steps
 from replication.papers.marek.common import ADAPTIVE, best_specs, decidable, refine_factor, staged
 from replication.plots import _marker_height
+from replication.sweep import reseeded
 from replication.verdicts import MIN_STEPS, bootstrap_difference, compare
 
 
@@ -59,7 +60,8 @@ def runs(exp, params: dict, results_root="results") -> list:
                 for m in settings["beta1_half_life_multipliers"]]
 
     def seeds(specs, table):
-        return [s.replace(seed=k) for s in best(specs, table) for k in settings["seeds_at_best"] if k != s.seed]
+        chosen = best(specs, table)
+        return reseeded(chosen, [s.hash for s in chosen], settings["seeds_at_best"])
 
     return staged(exp, results_root, [refined, beta1, seeds])
 

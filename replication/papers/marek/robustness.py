@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim, trained_steps
+from replication.claims import claim
+from replication.fit import fraction_within, trained_steps
 from replication.verdicts import bootstrap_difference, compare
 
 
@@ -17,8 +18,6 @@ def runs(exp, params: dict, results_root="results") -> list:
 def robustness_table(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     """Per batch size: best loss, the fraction of the LR x beta1 grid within `tolerance` of it (diverged
     cells count as outside), the spread of the finite cells, and the cost of dropping momentum (beta1 = 0)."""
-    from replication.fit import fraction_within
-
     rows = []
     for b, group in runs.groupby("batch_size"):
         cells = group.groupby(["optimizer.lr", "optimizer.beta1"])["final_val_loss"].mean()
@@ -35,8 +34,6 @@ def robustness_table(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
 def robustness_claims(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> list[dict]:
     """Fig. 1b's claims between the smallest and the largest batch size, from every seed of every cell: the
     near-optimal share of the grid (its standard error by a bootstrap over seeds), and the cost of beta1 = 0."""
-    from replication.fit import fraction_within
-
     t = table.set_index("batch_size")
     small, large = t.index.min(), t.index.max()
     keys = ["batch_size", "optimizer.lr", "optimizer.beta1"]

@@ -6,8 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim, trained_steps
-from replication.fit import best_per_group
+from replication.claims import claim
+from replication.fit import trained_steps
 from replication.params import experiment
 from replication.plots import _batch_colour, _marker_height
 from replication.spec import ConfigError
