@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 
 def best_per_group(df: pd.DataFrame, by: list[str], over: list[str], loss: str = "final_val_loss",
@@ -114,3 +114,123 @@ def argmin_log_parabola(x, y) -> float:
     if a <= 0:
         return float(x[i])
     return float(np.exp(np.clip(-b / (2 * a), lx[0], lx[-1])))
+
+
+# ------------------------------------------------------------------ critical batch size (Zhang et al.)
+def steps_to_target(steps, losses, target: float) -> dict | None:
+    """The step at which a loss curve first reaches `target`, interpolated linearly in log(step) between
+    the last evaluation above it and the first at or below it; None if it never does. Also returns that
+    first evaluation step (`grid_step`) and the one before (`previous_step`), to bound the interpolation."""
+    steps, losses = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
+    hit = np.flatnonzero(np.isfinite(losses) & (losses <= target))
+    if not len(hit):
+        return None
+    i = int(hit[0])
+    if i == 0 or steps[i - 1] <= 0:
+        return {"step": float(steps[i]), "grid_step": float(steps[i]), "previous_step": float(steps[i - 1]) if i else None}
+    s0, s1, l0, l1 = steps[i - 1], steps[i], losses[i - 1], losses[i]
+    share = (l0 - target) / (l0 - l1) if l0 > l1 else 1.0
+    step = float(np.exp(np.log(s0) + share * (np.log(s1) - np.log(s0))))
+    return {"step": step, "grid_step": float(s1), "previous_step": float(s0)}
+
+
+def _fit_hyperbola(batch_sizes: np.ndarray, steps: np.ndarray) -> tuple[float, float]:
+    """(a, b) of S = a + b / B, least squares in log S (Zhang et al.'s fit), a and b kept >= 0."""
+    def residuals(p):
+        return np.log(np.exp(p[0]) + np.exp(p[1]) / batch_sizes) - np.log(steps)
+
+    start = [np.log(max(steps.min() / 2, 1e-12)), np.log(steps[0] * batch_sizes[0])]
+    fit = optimize.least_squares(residuals, start, method="lm" if len(steps) > 2 else "trf")
+    return float(np.exp(fit.x[0])), float(np.exp(fit.x[1]))
+
+
+def critical_batch_size(batch_sizes, steps, reference_batch_size: float | None = None, overhead: float = 0.2,
+                        draws: int = 200, seed: int = 0) -> dict:
+    """Fit S(B) = a + b / B to steps-to-target and apply Zhang et al.'s rule: the critical batch size B* is
+    where S is (1 + overhead) x the linear-scaling ideal from the reference B0,
+    B* = (1 + overhead) B0 + overhead b / a (B0: the smallest batch size unless given).
+
+    `steps` holds one value per batch size, or one row of per-seed values per batch size (NaN: the target
+    was not reached; a batch size no seed brought there is left out of the fit and listed). The interval
+    of B* (2.5-97.5 %) comes from a bootstrap over seeds, or over log residuals with one value per B.
+    Returns s_min (a), b, b_noise (b / a, McCandlish's noise scale), b_star, its interval and draws,
+    r2 (log space), slope_small (log-log slope between the two smallest batch sizes) and unreached.
+    """
+    batch_sizes = np.asarray(batch_sizes, dtype=float)
+    per_seed = np.asarray(steps, dtype=float)
+    per_seed = per_seed[:, None] if per_seed.ndim == 1 else per_seed
+    if per_seed.shape[0] != len(batch_sizes):
+        raise ValueError(f"steps has {per_seed.shape[0]} rows for {len(batch_sizes)} batch sizes")
+    reached = np.isfinite(per_seed).any(axis=1)
+    order = np.argsort(batch_sizes)
+    keep = order[reached[order]]
+    if len(keep) < 3:
+        raise ValueError(f"a critical batch size needs >= 3 batch sizes that reach the target, got {len(keep)}")
+    bs, cells = batch_sizes[keep], [c[np.isfinite(c)] for c in per_seed[keep]]
+    b0 = float(reference_batch_size if reference_batch_size is not None else bs[0])
+
+    def star(means: np.ndarray) -> float:
+        a, b = _fit_hyperbola(bs, means)
+        return (1 + overhead) * b0 + overhead * b / a if a > 0 else np.inf
+
+    mean = np.array([c.mean() for c in cells])
+    a, b = _fit_hyperbola(bs, mean)
+    log_resid = np.log(mean) - np.log(a + b / bs)
+    rng = np.random.default_rng(seed)
+    if max(len(c) for c in cells) > 1:
+        samples = [np.array([rng.choice(c, len(c)).mean() for c in cells]) for _ in range(draws)]
+    else:
+        fitted = a + b / bs
+        samples = [fitted * np.exp(rng.choice(log_resid, len(log_resid))) for _ in range(draws)]
+    star_draws = np.array([star(s) for s in samples])
+    ss = ((np.log(mean) - np.log(mean).mean()) ** 2).sum()
+    return {
+        "s_min": a, "b": b, "b_noise": b / a if a > 0 else np.inf, "b_star": star(mean), "reference_batch_size": b0,
+        "b_star_low": float(np.percentile(star_draws, 2.5)), "b_star_high": float(np.percentile(star_draws, 97.5)),
+        "b_star_draws": star_draws.tolist(), "r2": float(1 - (log_resid**2).sum() / ss) if ss > 0 else np.nan,
+        "slope_small": float(np.log(mean[1] / mean[0]) / np.log(bs[1] / bs[0])), "overhead": overhead,
+        "batch_sizes": bs.tolist(), "steps": mean.tolist(), "unreached": batch_sizes[~reached].tolist(),
+    }
+
+
+def power_law(x, y, y_draws=None, draws: int = 200, seed: int = 0, robust: bool = True) -> dict:
+    """Fit y = c x^k in log space (a Cauchy loss on log residuals beyond 0.1, so one outlier cannot carry the fit). The interval of k
+    and c (2.5-97.5 %) comes from `y_draws` (rows of bootstrap draws of y, e.g. over seeds) when given,
+    else from resampling the points. Returns exponent, coefficient, their intervals and the draws of k."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+    def fit(xs, ys) -> tuple[float, float]:
+        keep = np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0)
+        lx, ly = np.log(xs[keep]), np.log(ys[keep])
+        if len(np.unique(lx)) < 2:
+            return np.nan, np.nan
+        start = np.polyfit(lx, ly, 1)
+        if not robust or len(lx) < 4:
+            return float(start[0]), float(np.exp(start[1]))
+        res = optimize.least_squares(lambda p: p[1] + p[0] * lx - ly, start, loss="cauchy", f_scale=0.1)
+        return float(res.x[0]), float(np.exp(res.x[1]))
+
+    k, c = fit(x, y)
+    rng = np.random.default_rng(seed)
+    if y_draws is not None:
+        pairs = [fit(x, np.asarray(row, dtype=float)) for row in y_draws]
+    else:
+        pairs = []
+        for _ in range(draws):
+            idx = rng.choice(len(x), len(x))
+            pairs.append(fit(x[idx], y[idx]))
+    ks = np.array([p[0] for p in pairs])
+    cs = np.array([p[1] for p in pairs])
+    finite = np.isfinite(ks)
+    return {"exponent": k, "coefficient": c, "exponent_draws": ks[finite].tolist(),
+            "exponent_low": float(np.percentile(ks[finite], 2.5)), "exponent_high": float(np.percentile(ks[finite], 97.5)),
+            "coefficient_low": float(np.percentile(cs[finite], 2.5)), "coefficient_high": float(np.percentile(cs[finite], 97.5))}
+
+
+def noise_scale(small_sq, big_sq, small_batch: int, big_batch: int) -> dict:
+    """McCandlish et al.'s simple noise scale B_simple = tr(Sigma) / |G|^2 from squared gradient norms
+    measured at two batch sizes (unbiased estimates of both; averaged before the ratio, as they advise)."""
+    small, big = np.mean(small_sq), np.mean(big_sq)
+    g2 = (big_batch * big - small_batch * small) / (big_batch - small_batch)
+    trace = (small - big) / (1 / small_batch - 1 / big_batch)
+    return {"gradient_sq": float(g2), "trace_sigma": float(trace), "b_simple": float(trace / g2) if g2 > 0 else np.inf}

@@ -198,3 +198,11 @@ def heatmaps(runs: pd.DataFrame, panel: str, x: str, y: str, value: str = "final
     axes[0][0].set_ylabel(y)
     fig.colorbar(image, ax=axes[0].tolist(), label=f"{value.replace('_', ' ')} above the panel's best")
     return fig
+
+
+def log_ticks(ax, values, axis: str = "x", fmt=lambda v: f"{v:,.0f}" if v >= 1 else f"{v:g}") -> None:
+    """Label a log axis at `values` only (the measured points), with no minor-tick labels crowding them."""
+    values = sorted(set(float(v) for v in values))
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_ticks(values, [fmt(v) for v in values])
+    target.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())

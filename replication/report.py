@@ -20,6 +20,7 @@ import pandas as pd
 from replication import ledger, plots, readme, verdicts
 from replication.model import count_parameters
 from replication.notebook import write_metrics
+from replication.papers import declared_runs
 from replication.params import experiment, load_params
 from replication.spec import ConfigError
 
@@ -81,19 +82,29 @@ def summary_figure(counts: pd.DataFrame):
 
 
 # ----------------------------------------------------------------------------------------------- the scale
-def _ours(params: dict, name: str, profile: str) -> dict | None:
-    """Our setting of experiment `name` on `profile`, from params.yaml (None if it has no experiment)."""
+def _ours(params: dict, name: str, profile: str, root: Path = Path(".")) -> dict | None:
+    """Our setting of experiment `name` on `profile`, from every run its topic declares given the store
+    (params.yaml's grid where it has no topic); None if params.yaml has no such experiment."""
     try:
         exp = experiment(params, name, profile)
     except ConfigError:
         return None
-    specs = exp.expand()
-    n = count_parameters(exp.base.model, exp.base.data.vocab_size)
-    seeds = len({s.seed for s in specs})
-    extra = exp.settings.get("seeds_at_best") or []
-    return {"model": f"{n['non_embedding'] / 1e6:.2f}M non-embedding, seq {exp.base.data.seq_len}, {exp.base.data.corpus}",
-            "tokens": f"{exp.base.tokens:,}", "batch_sizes": ", ".join(str(b) for b in sorted({s.batch_size for s in specs})),
-            "seeds": f"{seeds} per grid cell" + (f", {seeds + len(extra)} at best cells" if extra else "")}
+    try:
+        specs = declared_runs(exp, params, root / "results")
+    except (RuntimeError, FileNotFoundError):  # its runs follow from another experiment's, not stored here yet
+        specs = exp.expand()
+    if not specs:
+        return {"model": exp.settings.get("scale", "no training: exact expectations"), "tokens": "", "batch_sizes": "", "seeds": ""}
+    span = lambda values, fmt: fmt(min(values)) if min(values) == max(values) else f"{fmt(min(values))}-{fmt(max(values))}"
+    sizes = [count_parameters(s.model, s.data.vocab_size)["non_embedding"] / 1e6 for s in specs]
+    cells: dict = {}
+    for s in specs:
+        cells.setdefault(s.replace(seed=0).hash, set()).add(s.seed)
+    seeds = sorted({len(v) for v in cells.values()})
+    return {"model": f"{span(sizes, lambda v: f'{v:.2f}')}M non-embedding, seq {exp.base.data.seq_len}, {exp.base.data.corpus}",
+            "tokens": span([s.tokens for s in specs], lambda v: f"{v:,}"),
+            "batch_sizes": ", ".join(str(b) for b in sorted({s.batch_size for s in specs})),
+            "seeds": f"{seeds[0]} per grid cell" + (f", {seeds[-1]} at best cells" if seeds[-1] != seeds[0] else "")}
 
 
 def scale_markdown(paper: ledger.Paper, params: dict, profiles: list[str], root: Path) -> str:
@@ -101,7 +112,7 @@ def scale_markdown(paper: ledger.Paper, params: dict, profiles: list[str], root:
     for name, theirs in paper.scale.items():
         lines.append(f"| `{name}` | paper | {theirs.get('model', '')} | {theirs.get('tokens', '')} | {theirs.get('batch_sizes', '')} | {theirs.get('seeds', '')} |")
         for profile in profiles:
-            ours = _ours(params, name, profile)
+            ours = _ours(params, name, profile, root)
             if ours is None:
                 landed = (root / "notebooks" / f"{name}.ipynb").is_file()
                 lines.append(f"| | ours, `{profile}` | {'reads the runs of other experiments' if landed else 'not run yet'} | | | |")

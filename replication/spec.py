@@ -168,6 +168,9 @@ class RunSpec:
     eval_every_tokens: int = 131072  # validation interval (and always at the end)
     target_losses: tuple[float, ...] = ()  # record steps/tokens at which val loss first reaches each
     ewa_decay: float | None = None  # evaluate an exponential weight average of the parameters
+    eval_spacing: float | None = None  # also evaluate at log-spaced steps, ceil(r^k) for r = eval_spacing (Zhang et al.)
+    stop_below: float | None = None  # stop at the first evaluation whose validation loss is at or below this
+    noise_scale_batches: int | None = None  # k: measure the gradient noise scale at each regular eval from k batches
     divergence_factor: float = 1.5  # a logged train loss above factor x initial loss = diverged
     device: str = "auto"
     init_from: str | None = None  # fine-tuning: weights file of a pretrained run (see finetune.py), else random init
@@ -196,6 +199,12 @@ class RunSpec:
         _positive(f"{key}.eval_every_tokens", self.eval_every_tokens)
         if self.ewa_decay is not None and not 0 < self.ewa_decay < 1:
             raise ConfigError(f"{key}.ewa_decay: {self.ewa_decay} must lie in (0, 1)")
+        if self.eval_spacing is not None and not 1 < self.eval_spacing <= 2:
+            raise ConfigError(f"{key}.eval_spacing: {self.eval_spacing} must lie in (1, 2] (the ratio of successive evaluation steps)")
+        if self.stop_below is not None:
+            _positive(f"{key}.stop_below", self.stop_below)
+        if self.noise_scale_batches is not None and self.noise_scale_batches < 2:
+            raise ConfigError(f"{key}.noise_scale_batches: {self.noise_scale_batches} must be >= 2 (a small and a k x larger batch)")
         if self.divergence_factor <= 1:
             raise ConfigError(f"{key}.divergence_factor: {self.divergence_factor} must be > 1")
         if self.seed < 0:

@@ -67,6 +67,7 @@ def run_specs(
     progress: bool = True,
     poll_s: float = 1.0,
     checkpoint_every_tokens: int | None = None,
+    save_weights: bool = False,
 ) -> list[dict]:
     """Ensure every spec has a record in `store`; return the records in spec order.
 
@@ -74,13 +75,16 @@ def run_specs(
     it; runs another live process holds are waited for. workers > 1 trains groups in that many
     processes with cores / workers threads each (the per-core lever on CPU); None takes what
     `replication.bench` measured faster on this machine. Each record is written the moment its group ends;
-    with `checkpoint_every_tokens`, long runs also checkpoint to `<store>/_checkpoints/` and resume.
+    with `checkpoint_every_tokens`, long runs also checkpoint to `<store>/_checkpoints/` and resume. With
+    `save_weights`, each run's final weights go to `<store>/_weights/<run id>.pt` (what `init_from` reads).
     """
     if workers is None:
         workers = recommended_workers()
     train_kwargs = {}
     if checkpoint_every_tokens:
         train_kwargs = {"checkpoint_dir": store.root / "_checkpoints", "checkpoint_every_tokens": checkpoint_every_tokens}
+    if save_weights:
+        train_kwargs["weights_dir"] = store.root / "_weights"
     pending = list({s.hash: s for s in specs}.values())
     pending = [s for s in pending if needs_run(store, s)]
     check_inputs(pending)

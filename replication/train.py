@@ -30,7 +30,7 @@ from replication.store import save_torch
 
 # Fields that members of one batched computation must share (everything else may differ).
 SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device",
-                 "init_from", "lora_rank", "lora_alpha", "compile")
+                 "init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "noise_scale_batches")
 EVAL_CHUNK_ELEMENTS = 2**25  # logits elements per validation forward (bounds eval memory)
 
 
@@ -106,6 +106,32 @@ def evaluate(model: GPT, val: torch.Tensor, active: list[int]) -> list[float]:
     return (totals / n).tolist()
 
 
+def log_spaced_steps(spacing: float, steps: int) -> set[int]:
+    """The steps ceil(spacing^k) up to `steps`: every step at first, then a constant ratio apart (Zhang et al.
+    evaluate this densely so that the step at which a run first reaches a target is known to a few %)."""
+    out, k = set(), 0
+    while (s := math.ceil(spacing**k)) <= steps:
+        out.add(s)
+        k += 1
+    return out
+
+
+def gradient_sq_norms(model: GPT, batches: list[tuple[torch.Tensor, torch.Tensor]], active: list[int]) -> tuple[list[float], list[float]]:
+    """Per active member: the mean squared norm of the gradients of `batches` (each [M, b, T]) and the squared
+    norm of their mean (a k x larger batch). What McCandlish et al.'s unbiased noise-scale estimate needs."""
+    total = None
+    small = torch.zeros(len(active), dtype=torch.float64)
+    for x, y in batches:
+        model.zero_grad(set_to_none=True)
+        model.losses(model.embed(x), y).sum().backward()
+        grads = [model.weights[k].grad[active] if len(active) < len(model.members) else model.weights[k].grad for k in model.weights]
+        small += sum(g.double().pow(2).flatten(1).sum(1) for g in grads).cpu()
+        total = [g.clone() for g in grads] if total is None else [t + g for t, g in zip(total, grads)]
+    model.zero_grad(set_to_none=True)
+    big = sum((t.double() / len(batches)).pow(2).flatten(1).sum(1) for t in total).cpu()
+    return (small / len(batches)).tolist(), big.tolist()
+
+
 class _WeightAverage:
     """Bias-corrected exponential weight average per member (Zhang et al. evaluate on it)."""
 
@@ -176,6 +202,9 @@ def train_members(
     interval_sum, interval_n = [0.0] * M, 0
     log_every = max(1, spec0.log_every_tokens // spec0.tokens_per_step)
     eval_every = max(1, spec0.eval_every_tokens // spec0.tokens_per_step)
+    eval_extra = log_spaced_steps(spec0.eval_spacing, steps) if spec0.eval_spacing else set()
+    noise_k = spec0.noise_scale_batches
+    noise_samplers = [BatchSampler(data.train, B, T, 1_000_003 + s.seed) for s in specs] if noise_k else []
     checkpoint = _Checkpoint(checkpoint_dir, specs) if checkpoint_dir and checkpoint_every_tokens else None
     checkpoint_every = max(1, (checkpoint_every_tokens or 1) // spec0.tokens_per_step)
     first_step, elapsed_before, activation_bytes = 0, 0.0, 0
@@ -198,7 +227,7 @@ def train_members(
     def run_eval(step: int) -> None:
         with ewa.applied(model):
             losses = evaluate(model, val, active)
-        for m, loss in zip(active, losses):
+        for m, loss in zip(list(active), losses):
             r = records[m]
             r["val"]["step"].append(step)
             r["val"]["tokens"].append(step * spec0.tokens_per_step)
@@ -207,12 +236,30 @@ def train_members(
                 key = repr(float(target))
                 if r["targets"][key] is None and loss <= target:
                     r["targets"][key] = {"step": step, "tokens": step * spec0.tokens_per_step}
+            if specs[m].stop_below is not None and loss <= specs[m].stop_below and step > 0:
+                r["stopped_at_step"] = step  # reached the loss it trains towards: the rest would be wasted
+                leave(m)
 
-    def diverge(m: int, step: int, why: str) -> None:
-        records[m].update(status="diverged", diverged_at_step=step, error=why)
+    def measure_noise(step: int) -> None:
+        """Gradient norms of k fresh batches at the live weights (not the average), per active member."""
+        model.active = active
+        draws = [[noise_samplers[m].batch(step * noise_k + j) for m in active] for j in range(noise_k)]
+        batches = [(torch.stack([x for x, _ in d]).to(device), torch.stack([y for _, y in d]).to(device)) for d in draws]
+        small, big = gradient_sq_norms(model, batches, active)
+        for m, s2, b2 in zip(active, small, big):
+            log = records[m].setdefault("noise_scale", {"small_batch": B, "big_batch": B * noise_k, "step": [], "small_sq": [], "big_sq": []})
+            log["step"].append(step)
+            log["small_sq"].append(s2)
+            log["big_sq"].append(b2)
+
+    def leave(m: int) -> None:
         active.remove(m)
         for p in model.members[m].parameters():
             p.grad = None
+
+    def diverge(m: int, step: int, why: str) -> None:
+        records[m].update(status="diverged", diverged_at_step=step, error=why)
+        leave(m)
 
     if spec0.init_from and first_step == 0:
         run_eval(0)  # a fine-tuning curve starts at the pretrained model's loss
@@ -252,7 +299,9 @@ def train_members(
             interval_n = 0
             if active:
                 bar.set_postfix(loss=f"{min(records[m]['train']['loss'][-1] for m in active):.3f}")
-        if active and (done % eval_every == 0 or done == steps):
+        if active and noise_k and done % eval_every == 0:
+            measure_noise(done)
+        if active and (done % eval_every == 0 or done == steps or done in eval_extra):
             run_eval(done)
         if not active:
             break
@@ -282,7 +331,7 @@ def train_members(
         r["memory"] = mem
         r["peak_memory_bytes"] = memory_peak or sum(mem.values())
         r["peak_memory_source"] = "cuda.max_memory_allocated / members" if memory_peak else "sum of live tensors"
-        done_steps = r["diverged_at_step"] if r["status"] == "diverged" else step + 1
+        done_steps = r["diverged_at_step"] if r["status"] == "diverged" else r.get("stopped_at_step") or step + 1
         r["steps"] = done_steps
         r["tokens"] = done_steps * spec0.tokens_per_step
         r["flops"] = r["flops_per_token"] * r["tokens"]

@@ -5,7 +5,9 @@ the rule's parameters (replication/papers/<paper>/ledger.yaml). Every rule first
 
 - a claim whose deciding cells train for fewer than `MIN_STEPS` optimizer steps is "not testable at this
   scale" (at a fixed token budget such a cell measures step starvation, not the batch size);
-- a comparison needs `MIN_SEEDS` seeds at every compared cell, or it is "not testable at this scale";
+- a comparison needs `MIN_SEEDS` seeds at every compared cell, or it is "not testable at this scale" (a
+  measurement marked `exact`, an expectation computed in closed form as in Zhang et al.'s theory, has no
+  seed noise and skips this gate);
 - a difference counts only when it exceeds `Z` standard errors of the difference, otherwise "within noise"
   (never "confirmed" by default);
 - tolerances come from the measured seed spread (`SEED_SDS` x `seed_sd`), plus the gap the paper itself allows.
@@ -134,7 +136,7 @@ def _gate(m: dict, seeds: bool = True) -> Decision | None:
     steps = m.get("min_steps")
     if steps is not None and steps < MIN_STEPS:
         return Decision(NOT_TESTABLE, f"a deciding cell trains for {steps} optimizer steps (< {MIN_STEPS})")
-    if seeds and (m.get("n_seeds") or 0) < MIN_SEEDS:
+    if seeds and not m.get("exact") and (m.get("n_seeds") or 0) < MIN_SEEDS:
         return Decision(NOT_TESTABLE, f"{m.get('n_seeds') or 0} seed(s) at a deciding cell (< {MIN_SEEDS})")
     return None
 

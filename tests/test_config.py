@@ -132,7 +132,8 @@ experiments:
 
 
 def test_fields_added_later_keep_the_names_of_earlier_runs():
-    """Records written before init_from / lora / data.domain existed must keep their names (hashes)."""
+    """Records written before init_from / lora / data.domain / eval_spacing / stop_below / noise_scale_batches
+    existed must keep their names (hashes)."""
     import hashlib
     import json
 
@@ -140,11 +141,12 @@ def test_fields_added_later_keep_the_names_of_earlier_runs():
 
     spec = RunSpec()
     old = spec.to_dict()
-    for key in ("init_from", "lora_rank", "lora_alpha", "compile"):
+    for key in ("init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "stop_below", "noise_scale_batches"):
         del old[key]
     del old["data"]["domain"]
     canonical = json.dumps({"format": RECORD_FORMAT, "spec": old}, sort_keys=True)
     assert spec.hash == hashlib.sha256(canonical.encode()).hexdigest()[:16]
     assert spec.replace(compile="true").hash == spec.replace(compile="false").hash == spec.hash  # how, not what
     assert spec.replace(lora_rank=4).hash != spec.hash
+    assert spec.replace(stop_below=3.0).hash != spec.hash
     assert spec.replace(**{"data.domain": "histories/*"}).hash != spec.hash

@@ -44,3 +44,33 @@ def test_weight_averaging_changes_what_is_evaluated(tiny_spec):
     averaged = train(tiny_spec.replace(ewa_decay=0.9))
     assert averaged["train"]["loss"] == plain["train"]["loss"]  # training is untouched
     assert averaged["val"]["loss"] != plain["val"]["loss"]
+
+
+def test_log_spaced_evaluations_come_on_top_of_the_regular_ones(tiny_spec):
+    from replication.train import log_spaced_steps
+
+    assert sorted(log_spaced_steps(1.5, 20)) == [1, 2, 3, 4, 6, 8, 12, 18]
+    spec = tiny_spec.replace(eval_spacing=1.5)
+    steps = train(spec)["val"]["step"]
+    assert {1, 2, 3, 4, 6, 8, 12} <= set(steps) and spec.steps in steps and steps == sorted(set(steps))
+
+
+def test_a_run_stops_at_its_target_and_the_others_go_on(tiny_spec):
+    base = tiny_spec.replace(eval_spacing=1.2)
+    free = train(base)
+    target = free["val"]["loss"][len(free["val"]["loss"]) // 2]
+    stopped, other = train_members([base.replace(stop_below=target), base.replace(seed=1)])
+    assert stopped["status"] == "ok" and stopped["steps"] == stopped["stopped_at_step"] < base.steps
+    assert stopped["val"]["loss"][-1] <= target < min(stopped["val"]["loss"][:-1])
+    assert stopped["val"]["loss"] == free["val"]["loss"][:len(stopped["val"]["loss"])]  # stopping changes nothing before it
+    assert other["steps"] == base.steps and "stopped_at_step" not in other
+
+
+def test_the_gradient_noise_measurement_leaves_training_unchanged(tiny_spec):
+    plain = train(tiny_spec)
+    measured = train(tiny_spec.replace(noise_scale_batches=3))
+    assert measured["val"]["loss"] == plain["val"]["loss"]
+    log = measured["noise_scale"]
+    assert log["big_batch"] == 3 * log["small_batch"] and len(log["step"]) == len(log["small_sq"]) > 0
+    assert all(s > b > 0 for s, b in zip(log["small_sq"], log["big_sq"]))  # the mean of 3 gradients is less noisy
+

@@ -116,3 +116,11 @@ def test_a_diverged_seed_is_dropped_or_kept_as_an_infinite_loss():
     assert dropped["n_seeds"] == 2 and dropped["difference"] == pytest.approx(0.05)
     kept = v.bootstrap_difference(cells, lambda m: float(np.isfinite(m["a"])), diverged="inf")
     assert kept["n_seeds"] == 3 and kept["difference"] == 0.0  # the mean over seeds with a diverged one is infinite
+
+
+def test_an_exact_measurement_needs_no_seeds_but_still_enough_steps():
+    draws = list(np.linspace(0.45, 0.55, 50))
+    exact = {"estimate": 0.5, "draws": draws, "exact": True, "min_steps": 300}
+    assert v.interval(exact, low=0.35, high=0.65, exclude=0).verdict == v.CONFIRMED
+    assert v.interval({**exact, "exact": False}, low=0.35, high=0.65).verdict == v.NOT_TESTABLE
+    assert v.interval({**exact, "min_steps": 100}, low=0.35, high=0.65).verdict == v.NOT_TESTABLE

@@ -6,7 +6,8 @@ follow-ups included (more seeds at a best cell, a sweep around an optimum). A fo
 earlier results appears once those are stored, so `sweep` repeats until the list stops growing; the
 CLI, the notebook and any distributed backend train from this one list. `REQUIRES` names experiments
 whose runs a topic reads (they are swept first). An experiment without a topic module (`quickstart`)
-runs its grid.
+runs its grid. A topic whose runs start from other runs' weights (`zhang_local_cbs`) also defines
+`train(exp, missing, results_root, **kwargs)`, which makes those weights (a cache, never committed) first.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def sweep(name: str, params: dict, profile: str, results_root="results", **kwarg
         tried |= {s.hash for s in missing}
         if ft is not None:
             run_finetuning(ft, pretrain, missing, results_root, **kwargs)
+        elif hasattr(module := topic(name), "train"):  # a topic whose runs start from others' weights trains them itself
+            module.train(exp, missing, results_root, **kwargs)
         else:
             run_more(exp, missing, results_root=results_root, **kwargs)
     records = [r for r in (store.read(s.hash) for s in specs) if r is not None]

@@ -1,0 +1,249 @@
+"""Zhang et al.'s ablations at one model: a constant LR evaluated on an exponential weight average (EWA)
+against tuned cosine and WSD at equal tokens, and the optimal EWA decay and beta2 against batch size
+(notebook `zhang_ewa`)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from replication import plots
+from replication.claims import claim
+from replication.fit import argmin_log_parabola, trained_steps
+from replication.spec import ConfigError, RunSpec
+from replication.store import Store
+from replication.sweep import needs_run, table
+from replication.verdicts import bootstrap, cell_losses, compare, seed_values
+
+_KEYS = ("schedule_batch_sizes", "schedules", "lr_multipliers", "optimum_batch_sizes", "ewa_half_life_multipliers",
+         "beta2_half_life_multipliers", "reference_batch_size", "base_lr", "lr_scaling", "ewa_half_life_tokens", "seeds")
+GRID_KEYS = ["schedule.name", "ewa_decay", "optimizer.beta2_half_life_tokens"]
+
+
+def _settings(exp) -> dict:
+    s = exp.settings
+    missing = [k for k in _KEYS if k not in s]
+    unknown = [k for k in s if k not in _KEYS]
+    if missing or unknown:
+        raise ConfigError(f"experiments.{exp.name}.settings: " + (f"missing {', '.join(missing)}" if missing else f"unknown key {unknown[0]}")
+                          + f"; accepted keys: {', '.join(_KEYS)}")
+    return s
+
+
+def lr(s: dict, batch_size: int, multiplier: float = 1.0) -> float:
+    return float(f"{s['base_lr'] * (batch_size / s['reference_batch_size']) ** s['lr_scaling'] * multiplier:.6g}")
+
+
+def ewa_decay(exp, batch_size: int, half_life_tokens: float) -> float:
+    return float(f"{0.5 ** (batch_size * exp.base.data.seq_len / half_life_tokens):.6g}")
+
+
+def _spec(exp, batch_size: int, lr_: float, schedule: str, seed: int, ewa_half_life: float | None, beta2_half_life: float) -> RunSpec:
+    keys = {"batch_size": batch_size, "optimizer.lr": lr_, "schedule.name": schedule, "seed": seed,
+            "ewa_decay": ewa_decay(exp, batch_size, ewa_half_life) if ewa_half_life else None,
+            "optimizer.beta2_half_life_tokens": beta2_half_life}
+    return exp.derived(keys, "settings")
+
+
+def schedule_specs(exp, seed: int, only=None) -> list[RunSpec]:
+    """Each schedule at each batch size over the LR grid; the constant LR evaluated on the EWA, cosine and WSD
+    on the weights themselves (as Zhang et al. compare them). `only`: (B, schedule, multiplier) cells."""
+    s = _settings(exp)
+    beta2 = exp.base.optimizer.beta2_half_life_tokens
+    return [_spec(exp, b, lr(s, b, k), name, seed, s["ewa_half_life_tokens"] if name == "constant" else None, beta2)
+            for b in s["schedule_batch_sizes"] for name in s["schedules"] for k in s["lr_multipliers"]
+            if only is None or (b, name, k) in only]
+
+
+def optimum_specs(exp) -> list[RunSpec]:
+    """The EWA half-life sweep and the beta2 half-life sweep at each batch size (constant LR, LR x sqrt(B)), every seed."""
+    s = _settings(exp)
+    beta2, h = exp.base.optimizer.beta2_half_life_tokens, s["ewa_half_life_tokens"]
+    out = []
+    for b in s["optimum_batch_sizes"]:
+        for seed in s["seeds"]:
+            out += [_spec(exp, b, lr(s, b), "constant", seed, h * k, beta2) for k in s["ewa_half_life_multipliers"]]
+            out += [_spec(exp, b, lr(s, b), "constant", seed, h, beta2 * k) for k in s["beta2_half_life_multipliers"]]
+    return out
+
+
+def _multiplier(s: dict, row) -> float:
+    return round(row["optimizer.lr"] / lr(s, row["batch_size"]), 4)
+
+
+def schedule_runs(exp, runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the schedule comparison: its batch sizes, the default beta2 and (constant LR) EWA half-life."""
+    s = _settings(exp)
+    beta2 = exp.base.optimizer.beta2_half_life_tokens
+    ewa = runs["ewa_decay"].astype(float)
+    h = np.where(ewa > 0, runs["batch_size"] * exp.base.data.seq_len * np.log(0.5) / np.log(ewa.where(ewa > 0, 0.5)), np.nan)
+    keep = (runs["batch_size"].isin(s["schedule_batch_sizes"]) & np.isclose(runs["optimizer.beta2_half_life_tokens"], beta2)
+            & ((runs["schedule.name"] != "constant") | np.isclose(h, s["ewa_half_life_tokens"], rtol=1e-3)))
+    return runs[keep]
+
+
+def best_schedule_cells(exp, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (batch size, schedule): the LR multiplier with the lowest final loss at the first seed."""
+    s = _settings(exp)
+    runs = schedule_runs(exp, runs)
+    first = runs[runs["seed"] == s["seeds"][0]].assign(multiplier=lambda t: t.apply(lambda r: _multiplier(s, r), axis=1))
+    first = first.assign(loss=first["final_val_loss"].fillna(np.inf)).sort_values(["loss", "multiplier"])
+    return first.groupby(["batch_size", "schedule.name"], as_index=False).first()[["batch_size", "schedule.name", "multiplier", "loss"]]
+
+
+def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
+    """The schedule grid (first seed), then the other seeds at each (batch size, schedule)'s best LR; the optimum sweeps."""
+    s = _settings(exp)
+    store = Store(results_root, exp.profile, exp.name)
+    grid = schedule_specs(exp, s["seeds"][0])
+    specs = grid + optimum_specs(exp)
+    if any(needs_run(store, x) for x in grid):
+        return specs
+    best = best_schedule_cells(exp, table([store.read(x.hash) for x in grid], GRID_KEYS))
+    cells = {(r["batch_size"], r["schedule.name"], r["multiplier"]) for _, r in best.iterrows()}
+    for seed in s["seeds"][1:]:
+        specs += schedule_specs(exp, seed, only=cells)
+    return list(dict.fromkeys(specs))
+
+
+def frame(exp, specs: list[RunSpec], results_root="results") -> pd.DataFrame:
+    """The run table with the half-lives (tokens) of the EWA and beta2 and the LR multiplier."""
+    s = _settings(exp)
+    store = Store(results_root, exp.profile, exp.name)
+    rows = table([r for r in (store.read(x.hash) for x in specs) if r is not None], GRID_KEYS)
+    tokens_per_step = rows["batch_size"] * exp.base.data.seq_len
+    ewa = rows["ewa_decay"].astype(float)
+    return rows.assign(ewa_half_life_tokens=np.where(ewa > 0, tokens_per_step * np.log(0.5) / np.log(ewa), np.nan),
+                       beta2_half_life_tokens=rows["optimizer.beta2_half_life_tokens"],
+                       multiplier=rows.apply(lambda r: _multiplier(s, r), axis=1))
+
+
+def schedule_table(exp, runs_: pd.DataFrame) -> pd.DataFrame:
+    """Per (batch size, schedule): the best LR cell's loss over seeds (mean, SE, seeds, steps)."""
+    best = best_schedule_cells(exp, runs_)
+    rows = schedule_runs(exp, runs_).merge(best[["batch_size", "schedule.name", "multiplier"]], on=["batch_size", "schedule.name", "multiplier"])
+    out = rows.groupby(["batch_size", "schedule.name"])["final_val_loss"].agg(["mean", "std", "count"]).reset_index()
+    out["se"] = out["std"] / np.sqrt(out["count"])
+    return out.merge(best[["batch_size", "schedule.name", "multiplier"]]).merge(
+        rows.groupby(["batch_size", "schedule.name"])["steps"].min().reset_index())
+
+
+def sweep_cells(exp, runs_: pd.DataFrame, which: str) -> dict:
+    """{(batch size, half-life): per-seed final losses} of the EWA or beta2 sweep (the other at its default)."""
+    s = _settings(exp)
+    beta2, h = exp.base.optimizer.beta2_half_life_tokens, s["ewa_half_life_tokens"]
+    opt = runs_[runs_["batch_size"].isin(s["optimum_batch_sizes"]) & (runs_["schedule.name"] == "constant")
+                & np.isclose(runs_["multiplier"], 1.0)]
+    if which == "ewa":
+        rows = opt[np.isclose(opt["beta2_half_life_tokens"], beta2)]
+        key = "ewa_half_life_tokens"
+        allowed = [h * k for k in s["ewa_half_life_multipliers"]]
+    else:
+        rows = opt[np.isclose(opt["ewa_half_life_tokens"], h, rtol=1e-3)]
+        key = "beta2_half_life_tokens"
+        allowed = [beta2 * k for k in s["beta2_half_life_multipliers"]]
+    cells = {}
+    for (b, value), g in rows.groupby(["batch_size", key]):
+        nearest = min(allowed, key=lambda a: abs(np.log(a / value)))
+        if abs(np.log(nearest / value)) < 1e-2:
+            cells[(int(b), float(nearest))] = g["final_val_loss"].tolist()
+    return cells
+
+
+def optimal_one_minus(cells: dict, means: dict, tokens_per_step: int) -> dict[int, float]:
+    """Per batch size: 1 - the optimal per-step decay, from the optimal half-life in tokens (a parabola in log)."""
+    out = {}
+    for b in sorted({k[0] for k in cells}):
+        hs = sorted(k[1] for k in cells if k[0] == b)
+        losses = [means[(b, h)] for h in hs]
+        if not np.isfinite(losses).any():  # every half-life diverged in this (resampled) draw
+            out[b] = np.nan
+            continue
+        out[b] = 1 - 0.5 ** (b * tokens_per_step / argmin_log_parabola(hs, losses))
+    return out
+
+
+def slope_measurement(cells: dict, tokens_per_step: int, steps: list[int]) -> dict:
+    """Slope of log(1 - optimal decay) against log B, with bootstrap draws over seeds (1: the optimum fixed in
+    tokens). A diverged seed is an infinitely bad loss: it rules its half-life out, it does not drop out."""
+    values = {k: seed_values(v, diverged="inf") for k, v in cells.items()}
+    if not values:
+        return {"untestable": "no sweep cells"}
+    dead = sorted({b for b, _ in values if all(not np.isfinite(values[k]).any() for k in values if k[0] == b)})
+    if dead:
+        return {"untestable": f"every half-life diverged at batch size {dead[0]}"}
+
+    def slope(means: dict) -> float:
+        opt = optimal_one_minus(cells, means, tokens_per_step)
+        if not np.isfinite(list(opt.values())).all():
+            return np.nan
+        return float(np.polyfit(np.log(list(opt)), np.log(list(opt.values())), 1)[0])
+
+    return {"estimate": slope({k: v.mean() for k, v in values.items()}), "draws": bootstrap(values, slope, diverged="inf").tolist(),
+            "n_seeds": min(len(v) for v in values.values()), "min_steps": min(steps) if steps else None}
+
+
+def claims(exp, runs_: pd.DataFrame) -> list[dict]:
+    s = _settings(exp)
+    sched = schedule_table(exp, runs_)
+    best = best_schedule_cells(exp, runs_)
+    parts, words = {}, []
+    for part, b in (("cosine_at_small_batch", min(s["schedule_batch_sizes"])), ("cosine_at_large_batch", max(s["schedule_batch_sizes"]))):
+        cell = lambda name: schedule_runs(exp, runs_).merge(best[(best["batch_size"] == b) & (best["schedule.name"] == name)][["batch_size", "schedule.name", "multiplier"]])
+        constant, cosine = cell("constant"), cell("cosine")
+        parts[part] = compare(constant["final_val_loss"], cosine["final_val_loss"], list(constant["steps"]) + list(cosine["steps"]))
+        if parts[part]["difference"] is not None:
+            words.append(f"B={b}: {parts[part]['difference']:+.3f}")
+    tokens_per_step = exp.base.data.seq_len
+    steps = trained_steps(runs_[runs_["batch_size"].isin(s["optimum_batch_sizes"])])
+    decays = {name: slope_measurement(sweep_cells(exp, runs_, name), tokens_per_step, steps) for name in ("ewa", "beta2")}
+    return [
+        claim("zhang.ewa.constant_lr_with_ewa_matches_cosine",
+              "final loss, constant + EWA minus tuned cosine (best LR of each): " + (", ".join(words) or "no comparison"), {"parts": parts}),
+        claim("zhang.ewa.decay_and_beta2_fall_with_batch_size",
+              "slope of log(1 - optimum) on log B: " + ", ".join(f"{n} {m['estimate']:.2f}" if "estimate" in m else f"{n}: {m['untestable']}"
+                                                               for n, m in (("EWA decay", decays["ewa"]), ("beta2", decays["beta2"]))),
+              {"parts": {"ewa_decay": decays["ewa"], "beta2": decays["beta2"]}}),
+    ], sched
+
+
+def figure(exp, runs_: pd.DataFrame, sched: pd.DataFrame):
+    s = _settings(exp)
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    ax = axes[0]
+    names = list(s["schedules"])
+    for i, b in enumerate(s["schedule_batch_sizes"]):
+        rows = sched[sched["batch_size"] == b].set_index("schedule.name").reindex(names)
+        x = np.arange(len(names)) + 0.3 * (i - (len(s["schedule_batch_sizes"]) - 1) / 2)
+        ax.errorbar(x, rows["mean"], yerr=2 * rows["se"], fmt="o", capsize=3, label=f"B={b} ({int(rows['steps'].min())} steps)")
+    ax.set_xticks(range(len(names)), [("constant + EWA" if n == "constant" else n) for n in names])
+    ax.set(ylabel="final validation loss (best LR, mean +- 2 SE)")
+    ax.set_title("Schedules at equal tokens", fontsize=9)
+    ax.legend(fontsize=7)
+    tokens_per_step = exp.base.data.seq_len
+    for ax, which, label in ((axes[1], "ewa", "EWA half-life (tokens)"), (axes[2], "beta2", "beta2 half-life (tokens)")):
+        cells = sweep_cells(exp, runs_, which)
+        for i, b in enumerate(sorted({k[0] for k in cells})):
+            hs = sorted(k[1] for k in cells if k[0] == b)
+            means = [cell_losses(cells[(b, h)]).mean() if len(cell_losses(cells[(b, h)])) else np.nan for h in hs]
+            ax.plot(hs, means, "o-", ms=3, color=plt.cm.viridis(i / max(len(s["optimum_batch_sizes"]) - 1, 1)), label=f"B={b}")
+        ax.set(xscale="log", xlabel=label, ylabel="final validation loss (mean over seeds)")
+        ax.set_title(f"Loss against the {label.split(' half')[0]} half-life", fontsize=9)
+        ax.legend(fontsize=7)
+    ax = axes[3]
+    for which, colour in (("ewa", "C0"), ("beta2", "C1")):
+        cells = sweep_cells(exp, runs_, which)
+        if not cells:
+            continue
+        means = {k: seed_values(v, diverged="inf").mean() for k, v in cells.items()}
+        opt = optimal_one_minus(cells, means, tokens_per_step)
+        ax.plot(list(opt), list(opt.values()), "o-", color=colour, label=f"1 - optimal {'EWA decay' if which == 'ewa' else 'beta2'}")
+    bs = np.array(sorted(s["optimum_batch_sizes"]), dtype=float)
+    ax.plot(bs, 0.05 * bs / bs[0], "k--", lw=0.8, label="slope 1 (fixed in tokens)")
+    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="1 - optimal decay per step")
+    plots.log_ticks(ax, bs)
+    ax.set_title("Optima against batch size", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,249 @@
+"""Beyond the paper, Merrill et al. 2025 ("Critical Batch Size Revisited"): the local critical batch size
+over training, measured by branching, and a batch-size warmup that follows it (notebook `zhang_local_cbs`).
+
+The reference run trains at a small batch size. At each branch point t (tokens), branches restart from its
+weights at several batch sizes (LR x sqrt(B / B_ref), Adam's rule) for a fixed window of tokens; the local
+CBS at t is the largest batch size whose branch loss stays within `tolerance` of the B_ref branch. Every
+branch restarts the optimizer (our runs share weights, not optimizer state, through `init_from`), the
+B_ref branch included, so each comparison is like for like. The warmup arm then trains in stages between
+branch points at the measured local CBS; the constant arm in the same stages at B_ref (both restart the
+optimizer at every stage). Reported: optimizer steps and final loss of each arm, 3 seeds.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from replication import plots
+from replication.claims import claim
+from replication.finetune import weights_file
+from replication.spec import ConfigError, RunSpec
+from replication.store import Store
+from replication.sweep import needs_run, run_more
+from replication.train import train_members
+from replication.verdicts import compare
+
+_KEYS = ("reference_batch_size", "base_lr", "lr_scaling", "warmup_tokens", "branch_points", "window_tokens",
+         "branch_batch_sizes", "branch_warmup_tokens", "tolerance", "seeds", "total_tokens")
+
+
+def _settings(exp) -> dict:
+    s = exp.settings
+    missing, unknown = [k for k in _KEYS if k not in s], [k for k in s if k not in _KEYS]
+    if missing or unknown:
+        raise ConfigError(f"experiments.{exp.name}.settings: " + (f"missing {', '.join(missing)}" if missing else f"unknown key {unknown[0]}")
+                          + f"; accepted keys: {', '.join(_KEYS)}")
+    if sorted(s["branch_points"]) != list(s["branch_points"]) or s["branch_points"][-1] >= s["total_tokens"]:
+        raise ConfigError(f"experiments.{exp.name}.settings.branch_points: must increase and end before total_tokens")
+    return s
+
+
+def lr(s: dict, batch_size: int) -> float:
+    return float(f"{s['base_lr'] * (batch_size / s['reference_batch_size']) ** s['lr_scaling']:.6g}")
+
+
+def _root(exp, results_root) -> str:
+    return str(Store(results_root, exp.profile, exp.name).root)
+
+
+def prefix_specs(exp) -> list[RunSpec]:
+    """The reference run up to each branch point (seed 0): its final weights are the branch's start."""
+    s = _settings(exp)
+    b = s["reference_batch_size"]
+    return [exp.derived({"batch_size": b, "optimizer.lr": lr(s, b), "tokens": t, "seed": s["seeds"][0],
+                         "schedule.warmup_fraction": min(s["warmup_tokens"] / t, 0.5)}, "settings.branch_points") for t in s["branch_points"]]
+
+
+def _continuation(exp, start: RunSpec, batch_size: int, tokens: int, seed: int, results_root) -> RunSpec:
+    s = _settings(exp)
+    tokens = max(tokens // (batch_size * exp.base.data.seq_len), 1) * batch_size * exp.base.data.seq_len
+    return exp.derived({"batch_size": batch_size, "optimizer.lr": lr(s, batch_size), "tokens": tokens, "seed": seed,
+                        "schedule.warmup_fraction": min(s["branch_warmup_tokens"] / tokens, 0.5),
+                        "init_from": str(weights_file(_root(exp, results_root), start.hash))}, "settings")
+
+
+def branch_specs(exp, results_root) -> list[RunSpec]:
+    s = _settings(exp)
+    return [_continuation(exp, p, b, s["window_tokens"], seed, results_root)
+            for p in prefix_specs(exp) for b in s["branch_batch_sizes"] for seed in s["seeds"]]
+
+
+def branch_table(exp, results_root="results") -> pd.DataFrame | None:
+    """Per branch: the branch point, batch size, seed, final loss and steps (None while a branch is missing)."""
+    s = _settings(exp)
+    store = Store(results_root, exp.profile, exp.name)
+    rows = []
+    points = {str(weights_file(_root(exp, results_root), p.hash)): t for p, t in zip(prefix_specs(exp), s["branch_points"])}
+    for spec in branch_specs(exp, results_root):
+        r = store.read(spec.hash)
+        if r is None:
+            return None
+        rows.append({"branch_tokens": points[spec.init_from], "batch_size": spec.batch_size, "seed": spec.seed,
+                     "final_val_loss": r["final_val_loss"], "steps": r["steps"], "status": r["status"]})
+    return pd.DataFrame(rows)
+
+
+def local_cbs(branches: pd.DataFrame, tolerance: float, reference_batch_size: int) -> pd.DataFrame:
+    """Per branch point: the largest batch size whose mean branch loss is within `tolerance` of the
+    reference batch size's (a diverged branch is beyond it), with the gap of every batch size."""
+    rows = []
+    for t, g in branches.groupby("branch_tokens"):
+        means = g.groupby("batch_size")["final_val_loss"].mean()
+        ref = means.loc[reference_batch_size]
+        ok = [b for b, v in means.items() if np.isfinite(v) and v <= ref + tolerance]
+        rows.append({"branch_tokens": t, "local_cbs": max(ok), "reference_loss": ref,
+                     **{f"gap_B{b}": v - ref for b, v in means.items()}})
+    return pd.DataFrame(rows)
+
+
+def arm_specs(exp, cbs: pd.DataFrame, results_root) -> dict[str, list[list[RunSpec]]]:
+    """Per arm and seed, the chain of stages from the first branch point to total_tokens: each stage starts
+    from the previous stage's weights; its batch size is B_ref (constant) or the local CBS at its start."""
+    s = _settings(exp)
+    points = list(s["branch_points"])
+    ends = points[1:] + [s["total_tokens"]]
+    first = prefix_specs(exp)[0]
+    by_point = dict(zip(cbs["branch_tokens"], cbs["local_cbs"]))
+    arms = {}
+    for arm in ("constant", "warmup"):
+        chains = []
+        for seed in s["seeds"]:
+            chain, start = [], first
+            for t0, t1 in zip(points, ends):
+                b = s["reference_batch_size"] if arm == "constant" else int(by_point[t0])
+                spec = _continuation(exp, start, b, t1 - t0, seed, results_root)
+                chain.append(spec)
+                start = spec
+            chains.append(chain)
+        arms[arm] = chains
+    return arms
+
+
+def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
+    """Prefixes, branches, then each arm's chain stage by stage (a stage appears once the one before it is stored)."""
+    s = _settings(exp)
+    store = Store(results_root, exp.profile, exp.name)
+    specs = prefix_specs(exp)
+    if any(needs_run(store, p) for p in specs):
+        return specs
+    specs += branch_specs(exp, results_root)
+    branches = branch_table(exp, results_root)
+    if branches is None:
+        return specs
+    for chains in arm_specs(exp, local_cbs(branches, s["tolerance"], s["reference_batch_size"]), results_root).values():
+        for chain in chains:
+            for stage in chain:
+                specs.append(stage)
+                if needs_run(store, stage):
+                    break
+    return list(dict.fromkeys(specs))
+
+
+def train(exp, missing: list[RunSpec], results_root="results", **kwargs) -> None:
+    """Train `missing`, making each weights file a run starts from first: a prefix or an earlier stage whose
+    record exists but whose weights (a cache, not committed) do not is retrained with its weights saved."""
+    store = Store(results_root, exp.profile, exp.name)
+    producers = {str(weights_file(store.root, x.hash)): x for x in runs(exp, {}, results_root) + missing}
+
+    def ensure(path: str) -> None:
+        producer = producers.get(path)
+        if producer is None:
+            raise FileNotFoundError(f"{exp.name}: no run of this experiment writes {path}")
+        if not weights_file(store.root, producer.hash).is_file():
+            if producer.init_from:
+                ensure(producer.init_from)
+            if needs_run(store, producer):
+                run_more(exp, [producer], results_root=results_root, save_weights=True, **kwargs)
+            else:  # its record stands; only the weights are remade (training is deterministic)
+                train_members([producer], weights_dir=store.root / "_weights")
+
+    for path in dict.fromkeys(x.init_from for x in missing if x.init_from):
+        ensure(path)
+    run_more(exp, missing, results_root=results_root, save_weights=True, **kwargs)
+
+
+def arm_table(exp, results_root="results") -> pd.DataFrame | None:
+    """Per arm and seed: the batch size of each stage, total optimizer steps and final loss (None while incomplete)."""
+    s = _settings(exp)
+    store = Store(results_root, exp.profile, exp.name)
+    branches = branch_table(exp, results_root)
+    if branches is None:
+        return None
+    rows = []
+    for arm, chains in arm_specs(exp, local_cbs(branches, s["tolerance"], s["reference_batch_size"]), results_root).items():
+        for seed, chain in zip(s["seeds"], chains):
+            records = [store.read(x.hash) for x in chain]
+            if any(r is None for r in records):
+                return None
+            rows.append({"arm": arm, "seed": seed, "batch_sizes": "-".join(str(x.batch_size) for x in chain),
+                         "steps": sum(r["steps"] for r in records), "final_val_loss": records[-1]["final_val_loss"],
+                         "status": "ok" if all(r["status"] == "ok" for r in records) else "diverged"})
+    return pd.DataFrame(rows)
+
+
+def claims(exp, cbs: pd.DataFrame, arms: pd.DataFrame, branches: pd.DataFrame) -> list[dict]:
+    s = _settings(exp)
+    first, last = cbs.iloc[0], cbs.iloc[-1]
+    steps_ref = branches[branches["batch_size"] == s["reference_batch_size"]]["steps"]
+    rises = {"value": float(last["local_cbs"] / first["local_cbs"]), "min_steps": int(steps_ref.min())}
+    warm, const = arms[arms["arm"] == "warmup"], arms[arms["arm"] == "constant"]
+    saved = 1 - warm["steps"].mean() / const["steps"].mean()
+    loss = compare(warm["final_val_loss"], const["final_val_loss"], list(const["steps"]))
+    return [
+        claim("zhang.local_cbs.rises_over_training",
+              f"local CBS {int(first['local_cbs'])} at {int(first['branch_tokens']):,} tokens -> {int(last['local_cbs'])} at "
+              f"{int(last['branch_tokens']):,} (largest B within {s['tolerance']} nats of B={s['reference_batch_size']})", rises),
+        claim("zhang.local_cbs.batch_size_warmup_saves_steps",
+              f"warmup arm: {saved:.0%} fewer optimizer steps, final loss {loss['difference']:+.3f} vs the constant batch",
+              {"parts": {"fewer_steps": {"value": float(saved), "min_steps": int(min(warm["steps"].min(), const["steps"].min()))},
+                         "same_loss": loss}}),
+    ]
+
+
+def figure(exp, cbs: pd.DataFrame, branches: pd.DataFrame, arms: pd.DataFrame):
+    s = _settings(exp)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    for i, (t, g) in enumerate(branches.groupby("branch_tokens")):
+        stats = g.groupby("batch_size")["final_val_loss"].agg(["mean", "std", "count"])
+        ref = stats.loc[s["reference_batch_size"], "mean"]
+        ax.errorbar(stats.index, stats["mean"] - ref, yerr=2 * stats["std"] / np.sqrt(stats["count"]), fmt="o-", ms=3, capsize=2,
+                    color=plt.cm.viridis(i / max(len(cbs) - 1, 1)), label=f"branch at {int(t):,} tokens")
+    ax.axhline(s["tolerance"], color="k", ls="--", lw=0.8, label=f"tolerance {s['tolerance']}")
+    ax.set(xscale="log", xlabel="branch batch size", ylabel=f"branch loss - loss at B={s['reference_batch_size']}")
+    plots.log_ticks(ax, s["branch_batch_sizes"])
+    ax.set_title(f"Branches of {s['window_tokens']:,} tokens (mean +- 2 SE)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    ax.plot(cbs["branch_tokens"], cbs["local_cbs"], "o-", color="C3")
+    ax.set(xscale="log", yscale="log", xlabel="tokens of the reference run", ylabel="local critical batch size")
+    plots.log_ticks(ax, cbs["branch_tokens"])
+    plots.log_ticks(ax, s["branch_batch_sizes"], axis="y")
+    ax.set_title("Local CBS over training", fontsize=9)
+    ax = axes[2]
+    for arm, colour in (("constant", "C0"), ("warmup", "C3")):
+        g = arms[arms["arm"] == arm]
+        ax.plot(g["steps"], g["final_val_loss"], "o", color=colour, label=f"{arm}: B = {g['batch_sizes'].iloc[0]}")
+    ax.set(xlabel="optimizer steps (all stages)", ylabel="final validation loss")
+    ax.set_title("Batch-size warmup against the constant small batch (per seed)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def caveats(branches: pd.DataFrame, tolerance: float) -> list[str]:
+    """Branches whose window is fewer than 250 optimizer steps (they set the local CBS but decide no verdict),
+    and a tolerance finer than the seed noise of a branch's mean loss (the local CBS is then noisy)."""
+    out = []
+    short = sorted(int(b) for b, s in branches.groupby("batch_size")["steps"].min().items() if s < 250)
+    if short:
+        out.append(f"Branches at batch size(s) {', '.join(map(str, short))} train for fewer than 250 steps in their window: "
+                   "they set the local CBS but decide no verdict on their own.")
+    cells = branches.groupby(["branch_tokens", "batch_size"])["final_val_loss"]
+    two_se = float((2 * cells.std() / np.sqrt(cells.count())).median())
+    if two_se > tolerance:
+        out.append(f"The tolerance ({tolerance} nats) is finer than two standard errors of a branch's mean loss over seeds "
+                   f"(median {two_se:.3f}): each local CBS is read from noisy means, so a step of one batch size either way is within noise.")
+    return out

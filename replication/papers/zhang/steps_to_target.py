@@ -1,0 +1,93 @@
+"""Zhang et al. Fig. 1: steps to a target loss against batch size for models trained with data scaled to
+their size, the critical batch size B* of each, B* against model size, and McCandlish et al.'s gradient
+noise scale beside it (notebook `zhang_steps_to_target`)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from replication.claims import claim
+from replication.fit import noise_scale
+from replication.papers.zhang import common
+from replication.store import Store
+
+
+def runs(exp, params: dict, results_root="results") -> list:
+    return common.runs(exp, common.design(exp), results_root)
+
+
+def noise_scale_table(exp, d: common.Design, results_root="results") -> pd.DataFrame:
+    """B_simple over training from each model's best reference run (the gradient norms of k batches of B0
+    and of their mean, measured at the live weights), from pairs of consecutive measurements."""
+    store = Store(results_root, exp.profile, exp.name)
+    rows = []
+    for model in d.models:
+        refs = [store.read(s.hash) for s in common.reference_specs(exp, d)
+                if s.model == exp.derived(d.model_keys(model), "models").model]
+        refs = [r for r in refs if r and r["status"] == "ok" and r.get("noise_scale")]
+        if not refs:
+            continue
+        best = min(refs, key=lambda r: r["final_val_loss"])
+        log = best["noise_scale"]
+        for i in range(0, len(log["step"]) - 1, 2):
+            est = noise_scale(log["small_sq"][i:i + 2], log["big_sq"][i:i + 2], log["small_batch"], log["big_batch"])
+            step = (log["step"][i] + log["step"][i + 1]) / 2
+            rows.append({"model": model, "step": step, "tokens": step * d.reference_batch_size * exp.base.data.seq_len,
+                         "b_simple": est["b_simple"]})
+    return pd.DataFrame(rows)
+
+
+def parameters(exp, d: common.Design) -> list[int]:
+    return [common.non_embedding_parameters(exp, d, model) for model in d.models]
+
+
+def claims(m: common.Measured, exp, d: common.Design) -> tuple[list[dict], dict]:
+    mult = d.target_multiples[0]
+    fits = [m.fits[(model, mult)] for model in d.models]
+    largest = list(d.models)[-1]
+    slope = common.small_batch_slope(m, largest, mult, d)
+    ok = [f for f in fits if "b_star" in f]
+    b_min, b_max = min(d.batch_sizes), max(d.batch_sizes)
+    steps = common.fewest_steps(m, d.batch_sizes[:2])
+    inside = ({"parts": {"above_smallest": {"value": min(f["b_star"] for f in ok) / b_min, "min_steps": steps},
+                         "below_largest": {"value": max(f["b_star"] for f in ok) / b_max, "min_steps": steps}}}
+              if len(ok) == len(fits) else {"untestable": next(f["error"] for f in fits if "error" in f)})
+    exponent = common.exponent_measurement(parameters(exp, d), fits, m, d)
+    stars = ", ".join(f"{model} {f['b_star']:.1f}" if "b_star" in f else f"{model}: no fit" for model, f in zip(d.models, fits))
+    return [
+        claim("zhang.steps_to_target.hyperbola",
+              f"slope of S(B) between B={d.batch_sizes[0]} and {d.batch_sizes[1]} ({largest}): "
+              + (f"{slope['estimate']:.2f}; fit R^2 (log) {m.fits[(largest, mult)].get('r2', float('nan')):.3f}" if "estimate" in slope else slope["untestable"]),
+              slope),
+        claim("zhang.steps_to_target.cbs_rule", f"B* (sequences): {stars}; swept {b_min}-{b_max}", inside),
+        claim("zhang.steps_to_target.chinchilla_exponent",
+              f"B* ~ N^{exponent['estimate']:.2f} over {len(fits)} models" if "estimate" in exponent else exponent["untestable"], exponent),
+    ], exponent
+
+
+def figure(m: common.Measured, exp, d: common.Design, measurement: dict, noise: pd.DataFrame):
+    mult = d.target_multiples[0]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    labels = [f"{model} ({n / 1e3:.0f} k params, {d.reference_tokens(model) / 1e3:.0f} k tokens)"
+              for model, n in zip(d.models, parameters(exp, d))]
+    common.plot_steps(axes[0], m, d, [(model, mult) for model in d.models], labels)
+    axes[0].set_title("Steps to each model's target (hollow: < 250 steps)", fontsize=9)
+    fits = [m.fits[(model, mult)] for model in d.models]
+    common.plot_cbs(axes[1], parameters(exp, d), fits, measurement, "non-embedding parameters")
+    axes[1].set_title("B* against model size (data ~ parameters)", fontsize=9)
+    ax = axes[2]
+    for i, model in enumerate(d.models):
+        colour = plt.cm.viridis(i / max(len(d.models) - 1, 1))
+        rows = noise[noise["model"] == model] if len(noise) else noise
+        if len(rows):
+            ax.plot(rows["tokens"], rows["b_simple"].clip(lower=1e-2), "o-", ms=4, color=colour, label=f"{model}: B_simple")
+        if "b_star" in m.fits[(model, mult)]:
+            ax.axhline(m.fits[(model, mult)]["b_star"], color=colour, ls="--", lw=0.8)
+            ax.axhline(m.fits[(model, mult)]["b_noise"], color=colour, ls=":", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="tokens (reference run)", ylabel="sequences")
+    ax.set_title("Gradient noise scale B_simple over training\n(dashed: measured B*; dotted: the fit's B_noise = b/a)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,78 @@
+"""zhang_ewa on a synthetic run table with known optima: the schedule comparison and the optimum slopes."""
+
+import numpy as np
+import pandas as pd
+
+from replication.params import experiment, load_params
+from replication.papers.zhang import ewa
+
+
+def _table(exp, optimum_in_tokens=True, seeds=(0, 1, 2)):
+    """Final losses with the EWA and beta2 optima at fixed half-lives in tokens (or fixed in steps),
+    constant + EWA equal to cosine, and WSD worse; a little seed noise."""
+    s = exp.settings
+    rng = np.random.default_rng(0)
+    rows = []
+    beta2 = exp.base.optimizer.beta2_half_life_tokens
+    for spec in ewa.optimum_specs(exp) + [x for seed in seeds for x in ewa.schedule_specs(exp, seed)]:
+        b = spec.batch_size
+        h = b * 32 * np.log(0.5) / np.log(spec.ewa_decay) if spec.ewa_decay else s["ewa_half_life_tokens"]
+        best_h = 2 * s["ewa_half_life_tokens"] * (1 if optimum_in_tokens else b)
+        best_b2 = beta2 * (1 if optimum_in_tokens else b)
+        loss = (5 + 0.05 * np.log(h / best_h) ** 2 + 0.05 * np.log(spec.optimizer.beta2_half_life_tokens / best_b2) ** 2
+                + 0.1 * np.log(spec.optimizer.lr / ewa.lr(s, b)) ** 2 + (0.2 if spec.schedule.name == "wsd" else 0)
+                + rng.normal(0, 0.002))
+        rows.append({"batch_size": b, "optimizer.lr": spec.optimizer.lr, "seed": spec.seed, "schedule.name": spec.schedule.name,
+                     "ewa_decay": spec.ewa_decay, "optimizer.beta2_half_life_tokens": spec.optimizer.beta2_half_life_tokens,
+                     "final_val_loss": loss, "steps": spec.steps, "status": "ok", "optimizer.name": "adamw"})
+    runs = pd.DataFrame(rows).drop_duplicates(subset=["batch_size", "optimizer.lr", "seed", "schedule.name", "ewa_decay",
+                                                       "optimizer.beta2_half_life_tokens"])
+    tokens_per_step = runs["batch_size"] * 32
+    e = runs["ewa_decay"].astype(float)
+    return runs.assign(ewa_half_life_tokens=np.where(e > 0, tokens_per_step * np.log(0.5) / np.log(e.where(e > 0, 0.5)), np.nan),
+                       beta2_half_life_tokens=runs["optimizer.beta2_half_life_tokens"],
+                       multiplier=runs.apply(lambda r: round(r["optimizer.lr"] / ewa.lr(exp.settings, r["batch_size"]), 4), axis=1))
+
+
+def _exp():
+    return experiment(load_params("params.yaml"), "zhang_ewa", "cpu")
+
+
+def test_optima_fixed_in_tokens_give_slope_one_and_a_matching_schedule_is_confirmed():
+    exp = _exp()
+    claims, schedules = ewa.claims(exp, _table(exp))
+    matches, falls = claims
+    assert matches["verdict"] == "confirmed"
+    assert falls["verdict"] == "confirmed", falls["reason"]
+    for part in ("ewa_decay", "beta2"):
+        assert abs(falls["measurement"]["parts"][part]["estimate"] - 1) < 0.15
+    wsd = schedules[schedules["schedule.name"] == "wsd"]["mean"]
+    assert (wsd > schedules[schedules["schedule.name"] == "constant"]["mean"].max()).all()
+
+
+def test_optima_fixed_in_steps_give_slope_zero_and_are_not_confirmed():
+    exp = _exp()
+    claims, _ = ewa.claims(exp, _table(exp, optimum_in_tokens=False))
+    falls = claims[1]
+    assert falls["verdict"] == "not confirmed"
+    assert abs(falls["measurement"]["parts"]["ewa_decay"]["estimate"]) < 0.15
+
+
+def test_the_schedule_grid_reseeds_only_each_best_cell(tmp_path):
+    exp = _exp()
+    s = exp.settings
+    first = ewa.runs(exp, {}, tmp_path)
+    grid = ewa.schedule_specs(exp, s["seeds"][0])
+    assert set(grid) <= set(first) and all(x.seed == s["seeds"][0] for x in grid)
+    assert len(ewa.optimum_specs(exp)) == len(s["optimum_batch_sizes"]) * len(s["seeds"]) * (
+        len(s["ewa_half_life_multipliers"]) + len(s["beta2_half_life_multipliers"]))
+
+
+def test_a_diverged_half_life_rules_itself_out_instead_of_voiding_the_claim():
+    exp = _exp()
+    runs = _table(exp)
+    shortest = runs["beta2_half_life_tokens"].min()
+    runs.loc[(runs["beta2_half_life_tokens"] == shortest) & (runs["batch_size"] == 8), ["final_val_loss", "status"]] = [np.nan, "diverged"]
+    falls = ewa.claims(exp, runs)[0][1]
+    assert abs(falls["measurement"]["parts"]["beta2"]["estimate"] - 1) < 0.15
+    assert falls["verdict"] == "confirmed"
