@@ -234,3 +234,35 @@ def noise_scale(small_sq, big_sq, small_batch: int, big_batch: int) -> dict:
     g2 = (big_batch * big - small_batch * small) / (big_batch - small_batch)
     trace = (small - big) / (1 / small_batch - 1 / big_batch)
     return {"gradient_sq": float(g2), "trace_sigma": float(trace), "b_simple": float(trace / g2) if g2 > 0 else np.inf}
+
+
+# ------------------------------------------------------------------ optimal LR as a power law (Shen et al.)
+def lr_power_law(batch_sizes, tokens, optimal_lrs, draws: int = 200, seed: int = 0) -> dict:
+    """Fit Shen et al.'s eta_opt / B = a T^b (B in sequences, T in tokens) in log space, and the free form
+    eta_opt = c B^alpha T^beta (they assume alpha = 1; Adam at small batch may give about 0.5, or saturate
+    near the critical batch size). Intervals (2.5-97.5 %) from resampling the (B, T) cells. Returns a, b,
+    batch_exponent (alpha), token_exponent (beta), their intervals and the log residual RMS of each form."""
+    b_, t_, lr_ = (np.asarray(v, dtype=float) for v in (batch_sizes, tokens, optimal_lrs))
+    keep = np.isfinite(lr_) & (lr_ > 0) & (b_ > 0) & (t_ > 0)
+    lb, lt, ll = np.log(b_[keep]), np.log(t_[keep]), np.log(lr_[keep])
+    if len(ll) < 3 or len(np.unique(lt)) < 2:
+        raise ValueError(f"an LR power law needs >= 3 optima over >= 2 token budgets, got {len(ll)}")
+
+    def fit(idx) -> tuple[float, float, float, float, float, float]:
+        x, y = lt[idx], ll[idx] - lb[idx]
+        b, log_a = np.polyfit(x, y, 1) if len(np.unique(x)) > 1 else (np.nan, np.nan)
+        design = np.column_stack([np.ones(len(idx)), lb[idx], lt[idx]])
+        free = np.linalg.lstsq(design, ll[idx], rcond=None)[0] if len(np.unique(lb[idx])) > 1 else np.full(3, np.nan)
+        rms_fixed = float(np.sqrt(np.mean((y - log_a - b * x) ** 2)))
+        rms_free = float(np.sqrt(np.mean((ll[idx] - design @ free) ** 2)))
+        return float(np.exp(log_a)), float(b), float(free[1]), float(free[2]), rms_fixed, rms_free
+
+    a, b, alpha, beta, rms_fixed, rms_free = fit(np.arange(len(ll)))
+    rng = np.random.default_rng(seed)
+    samples = np.array([fit(rng.choice(len(ll), len(ll))) for _ in range(draws)])
+    interval = lambda col: tuple(float(v) for v in np.nanpercentile(samples[:, col], [2.5, 97.5]))
+    (a_low, a_high), (b_low, b_high), (alpha_low, alpha_high), (beta_low, beta_high) = (interval(i) for i in range(4))
+    return {"a": a, "b": b, "a_low": a_low, "a_high": a_high, "b_low": b_low, "b_high": b_high,
+            "batch_exponent": alpha, "batch_exponent_low": alpha_low, "batch_exponent_high": alpha_high,
+            "token_exponent": beta, "token_exponent_low": beta_low, "token_exponent_high": beta_high,
+            "rms_fixed": rms_fixed, "rms_free": rms_free, "n": int(len(ll)), "b_draws": samples[:, 1].tolist()}

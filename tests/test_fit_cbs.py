@@ -72,3 +72,30 @@ def test_the_noise_scale_estimator_is_exact_on_its_own_model():
     g2, trace = 2.0, 30.0  # |G|^2 and tr(Sigma): E|g_B|^2 = |G|^2 + tr(Sigma) / B
     est = noise_scale([g2 + trace / 4], [g2 + trace / 16], 4, 16)
     assert est["b_simple"] == pytest.approx(trace / g2) and est["gradient_sq"] == pytest.approx(g2)
+
+
+def _lr_grid(alpha=1.0, noise=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    b, t = np.meshgrid([16, 32, 64, 128, 256], [1e8, 3e8, 1e9, 3e9, 1e10])
+    lr = 4.6 * b**alpha * t**-0.51 * np.exp(rng.normal(0, noise, b.shape))
+    return b.ravel(), t.ravel(), lr.ravel()
+
+
+def test_the_lr_power_law_recovers_shen_et_als_constants():
+    from replication.fit import lr_power_law
+
+    law = lr_power_law(*_lr_grid())
+    assert law["a"] == pytest.approx(4.6, rel=0.3) and law["b"] == pytest.approx(-0.51, abs=0.03)
+    assert law["a_low"] < 4.6 < law["a_high"] and law["b_low"] < -0.51 < law["b_high"]
+    assert law["batch_exponent"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_square_root_batch_law_shows_in_the_free_exponent_not_in_the_fixed_form():
+    from replication.fit import lr_power_law
+
+    law = lr_power_law(*_lr_grid(alpha=0.5))
+    assert law["batch_exponent"] == pytest.approx(0.5, abs=0.05)
+    assert law["batch_exponent_high"] < 0.8
+    assert law["rms_fixed"] > 2 * law["rms_free"]  # eta / B = a T^b cannot fit it
+    with pytest.raises(ValueError, match="token budgets"):
+        lr_power_law([16, 32, 64], [1e8] * 3, [1e-3, 2e-3, 4e-3])
