@@ -217,6 +217,8 @@ class RunSpec:
                 raise ConfigError(f"{key}.lora_rank: LoRA with optimizer.name 'muon' is not supported; use adamw, adafactor or sgd")
             if self.ewa_decay is not None:
                 raise ConfigError(f"{key}.lora_rank: a weight average (ewa_decay) of LoRA runs is not supported")
+            if self.noise_scale_batches is not None:
+                raise ConfigError(f"{key}.lora_rank: the gradient noise scale (noise_scale_batches) of LoRA runs is not supported")
         if self.lora_alpha is not None:
             _positive(f"{key}.lora_alpha", self.lora_alpha)
         return self

@@ -38,6 +38,10 @@ def test_wrong_type_is_named():
         ({"micro_batch_size": 3}, r"micro_batch_size: 3 does not divide batch_size 16"),
         ({"model": {"width": 100, "head_dim": 32}}, r"not a multiple of head_dim"),
         ({"model": {"preset": "huge"}}, r"model\.preset: 'huge' is unknown"),
+        ({"eval_spacing": 1.0}, r"eval_spacing: 1\.0 must lie in \(1, 2\]"),
+        ({"stop_below": 0}, r"stop_below: 0\.0 must be > 0"),
+        ({"noise_scale_batches": 1}, r"noise_scale_batches: 1 must be >= 2"),
+        ({"lora_rank": 4, "noise_scale_batches": 2}, r"noise_scale_batches\) of LoRA runs is not supported"),
     ],
 )
 def test_bad_values_raise_before_training(override, message):
