@@ -13,7 +13,7 @@ import torch
 
 from replication.model import count_parameters
 from replication.spec import RunSpec
-from replication.train import SHARED_FIELDS, resolve_device, train_members
+from replication.train import SHARED_FIELDS, branch_schedule, resolve_device, train_members
 
 MEMORY_FRACTION = 0.5  # of the free memory an ensemble may plan to use
 OPTIMIZER_STATE_COPIES = {"sgd": 1, "adamw": 2, "adafactor": 1, "muon": 2}  # upper bounds, in parameter copies
@@ -24,7 +24,8 @@ __all__ = ["group_key", "member_memory_bytes", "members_that_fit", "plan", "trai
 def group_key(spec: RunSpec) -> str:
     """Runs with equal keys can share one batched computation."""
     d = spec.to_dict()
-    return json.dumps({k: d[k] for k in SHARED_FIELDS} | {"optimizer": d["optimizer"]["name"]}, sort_keys=True)
+    return json.dumps({k: d[k] for k in SHARED_FIELDS} | {"optimizer": d["optimizer"]["name"], "branches": branch_schedule(spec)},
+                      sort_keys=True)
 
 
 def member_memory_bytes(spec: RunSpec) -> int:

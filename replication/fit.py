@@ -260,7 +260,10 @@ def lr_power_law(batch_sizes, tokens, optimal_lrs, draws: int = 200, seed: int =
     a, b, alpha, beta, rms_fixed, rms_free = fit(np.arange(len(ll)))
     rng = np.random.default_rng(seed)
     samples = np.array([fit(rng.choice(len(ll), len(ll))) for _ in range(draws)])
-    interval = lambda col: tuple(float(v) for v in np.nanpercentile(samples[:, col], [2.5, 97.5]))
+    def interval(col: int) -> tuple[float, float]:  # NaN when a form cannot be fitted (one batch size: no free exponent)
+        values = samples[:, col][np.isfinite(samples[:, col])]
+        return tuple(float(v) for v in np.percentile(values, [2.5, 97.5])) if len(values) else (np.nan, np.nan)
+
     (a_low, a_high), (b_low, b_high), (alpha_low, alpha_high), (beta_low, beta_high) = (interval(i) for i in range(4))
     return {"a": a, "b": b, "a_low": a_low, "a_high": a_high, "b_low": b_low, "b_high": b_high,
             "batch_exponent": alpha, "batch_exponent_low": alpha_low, "batch_exponent_high": alpha_high,

@@ -23,6 +23,17 @@ from replication.spec import ModelConfig
 HIDDEN_MATRICES = ("wq", "wk", "wv", "wo", "fc1", "fc2")  # per block; Muon's share of the parameters
 
 
+def mup_width_multiplier(cfg: ModelConfig) -> float | None:
+    """m_width = width / base width under muP (Shen et al. Table 1), None under the standard parameterization.
+
+    muP here, for Adam: hidden matrices keep their 1/sqrt(fan-in) init and train at LR / m_width; the input
+    embedding's init is fixed at the base width's; the logits are multiplied by 1 / m_width. At the base width
+    it is the standard model exactly. Attention needs no change: QK-norm and a fixed head size keep its logits
+    the same size at every width (Shen et al. divide by d_head instead because their head size is fixed too).
+    """
+    return cfg.width / cfg.mup_base_width if cfg.mup_base_width else None
+
+
 def count_parameters(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
     """Parameter counts: 12 D^2 per block (4 D^2 attention + 8 D^2 MLP) plus two V x D embeddings."""
     non_embedding = 12 * cfg.depth * cfg.width**2
@@ -86,7 +97,8 @@ class Member(nn.Module):
         super().__init__()
         D, L = cfg.width, cfg.depth
         gen = torch.Generator().manual_seed(seed)
-        self.embed_in = nn.Parameter(torch.randn(vocab_size, D, generator=gen) / math.sqrt(D))
+        embed_scale = math.sqrt(cfg.mup_base_width or D)  # muP: the input embedding's scale does not shrink with width
+        self.embed_in = nn.Parameter(torch.randn(vocab_size, D, generator=gen) / embed_scale)
         self.embed_out = nn.Parameter(torch.randn(vocab_size, D, generator=gen) / math.sqrt(D))
         shapes = {"wq": (D, D), "wk": (D, D), "wv": (D, D), "wo": (D, D), "fc1": (4 * D, D), "fc2": (D, 4 * D)}
         self.blocks = nn.ModuleList()
@@ -241,6 +253,8 @@ class GPT(nn.Module):
         """
         M, B, T, _ = x.shape
         logits = self._linear(self.hidden(x), "embed_out").float()  # [M, B*T, V]
+        if self.cfg.mup_base_width:  # muP's output multiplier 1 / m_width keeps logit updates width-independent
+            logits = logits * (self.cfg.mup_base_width / self.cfg.width)
         losses = F.cross_entropy(logits.view(M * B * T, -1), targets.reshape(-1), reduction="none")
         return losses.view(M, B * T).mean(dim=1)
 

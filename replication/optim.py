@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from replication.model import mup_width_multiplier
 from replication.spec import OptimizerConfig, RunSpec, ScheduleConfig
 
 
@@ -69,6 +70,16 @@ class OptimizerPair:
             opt.load_state_dict(state)
 
 
+def _mup_shares(member: torch.nn.Module, spec: RunSpec, params: list) -> list[tuple[list, float]]:
+    """(parameters, LR) pairs: all at the LR, or under muP the hidden matrices at LR / m_width (see model.py)."""
+    m = mup_width_multiplier(spec.model) if hasattr(member, "blocks") else None
+    if m is None:
+        return [(params, spec.optimizer.lr)]
+    hidden = {id(p) for p in member.blocks.parameters()}
+    return [([p for p in params if id(p) not in hidden], spec.optimizer.lr),
+            ([p for p in params if id(p) in hidden], spec.optimizer.lr / m)]
+
+
 def build_optimizer(members: list[torch.nn.Module], specs: list[RunSpec]):
     """One torch optimizer over all members (one param group per member and role).
 
@@ -86,7 +97,8 @@ def build_optimizer(members: list[torch.nn.Module], specs: list[RunSpec]):
         if name == "sgd":
             groups.append(dict(params=params, member=index, lr=cfg.lr, peak_lr=cfg.lr, momentum=b1, weight_decay=cfg.weight_decay))
         elif name == "adamw":
-            groups.append(dict(params=params, member=index, lr=cfg.lr, peak_lr=cfg.lr, betas=(b1, b2), eps=cfg.eps, weight_decay=cfg.weight_decay))
+            for share, lr in _mup_shares(member, spec, params):
+                groups.append(dict(params=share, member=index, lr=lr, peak_lr=lr, betas=(b1, b2), eps=cfg.eps, weight_decay=cfg.weight_decay))
         elif name == "adafactor":
             groups.append(dict(params=params, member=index, lr=cfg.lr, peak_lr=cfg.lr, beta2_decay=cfg.beta2_decay, weight_decay=cfg.weight_decay))
         elif name == "muon":
@@ -126,7 +138,7 @@ def lr_multiplier(sched: ScheduleConfig, tokens_seen: float, total_tokens: int, 
     decay. power (Shen et al. Eq. 7-8): lr = min(lr_peak, batch_size * a * tokens**b) between warmup and
     the final decay, warmup and decay scaled from the power curve's values at their ends.
     """
-    warmup = sched.warmup_fraction * total_tokens
+    warmup = sched.warmup_fraction * total_tokens if sched.warmup_tokens is None else sched.warmup_tokens
     decay_start = total_tokens * (1 - sched.decay_fraction)
 
     def base(t: float) -> float:

@@ -52,6 +52,18 @@ class Experiment:
             raise ConfigError(f"experiments.{self.name}.{where}: expected a mapping of dotted keys to values, got {dotted!r}")
         return run_spec_from_dict(_merge(self.base.to_dict(), _undot(dotted)), f"experiments.{self.name}.{where}")
 
+    def checked_settings(self, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+        """`settings` with every key of `keys` present and none outside `keys + optional` (a topic's knobs:
+        the error names the experiment, the key, and what is accepted, with a close match if there is one)."""
+        where, accepted = f"experiments.{self.name}.settings", keys + optional
+        unknown = [k for k in self.settings if k not in accepted]
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown key{_did_you_mean(unknown[0], accepted)}; accepted keys: {', '.join(accepted)}")
+        missing = [k for k in keys if k not in self.settings]
+        if missing:
+            raise ConfigError(f"{where}: missing {', '.join(missing)}; accepted keys: {', '.join(accepted)}")
+        return self.settings
+
     def expand(self) -> list[RunSpec]:
         specs = []
         for grid in self.grids:

@@ -92,7 +92,7 @@ def _ours(params: dict, name: str, profile: str, root: Path = Path(".")) -> dict
     try:
         specs = declared_runs(exp, params, root / "results")
     except (RuntimeError, FileNotFoundError):  # its runs follow from another experiment's, not stored here yet
-        specs = exp.expand()
+        return {"model": "its runs follow from runs not stored on this profile yet", "tokens": "", "batch_sizes": "", "seeds": ""}
     if not specs:
         return {"model": exp.settings.get("scale", "no training: exact expectations"), "tokens": "", "batch_sizes": "", "seeds": ""}
     span = lambda values, fmt: fmt(min(values)) if min(values) == max(values) else f"{fmt(min(values))}-{fmt(max(values))}"
@@ -148,7 +148,10 @@ def _our_series(ref: dict, root: Path) -> tuple[dict[str, pd.DataFrame], str | N
     stored = json.loads(path.read_text())
     if ours["key"] not in stored:
         raise ledger.LedgerError(f"{ours['metrics']} has no key {ours['key']!r} for a side-by-side figure")
-    frame = pd.DataFrame(stored[ours["key"]]).dropna(subset=[ours["y"]])
+    frame = pd.DataFrame(stored[ours["key"]])
+    if frame.empty:  # the experiment ran, but no cell of it could stand beside the paper (e.g. all too short)
+        return {}, f"no points at this scale ({ours['metrics']}: {ours['key']} is empty)"
+    frame = frame.dropna(subset=[ours["y"]])
     return {str(k): g.sort_values(ours["x"]) for k, g in frame.groupby(ours["series"])}, None
 
 

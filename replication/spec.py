@@ -87,10 +87,13 @@ class ModelConfig:
     width: int = 128
     depth: int = 4
     head_dim: int = 32
+    mup_base_width: int | None = None  # muP (Shen et al. Table 1, for Adam) relative to this width; None = standard
 
     def validate(self, key: str) -> None:
         for name in ("width", "depth", "head_dim"):
             _positive(f"{key}.{name}", getattr(self, name))
+        if self.mup_base_width is not None:
+            _positive(f"{key}.mup_base_width", self.mup_base_width)
         if self.width % self.head_dim:
             raise ConfigError(f"{key}.width: {self.width} is not a multiple of head_dim {self.head_dim}")
         if self.head_dim % 2:
@@ -135,6 +138,7 @@ class OptimizerConfig:
 class ScheduleConfig:
     name: str = "cosine"
     warmup_fraction: float = 0.05  # of the token budget
+    warmup_tokens: int | None = None  # a warmup fixed in tokens instead (budgets branched from one run share it)
     decay_fraction: float = 0.1  # wsd / power: final decay, share of the token budget
     decay_shape: str = "linear"  # wsd; power decays exponentially (Shen et al.)
     power_a: float = 4.6  # Shen et al. Eq. 7: lr = min(lr_max, batch_size * a * tokens**b)
@@ -150,6 +154,8 @@ class ScheduleConfig:
         if self.warmup_fraction + self.decay_fraction >= 1 and self.name in ("wsd", "power"):
             raise ConfigError(f"{key}: warmup_fraction + decay_fraction must be < 1")
         _positive(f"{key}.power_a", self.power_a)
+        if self.warmup_tokens is not None and self.warmup_tokens < 0:
+            raise ConfigError(f"{key}.warmup_tokens: {self.warmup_tokens} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,7 @@ class RunSpec:
     eval_spacing: float | None = None  # also evaluate at log-spaced steps, ceil(r^k) for r = eval_spacing (Zhang et al.)
     stop_below: float | None = None  # stop at the first evaluation whose validation loss is at or below this
     noise_scale_batches: int | None = None  # k: measure the gradient noise scale at each regular eval from k batches
+    decay_branches: tuple[int, ...] = ()  # wsd / power: also record the run of each of these smaller budgets, its decay branched off this one
     divergence_factor: float = 1.5  # a logged train loss above factor x initial loss = diverged
     device: str = "auto"
     init_from: str | None = None  # fine-tuning: weights file of a pretrained run (see finetune.py), else random init
@@ -205,6 +212,8 @@ class RunSpec:
             _positive(f"{key}.stop_below", self.stop_below)
         if self.noise_scale_batches is not None and self.noise_scale_batches < 2:
             raise ConfigError(f"{key}.noise_scale_batches: {self.noise_scale_batches} must be >= 2 (a small and a k x larger batch)")
+        if self.decay_branches:
+            self._validate_branches(f"{key}.decay_branches")
         if self.divergence_factor <= 1:
             raise ConfigError(f"{key}.divergence_factor: {self.divergence_factor} must be > 1")
         if self.seed < 0:
@@ -221,7 +230,25 @@ class RunSpec:
                 raise ConfigError(f"{key}.lora_rank: the gradient noise scale (noise_scale_batches) of LoRA runs is not supported")
         if self.lora_alpha is not None:
             _positive(f"{key}.lora_alpha", self.lora_alpha)
+        if self.model.mup_base_width is not None and (self.optimizer.name != "adamw" or self.lora_rank):
+            raise ConfigError(f"{key}.model.mup_base_width: muP's per-layer learning rates are defined for full adamw training only, "
+                              f"not {self.optimizer.name}" + (" with LoRA" if self.lora_rank else ""))
         return self
+
+    def _validate_branches(self, key: str) -> None:
+        if self.schedule.name not in ("wsd", "power"):
+            raise ConfigError(f"{key}: decay branches need a schedule with a final decay (wsd or power), not {self.schedule.name!r}")
+        if self.schedule.warmup_tokens is None:
+            raise ConfigError(f"{key}: set schedule.warmup_tokens, so that every branched budget warms up as its own run would")
+        if list(self.decay_branches) != sorted(set(self.decay_branches)):
+            raise ConfigError(f"{key}: {list(self.decay_branches)} must increase")
+        for budget in self.decay_branches:
+            if not self.tokens_per_step <= budget < self.tokens:
+                raise ConfigError(f"{key}: {budget} must lie in [one step ({self.tokens_per_step} tokens), tokens ({self.tokens}))")
+            if budget * (1 - self.schedule.decay_fraction) < self.schedule.warmup_tokens:
+                raise ConfigError(f"{key}: the decay of budget {budget} would start inside the warmup ({self.schedule.warmup_tokens} tokens)")
+        if self.ewa_decay is not None or self.stop_below is not None:
+            raise ConfigError(f"{key}: decay branches with ewa_decay or stop_below are not supported")
 
     @property
     def tokens_per_step(self) -> int:

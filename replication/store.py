@@ -87,13 +87,15 @@ class Store:
                 problem = f"holds run {record['id']!r}, not {run_id!r} (its file name)"
         if problem is None:
             try:
-                if run_spec_from_dict(record["spec"]).hash != run_id:
+                spec = run_spec_from_dict(record["spec"])
+                if spec.hash != run_id:
                     problem = "has a spec whose hash does not match its name"
             except ValueError as err:
                 problem = f"has an invalid spec ({err})"
         if problem:
             self._quarantine(path, problem)
             return None
+        record["spec"] = spec.to_dict()  # with every field, those added after it was written at their defaults
         return record
 
     def _quarantine(self, path: Path, problem: str) -> None:

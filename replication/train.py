@@ -9,6 +9,8 @@ never raises. Records are plain dicts (see DESIGN.md "Records").
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import hashlib
 import math
 import platform
@@ -30,7 +32,7 @@ from replication.store import save_torch
 
 # Fields that members of one batched computation must share (everything else may differ).
 SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device",
-                 "init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "noise_scale_batches")
+                 "init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "noise_scale_batches", "decay_branches")
 EVAL_CHUNK_ELEMENTS = 2**25  # logits elements per validation forward (bounds eval memory)
 
 
@@ -72,6 +74,20 @@ def _check_shared(specs: list[RunSpec]) -> None:
                 raise ValueError(f"members trained together must share {key!r}: {first[key]!r} != {d[key]!r}")
         if d["optimizer"]["name"] != first["optimizer"]["name"]:
             raise ValueError("members trained together must share optimizer.name")
+        if d["decay_branches"] and branch_schedule(spec) != branch_schedule(specs[0]):
+            raise ValueError("members with decay branches must share schedule.warmup_tokens and decay_fraction (their branches fork together)")
+
+
+def branch_schedule(spec: RunSpec) -> tuple:
+    """What fixes where a run's decay branches fork: members that share it can branch together."""
+    return (spec.schedule.warmup_tokens, spec.schedule.decay_fraction) if spec.decay_branches else ()
+
+
+def branch_fork_step(spec: RunSpec, budget: int) -> int:
+    """The first step at which the run of budget `budget` leaves this one's schedule: its decay starts
+    once more than (1 - decay_fraction) x budget tokens are seen (or at its last step, if the decay is shorter)."""
+    decay_start = budget * (1 - spec.schedule.decay_fraction)
+    return min(math.floor(decay_start / spec.tokens_per_step) + 1, budget // spec.tokens_per_step)
 
 
 def _activation_bytes(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> int:
@@ -252,6 +268,33 @@ def train_members(
             log["small_sq"].append(s2)
             log["big_sq"].append(b2)
 
+    def run_branch(budget: int, fork: int) -> None:
+        """Train the decay of budget `budget` from this run's state at step `fork`, exactly as a run with
+        tokens = budget would (same data, same LR at every step), evaluate it, then restore the state."""
+        saved_weights = {k: w.detach().clone() for k, w in model.weights.items()}
+        saved_optimizer = copy.deepcopy(optimizer.state_dict())
+        branch_specs = [dataclasses.replace(s, tokens=budget) for s in specs]
+        steps_k = budget // spec0.tokens_per_step
+        for s in range(fork, steps_k):
+            model.active = active
+            set_learning_rates(optimizer, branch_specs, s * spec0.tokens_per_step)
+            train_step(*batches(s), n_micro)
+            optimizer.step()
+            model.zero_grad(set_to_none=True)
+        losses = evaluate(model, val, active)
+        for m, loss in zip(active, losses):
+            log = records[m].setdefault("decay_branches", {"tokens": [], "steps": [], "val_loss": []})
+            log["tokens"].append(budget)
+            log["steps"].append(steps_k)
+            log["val_loss"].append(loss if math.isfinite(loss) else None)
+        with torch.no_grad():
+            for k, w in model.weights.items():
+                w.copy_(saved_weights[k])
+        optimizer.load_state_dict(saved_optimizer)
+
+    forks = {branch_fork_step(spec0, t): t for t in spec0.decay_branches}
+    branched = {t for r in records for t in r.get("decay_branches", {}).get("tokens", [])}  # after a resume
+
     def leave(m: int) -> None:
         active.remove(m)
         for p in model.members[m].parameters():
@@ -266,6 +309,9 @@ def train_members(
     bar = tqdm(range(first_step, steps), desc=f"train x{M} B={B}", disable=not progress, leave=False)
     step = first_step - 1
     for step in bar:
+        if step in forks and forks[step] not in branched and active:
+            run_branch(forks[step], step)
+            branched.add(forks[step])
         model.active = active
         set_learning_rates(optimizer, specs, step * spec0.tokens_per_step)
         x, y = batches(step)

@@ -136,8 +136,8 @@ experiments:
 
 
 def test_fields_added_later_keep_the_names_of_earlier_runs():
-    """Records written before init_from / lora / data.domain / eval_spacing / stop_below / noise_scale_batches
-    existed must keep their names (hashes)."""
+    """Records written before init_from / lora / data.domain / eval_spacing / stop_below / noise_scale_batches /
+    decay_branches / model.mup_base_width / schedule.warmup_tokens existed must keep their names (hashes)."""
     import hashlib
     import json
 
@@ -145,12 +145,25 @@ def test_fields_added_later_keep_the_names_of_earlier_runs():
 
     spec = RunSpec()
     old = spec.to_dict()
-    for key in ("init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "stop_below", "noise_scale_batches"):
+    for key in ("init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "stop_below", "noise_scale_batches", "decay_branches"):
         del old[key]
-    del old["data"]["domain"]
+    del old["data"]["domain"], old["model"]["mup_base_width"], old["schedule"]["warmup_tokens"]
     canonical = json.dumps({"format": RECORD_FORMAT, "spec": old}, sort_keys=True)
     assert spec.hash == hashlib.sha256(canonical.encode()).hexdigest()[:16]
     assert spec.replace(compile="true").hash == spec.replace(compile="false").hash == spec.hash  # how, not what
     assert spec.replace(lora_rank=4).hash != spec.hash
     assert spec.replace(stop_below=3.0).hash != spec.hash
     assert spec.replace(**{"data.domain": "histories/*"}).hash != spec.hash
+    assert spec.replace(**{"model.mup_base_width": 64}).hash != spec.hash
+    assert spec.replace(**{"schedule.warmup_tokens": 4096}).hash != spec.hash
+
+
+def test_topic_settings_name_an_unknown_or_missing_key():
+    from replication.params import experiment, load_params
+
+    exp = experiment(load_params("params.yaml"), "power_lr_surface", "smoke")
+    with pytest.raises(ConfigError, match=r"settings\.budget: unknown key \(did you mean 'budgets'\?\)"):
+        exp.__class__(exp.name, exp.profile, exp.base, exp.grids, {**exp.settings, "budget": 1}).checked_settings(tuple(exp.settings))
+    without_seeds = exp.__class__(exp.name, exp.profile, exp.base, exp.grids, {k: v for k, v in exp.settings.items() if k != "seeds"})
+    with pytest.raises(ConfigError, match=r"settings: missing seeds"):
+        without_seeds.checked_settings(tuple(exp.settings))

@@ -86,3 +86,13 @@ def test_a_malformed_ledger_entry_is_an_error_naming_the_file_and_claim(tmp_path
             ledger.papers()
     finally:
         ledger.papers.cache_clear()
+
+
+def test_a_side_by_side_figure_says_so_when_our_metrics_have_no_points(tmp_path):
+    """An experiment whose cells are all too short (the smoke profile) stores an empty series: the figure
+    shows the paper's side and says why ours is missing, instead of failing the report."""
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "x.json").write_text(json.dumps({"gamma": []}))
+    ref = {"ours": {"metrics": "metrics/x.json", "key": "gamma", "x": "tokens", "y": "gamma", "series": "model"}}
+    ours, why = report._our_series(ref, tmp_path)
+    assert ours == {} and "no points at this scale" in why

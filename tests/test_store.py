@@ -63,3 +63,12 @@ def test_a_failing_group_is_recorded_and_retried(tmp_path, tiny_spec, monkeypatc
     monkeypatch.undo()
     [record] = run_specs([tiny_spec], store, workers=1, progress=False)
     assert record["status"] == "ok"
+
+
+def test_a_record_written_before_a_field_existed_reads_back_with_it_at_its_default(stored):
+    store, record = stored
+    old = json.loads(store.path(record["id"]).read_text())
+    del old["spec"]["decay_branches"], old["spec"]["model"]["mup_base_width"]  # as written before these fields existed
+    store.path(record["id"]).write_text(json.dumps(old))
+    back = store.read(record["id"])
+    assert back["spec"]["decay_branches"] == () and back["spec"]["model"]["mup_base_width"] is None

@@ -74,3 +74,40 @@ def test_the_gradient_noise_measurement_leaves_training_unchanged(tiny_spec):
     assert log["big_batch"] == 3 * log["small_batch"] and len(log["step"]) == len(log["small_sq"]) > 0
     assert all(s > b > 0 for s, b in zip(log["small_sq"], log["big_sq"]))  # the mean of 3 gradients is less noisy
 
+
+
+def _wsd(tiny_spec, **dotted):
+    return tiny_spec.replace(**{"schedule.name": "wsd", "schedule.warmup_tokens": 128, "schedule.decay_fraction": 0.2,
+                                "tokens": 1280, **dotted})
+
+
+def test_a_decay_branch_is_the_run_of_its_budget(tiny_spec):
+    """A budget branched off a longer run (one stable phase, its own decay) ends where its own run ends."""
+    long = _wsd(tiny_spec, decay_branches=[640, 960])
+    r = train(long)
+    assert r["decay_branches"]["tokens"] == [640, 960] and r["decay_branches"]["steps"] == [10, 15]
+    for budget, loss in zip((640, 960), r["decay_branches"]["val_loss"]):
+        alone = train(_wsd(tiny_spec, tokens=budget))
+        assert math.isclose(loss, alone["final_val_loss"], rel_tol=1e-5)
+    assert r["final_val_loss"] == train(_wsd(tiny_spec))["final_val_loss"]  # branching leaves the main run untouched
+    assert long.hash != _wsd(tiny_spec).hash and _wsd(tiny_spec).hash == _wsd(tiny_spec, decay_branches=[]).hash
+
+
+def test_decay_branches_of_a_power_schedule_in_an_ensemble(tiny_spec):
+    power = _wsd(tiny_spec, **{"schedule.name": "power", "schedule.power_a": 0.02, "decay_branches": [640]})
+    runs = train_members([power, power.replace(seed=1)])
+    for spec, r in zip((power, power.replace(seed=1)), runs):
+        alone = train(spec.replace(tokens=640, decay_branches=[]))
+        assert math.isclose(r["decay_branches"]["val_loss"][0], alone["final_val_loss"], rel_tol=1e-5)
+
+
+def test_decay_branches_need_a_decaying_schedule_and_a_warmup_in_tokens(tiny_spec):
+    import pytest
+
+    from replication.spec import ConfigError
+    with pytest.raises(ConfigError, match="wsd or power"):
+        tiny_spec.replace(decay_branches=[640])
+    with pytest.raises(ConfigError, match="warmup_tokens"):
+        tiny_spec.replace(**{"schedule.name": "wsd", "decay_branches": [640]})
+    with pytest.raises(ConfigError, match="must lie in"):
+        _wsd(tiny_spec, decay_branches=[5000])

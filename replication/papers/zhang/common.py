@@ -34,6 +34,16 @@ _KEYS = ("models", "batch_sizes", "reference_batch_size", "base_lr", "lr_scaling
          "budget_multiple", "warmup_tokens", "ewa_half_life_tokens", "seeds", "noise_scale_batches")
 
 
+def scaled_lr(base: float, batch_size: int, reference_batch_size: int, scaling: float, multiplier: float = 1.0) -> float:
+    """The LR rule of every Zhang topic: base x (B / B0)^scaling x multiplier, to 6 digits (stable run names)."""
+    return float(f"{base * (batch_size / reference_batch_size) ** scaling * multiplier:.6g}")
+
+
+def ewa_decay(batch_size: int, seq_len: int, half_life_tokens: float) -> float:
+    """The per-step EWA decay whose memory halves every `half_life_tokens`: 0.5^(tokens per step / half-life)."""
+    return float(f"{0.5 ** (batch_size * seq_len / half_life_tokens):.6g}")
+
+
 @dataclass(frozen=True)
 class Design:
     models: dict[str, dict]  # label -> {dotted model keys..., "reference_tokens": D, optional "base_lr"}
@@ -57,19 +67,13 @@ class Design:
 
     def lr(self, model: str, batch_size: int, multiplier: float) -> float:
         base = float(self.models[model].get("base_lr", self.base_lr))
-        return float(f"{base * (batch_size / self.reference_batch_size) ** self.lr_scaling * multiplier:.6g}")
+        return scaled_lr(base, batch_size, self.reference_batch_size, self.lr_scaling, multiplier)
 
 
 def design(exp) -> Design:
     """The experiment's `settings` as a Design; a missing or unknown key is an error that names it."""
-    s = exp.settings
+    s = exp.checked_settings(_KEYS[:-1], optional=("noise_scale_batches",))
     where = f"experiments.{exp.name}.settings"
-    unknown = [k for k in s if k not in _KEYS]
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key; accepted keys: {', '.join(_KEYS)}")
-    missing = [k for k in _KEYS if k not in s and k != "noise_scale_batches"]
-    if missing:
-        raise ConfigError(f"{where}: missing {', '.join(missing)}")
     for label, model in s["models"].items():
         if "reference_tokens" not in (model or {}):
             raise ConfigError(f"{where}.models.{label}: needs reference_tokens (the budget that fixes its target)")
@@ -90,7 +94,7 @@ def _spec(exp, d: Design, model: str, batch_size: int, lr: float, tokens: int, s
     tokens = max(tokens // (batch_size * seq_len), 1) * batch_size * seq_len
     keys = {**d.model_keys(model), "batch_size": batch_size, "optimizer.lr": lr, "tokens": tokens, "seed": seed,
             "schedule.warmup_fraction": min(d.warmup_tokens / tokens, 0.5),
-            "ewa_decay": float(f"{0.5 ** (batch_size * seq_len / d.ewa_half_life_tokens):.6g}"), **extra}
+            "ewa_decay": ewa_decay(batch_size, seq_len, d.ewa_half_life_tokens), **extra}
     return exp.derived(keys, f"settings.models.{model}")
 
 

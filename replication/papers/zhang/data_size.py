@@ -5,7 +5,6 @@ loss-optimal batch size at each budget (notebook `zhang_data_size`)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from replication.claims import claim

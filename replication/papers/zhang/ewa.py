@@ -11,7 +11,8 @@ import pandas as pd
 from replication import plots
 from replication.claims import claim
 from replication.fit import argmin_log_parabola, trained_steps
-from replication.spec import ConfigError, RunSpec
+from replication.papers.zhang import common
+from replication.spec import RunSpec
 from replication.store import Store
 from replication.sweep import needs_run, table
 from replication.verdicts import bootstrap, cell_losses, compare, seed_values
@@ -22,21 +23,15 @@ GRID_KEYS = ["schedule.name", "ewa_decay", "optimizer.beta2_half_life_tokens"]
 
 
 def _settings(exp) -> dict:
-    s = exp.settings
-    missing = [k for k in _KEYS if k not in s]
-    unknown = [k for k in s if k not in _KEYS]
-    if missing or unknown:
-        raise ConfigError(f"experiments.{exp.name}.settings: " + (f"missing {', '.join(missing)}" if missing else f"unknown key {unknown[0]}")
-                          + f"; accepted keys: {', '.join(_KEYS)}")
-    return s
+    return exp.checked_settings(_KEYS)
 
 
 def lr(s: dict, batch_size: int, multiplier: float = 1.0) -> float:
-    return float(f"{s['base_lr'] * (batch_size / s['reference_batch_size']) ** s['lr_scaling'] * multiplier:.6g}")
+    return common.scaled_lr(s["base_lr"], batch_size, s["reference_batch_size"], s["lr_scaling"], multiplier)
 
 
 def ewa_decay(exp, batch_size: int, half_life_tokens: float) -> float:
-    return float(f"{0.5 ** (batch_size * exp.base.data.seq_len / half_life_tokens):.6g}")
+    return common.ewa_decay(batch_size, exp.base.data.seq_len, half_life_tokens)
 
 
 def _spec(exp, batch_size: int, lr_: float, schedule: str, seed: int, ewa_half_life: float | None, beta2_half_life: float) -> RunSpec:

@@ -19,6 +19,7 @@ import pandas as pd
 from replication import plots
 from replication.claims import claim
 from replication.finetune import weights_file
+from replication.papers.zhang import common
 from replication.spec import ConfigError, RunSpec
 from replication.store import Store
 from replication.sweep import needs_run, run_more
@@ -30,18 +31,14 @@ _KEYS = ("reference_batch_size", "base_lr", "lr_scaling", "warmup_tokens", "bran
 
 
 def _settings(exp) -> dict:
-    s = exp.settings
-    missing, unknown = [k for k in _KEYS if k not in s], [k for k in s if k not in _KEYS]
-    if missing or unknown:
-        raise ConfigError(f"experiments.{exp.name}.settings: " + (f"missing {', '.join(missing)}" if missing else f"unknown key {unknown[0]}")
-                          + f"; accepted keys: {', '.join(_KEYS)}")
+    s = exp.checked_settings(_KEYS)
     if sorted(s["branch_points"]) != list(s["branch_points"]) or s["branch_points"][-1] >= s["total_tokens"]:
         raise ConfigError(f"experiments.{exp.name}.settings.branch_points: must increase and end before total_tokens")
     return s
 
 
 def lr(s: dict, batch_size: int) -> float:
-    return float(f"{s['base_lr'] * (batch_size / s['reference_batch_size']) ** s['lr_scaling']:.6g}")
+    return common.scaled_lr(s["base_lr"], batch_size, s["reference_batch_size"], s["lr_scaling"])
 
 
 def _root(exp, results_root) -> str:
@@ -183,11 +180,24 @@ def arm_table(exp, results_root="results") -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
+def rise_draws(branches: pd.DataFrame, s: dict, draws: int = 200, seed: int = 0) -> list[float]:
+    """log2(local CBS at the last branch point / at the first) with the seeds of every (branch point, batch size)
+    resampled: a local CBS read from means that a reseed can move by a grid step does not count as a rise."""
+    rng = np.random.default_rng(seed)
+    cells = [g for _, g in branches.groupby(["branch_tokens", "batch_size"])]
+    out = []
+    for _ in range(draws):
+        cbs = local_cbs(pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in cells]), s["tolerance"], s["reference_batch_size"])
+        out.append(float(np.log2(cbs["local_cbs"].iloc[-1] / cbs["local_cbs"].iloc[0])))
+    return out
+
+
 def claims(exp, cbs: pd.DataFrame, arms: pd.DataFrame, branches: pd.DataFrame) -> list[dict]:
     s = _settings(exp)
     first, last = cbs.iloc[0], cbs.iloc[-1]
     steps_ref = branches[branches["batch_size"] == s["reference_batch_size"]]["steps"]
-    rises = {"value": float(last["local_cbs"] / first["local_cbs"]), "min_steps": int(steps_ref.min())}
+    rises = {"estimate": float(np.log2(last["local_cbs"] / first["local_cbs"])), "draws": rise_draws(branches, s),
+             "min_steps": int(steps_ref.min()), "n_seeds": int(branches.groupby(["branch_tokens", "batch_size"])["seed"].nunique().min())}
     warm, const = arms[arms["arm"] == "warmup"], arms[arms["arm"] == "constant"]
     saved = 1 - warm["steps"].mean() / const["steps"].mean()
     loss = compare(warm["final_val_loss"], const["final_val_loss"], list(const["steps"]))

@@ -5,7 +5,6 @@ noise scale beside it (notebook `zhang_steps_to_target`)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from replication.claims import claim

@@ -1,0 +1,207 @@
+"""Shen et al. Sec. 3 (Figs. 2-4): the optimal WSD learning rate over batch sizes and token budgets, and the
+power law gamma = eta_opt / B = a T^b fitted to it (notebook `power_lr_surface`).
+
+Runs: every batch size over a factor-2 LR grid centred on centre_lr x (B / centre_batch_size)^lr_scaling,
+each run carrying every budget as a branched decay (common.py). The grid grows past an edge where a budget's
+best LR sits on it (up to `max_extension` steps a side), then the LRs around each budget's best are rerun with
+the other seeds. Optima are parabolas in log LR over the seed-mean losses; the fits use optima with >= 250
+steps that lie inside the grid, and their intervals resample seeds.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from replication import plots
+from replication.claims import claim
+from replication.fit import lr_power_law
+from replication.papers.power import common
+from replication.store import Store
+from replication.sweep import needs_run
+from replication.verdicts import MIN_STEPS
+
+KEYS = ("batch_sizes", "budgets", "center_lr", "center_batch_size", "lr_scaling", "lr_steps", "max_extension", "seeds",
+        "fixed_batch_size")
+
+
+def grid_lrs(s: dict, batch_size: int, steps=None) -> list[float]:
+    center = s["center_lr"] * (batch_size / s["center_batch_size"]) ** s["lr_scaling"]
+    return common.lr_grid(center, s["lr_steps"] if steps is None else steps)
+
+
+def spec(exp, batch_size: int, lr: float, seed: int):
+    s = common.settings(exp, KEYS)
+    return common.branched(exp, {"batch_size": batch_size, "optimizer.lr": lr, "seed": seed}, s["budgets"])
+
+
+def _steps_with_extension(exp, s: dict, batch_size: int, store: Store, results_root) -> list[int] | None:
+    """The grid's exponents for this batch size: lr_steps, extended one step past an edge whose LR is some
+    budget's best (seed 0), up to max_extension steps a side; None while a run of the grid is missing."""
+    steps = list(s["lr_steps"])
+    for _ in range(2 * s["max_extension"] + 1):
+        specs = [spec(exp, batch_size, lr, s["seeds"][0]) for lr in grid_lrs(s, batch_size, steps)]
+        if any(needs_run(store, x) for x in specs):
+            return None
+        best = common.optima(common.loss_table(exp, specs, results_root), ["tokens"])
+        low, high = grid_lrs(s, batch_size, [steps[0], steps[-1]])
+        grow_low = (best["best_lr"] == low).any() and s["lr_steps"][0] - steps[0] < s["max_extension"]
+        grow_high = (best["best_lr"] == high).any() and steps[-1] - s["lr_steps"][-1] < s["max_extension"]
+        if not (grow_low or grow_high):
+            return steps
+        steps = ([steps[0] - 1] if grow_low else []) + steps + ([steps[-1] + 1] if grow_high else [])
+    return steps
+
+
+def runs(exp, params: dict, results_root="results") -> list:
+    """Seed 0 over each batch size's grid (extended past edge optima); then, per batch size, the other seeds
+    at every LR that is some budget's best or next to it."""
+    s = common.settings(exp, KEYS)
+    store = Store(results_root, exp.profile, exp.name)
+    out = []
+    for b in s["batch_sizes"]:
+        steps = _steps_with_extension(exp, s, b, store, results_root)
+        lrs = grid_lrs(s, b, steps if steps is not None else None)
+        out += [spec(exp, b, lr, s["seeds"][0]) for lr in lrs]
+        if steps is None:
+            continue
+        out += [spec(exp, b, lrs[lrs.index(lr) + k], seed) for lr in _best_lrs(exp, s, b, lrs, results_root)
+                for k in (-1, 0, 1) if 0 <= lrs.index(lr) + k < len(lrs) for seed in s["seeds"][1:]]
+    return list(dict.fromkeys(out))
+
+
+def _best_lrs(exp, s: dict, batch_size: int, lrs: list[float], results_root) -> list[float]:
+    table = common.loss_table(exp, [spec(exp, batch_size, lr, s["seeds"][0]) for lr in lrs], results_root)
+    return sorted(set(common.optima(table, ["tokens"])["best_lr"]))
+
+
+def table(exp, params: dict, results_root="results") -> pd.DataFrame:
+    return common.loss_table(exp, runs(exp, params, results_root), results_root)
+
+
+def optima(table: pd.DataFrame) -> pd.DataFrame:
+    best = common.optima(table, ["batch_size", "tokens"])
+    best["gamma"] = best["optimal_lr"] / best["batch_size"]
+    return best
+
+
+def gamma_cells(best: pd.DataFrame, per_budget: int = 3) -> pd.DataFrame:
+    """Shen et al. fit gamma on the 3 best batch sizes of each budget (lowest loss at their optimal LR),
+    here among the optima that may decide a verdict."""
+    ok = common.verdict_cells(best)
+    return ok.sort_values("best_loss").groupby("tokens").head(per_budget).sort_values(["tokens", "batch_size"])
+
+
+def schedule_fit(best: pd.DataFrame) -> dict:
+    """(a, b) for the power schedule: the gamma fit on the verdict cells, or, where they are too few (the smoke
+    profile), on the 3 best batch sizes of every budget whatever their steps (`source` says which)."""
+    for source, cells in (("optima with >= 250 steps inside the grid", gamma_cells(best)),
+                          ("every optimum (too few with >= 250 steps inside the grid)", best.sort_values("best_loss").groupby("tokens").head(3))):
+        if len(cells) >= 3 and cells["tokens"].nunique() > 1:
+            fit = lr_power_law(cells["batch_size"], cells["tokens"], cells["optimal_lr"], draws=2)
+            if np.isfinite(fit["a"]) and np.isfinite(fit["b"]):
+                return {"a": fit["a"], "b": fit["b"], "source": source}
+    raise RuntimeError("power_lr_surface has too few optima for a gamma = a T^b fit")
+
+
+def _fits(best: pd.DataFrame, fixed_batch: int, fixed_tokens: int) -> dict:
+    ok = common.verdict_cells(best)
+    at_b, at_t, g = ok[ok["batch_size"] == fixed_batch], ok[ok["tokens"] == fixed_tokens], gamma_cells(best)
+    gamma = lr_power_law(g["batch_size"], g["tokens"], g["optimal_lr"], draws=2) if len(g) >= 3 and g["tokens"].nunique() > 1 else {}
+    free = lr_power_law(ok["batch_size"], ok["tokens"], ok["optimal_lr"], draws=2) if len(ok) >= 3 and ok["tokens"].nunique() > 1 else {}
+    return {"token_slope": common.slope(at_b["tokens"], at_b["optimal_lr"]),
+            "batch_slope": common.slope(at_t["batch_size"], at_t["optimal_lr"]),
+            "a": gamma.get("a", np.nan), "b": gamma.get("b", np.nan),
+            "free_batch_exponent": free.get("batch_exponent", np.nan), "free_token_exponent": free.get("token_exponent", np.nan)}
+
+
+def measure(table: pd.DataFrame, s: dict, draws: int = 200) -> dict:
+    """The fitted slopes and (a, b) of the seed-mean optima, and the same fits on `draws` seed resamples."""
+    fixed_tokens = max(s["budgets"])
+    best = optima(table)
+    point = _fits(best, s["fixed_batch_size"], fixed_tokens)
+    resampled = [_fits(optima(t), s["fixed_batch_size"], fixed_tokens) for t in common.resampled(table, ["batch_size", "tokens", "lr"], draws)]
+    return {"best": best, "point": point, "draws": pd.DataFrame(resampled)}
+
+
+def _interval(m: dict, key: str, cells: pd.DataFrame) -> dict:
+    return common.interval_measurement(m["point"][key], m["draws"][key], cells, len(cells) >= 2,
+                                       f"fewer than two optima with >= {MIN_STEPS} steps inside the grid")
+
+
+def claims(m: dict, s: dict) -> list[dict]:
+    best, p = m["best"], m["point"]
+    ok = common.verdict_cells(best)
+    at_b = ok[ok["batch_size"] == s["fixed_batch_size"]]
+    at_t = ok[ok["tokens"] == max(s["budgets"])]
+    g = gamma_cells(best)
+    span = lambda f, col: f"{f[col].min():,}-{f[col].max():,}" if len(f) else "none"
+    return [
+        claim("power.lr_surface.optimal_lr_falls_with_tokens",
+              f"B={s['fixed_batch_size']}: eta_opt ~ T^{p['token_slope']:.2f} over T = {span(at_b, 'tokens')} tokens", _interval(m, "token_slope", at_b)),
+        claim("power.lr_surface.optimal_lr_grows_with_batch",
+              f"T={max(s['budgets']):,}: eta_opt ~ B^{p['batch_slope']:.2f} over B = {span(at_t, 'batch_size')}; "
+              f"free fit over all cells: eta_opt ~ B^{p['free_batch_exponent']:.2f} T^{p['free_token_exponent']:.2f}",
+              _interval(m, "batch_slope", at_t)),
+        claim("power.lr_surface.gamma_exponent",
+              f"gamma = {p['a']:.3g} T^{p['b']:.2f} on the 3 best batch sizes of {g['tokens'].nunique()} budgets", _interval(m, "b", g)),
+    ]
+
+
+def gamma_metrics(best: pd.DataFrame, label: str = "ours") -> pd.DataFrame:
+    """What the report's side-by-side figure reads: the mean gamma of the 3 best batch sizes per budget."""
+    g = gamma_cells(best).groupby("tokens").agg(gamma=("gamma", "mean"), steps=("steps", "min")).reset_index()
+    return g.assign(model=label)
+
+
+def figure(table: pd.DataFrame, m: dict, s: dict):
+    best, p = m["best"], m["point"]
+    fixed_tokens = max(s["budgets"])
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
+    common.plot_loss_curves(axes[0], table, "tokens", {"batch_size": s["fixed_batch_size"]}, best, label=lambda t: f"T={t:,}")
+    axes[0].set_title(f"(Fig. 2a) B = {s['fixed_batch_size']}: loss against LR per budget", fontsize=9)
+    common.plot_loss_curves(axes[1], table, "batch_size", {"tokens": fixed_tokens}, best, label=lambda b: f"B={b}")
+    axes[1].set_title(f"(Fig. 2b) T = {fixed_tokens:,}: loss against LR per batch size", fontsize=9)
+    ax = axes[2]
+    budgets = sorted(best["tokens"].unique())
+    for i, t in enumerate(budgets):
+        g = best[best["tokens"] == t].sort_values("batch_size")
+        colour = plt.cm.viridis(i / max(len(budgets) - 1, 1))
+        ax.plot(g["batch_size"], g["optimal_lr"], "-", color=colour, lw=1, label=f"T={t:,}")
+        ok = (g["steps"] >= MIN_STEPS) & ~g["on_edge"]
+        ax.plot(g["batch_size"][ok], g["optimal_lr"][ok], "o", color=colour, ms=4)
+        ax.plot(g["batch_size"][~ok], g["optimal_lr"][~ok], "o", mfc="white", color=colour, ms=4)
+    ax.set(xscale="log", yscale="log", xlabel="batch size (sequences)", ylabel="optimal LR")
+    plots.log_ticks(ax, s["batch_sizes"])
+    ax.set_title(f"(Fig. 3) optimal LR against batch size (hollow: < {MIN_STEPS} steps or edge)\n"
+                 f"slope at T={fixed_tokens:,}: {p['batch_slope']:.2f}; paper: about 1", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[3]
+    g = gamma_cells(best)
+    ax.plot(best["tokens"], best["gamma"], ".", color="0.75", label="every cell")
+    ax.plot(g["tokens"], g["gamma"], "o", color="C3", ms=4, label="3 best batch sizes per budget")
+    if np.isfinite(p["b"]):
+        t = np.geomspace(min(budgets), max(budgets), 50)
+        ax.plot(t, p["a"] * t ** p["b"], "-", color="C3", label=f"fit {p['a']:.3g} T^{p['b']:.2f}")
+    ax.set(xscale="log", yscale="log", xlabel="tokens T", ylabel="gamma = optimal LR / B")
+    plots.log_ticks(ax, budgets)
+    ax.set_title("(Fig. 4) gamma against tokens; paper: 4.6 T^-0.51", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def caveats(table: pd.DataFrame, m: dict) -> list[str | None]:
+    best, p = m["best"], m["point"]
+    out = [common.edge_caveat(best, ["batch_size", "tokens"]), common.steps_caveat(best)]
+    g = gamma_cells(best)
+    if np.isfinite(p["free_batch_exponent"]) and abs(p["free_batch_exponent"] - 1) > 0.3 and g["tokens"].nunique() > 1:
+        first, last = (sorted(g[g["tokens"] == t]["batch_size"]) for t in (g["tokens"].min(), g["tokens"].max()))
+        out.append(f"Our optimal LR grows about as B^{p['free_batch_exponent']:.2f}, not B^1, so gamma = eta_opt / B itself falls "
+                   f"with B; the 3 best batch sizes move from {first} at {g['tokens'].min():,} tokens to {last} at {g['tokens'].max():,}, "
+                   f"so the fitted b ({p['b']:.2f}) mixes eta_opt's own token exponent (free fit: T^{p['free_token_exponent']:.2f}) "
+                   "with that shift. Read b beside the free fit, not alone.")
+    out.append(f"The largest budget is {table['tokens'].max():,} tokens against the paper's 2B-256B, and the body has about 0.1M "
+               "non-embedding parameters in the standard parameterization against 12M-121M under muP (see power_transfer).")
+    return out

@@ -1,0 +1,150 @@
+"""Beyond the paper, Bergsma et al. 2025 ("Power Lines"): at one model and budget, the optimal AdamW weight
+decay against batch size, and whether the AdamW timescale tau = B / (eta lambda D) stays constant at the
+optimum (notebook `power_weight_decay`).
+
+eta at each batch size is WSD's best grid LR for this budget in `power_lr_surface` (read from its store; its
+runs are swept first). D is the budget in sequences, so tau is the share of the data over which AdamW's
+decay averages the updates (Wang and Aitchison; Bergsma et al. find tau_opt about constant in B and N).
+Runs: a factor-~3 weight-decay grid per batch size (seed 0), then 3 seeds at the best decay and its neighbours.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from replication import plots
+from replication.claims import claim
+from replication.params import experiment
+from replication.papers.power import common, lr_surface
+from replication.store import Store
+from replication.sweep import needs_run
+from replication.verdicts import MIN_STEPS
+
+REQUIRES = ("power_lr_surface",)
+KEYS = ("batch_sizes", "tokens", "weight_decays", "max_extension", "seeds")
+
+
+def learning_rates(exp, params: dict, results_root="results") -> dict[int, float]:
+    """Batch size -> WSD's best grid LR at this budget in power_lr_surface (raises while it is incomplete)."""
+    s = common.settings(exp, KEYS)
+    other = experiment(params, "power_lr_surface", exp.profile)
+    if any(needs_run(Store(results_root, exp.profile, other.name), x) for x in lr_surface.runs(other, params, results_root)):
+        raise RuntimeError("power_weight_decay reads power_lr_surface's runs: sweep that experiment first")
+    best = lr_surface.optima(lr_surface.table(other, params, results_root))
+    best = best[best["tokens"] == s["tokens"]].set_index("batch_size")["best_lr"]
+    missing = [b for b in s["batch_sizes"] if b not in best.index]
+    if missing:
+        raise RuntimeError(f"power_lr_surface has no optimum at {s['tokens']:,} tokens for batch size(s) {missing}")
+    return {b: float(best.loc[b]) for b in s["batch_sizes"]}
+
+
+def spec(exp, batch_size: int, lr: float, wd: float, seed: int):
+    s = common.settings(exp, KEYS)
+    return exp.derived({"batch_size": batch_size, "optimizer.lr": lr, "optimizer.weight_decay": wd, "seed": seed, "tokens": s["tokens"]},
+                       "settings")
+
+
+def _label(spec) -> dict:
+    return {"wd": spec.optimizer.weight_decay}
+
+
+def _grid(exp, s: dict, batch_size: int, lr: float, store: Store, results_root) -> tuple[list[float], bool]:
+    """The decays of one batch size at seed 0, the grid's ratio carried past an edge that is the best (up to
+    max_extension steps a side); and whether they are all stored."""
+    wds = sorted(s["weight_decays"])
+    ratio = wds[1] / wds[0]
+    for _ in range(2 * s["max_extension"] + 1):
+        grid = [spec(exp, batch_size, lr, wd, s["seeds"][0]) for wd in wds]
+        if any(needs_run(store, x) for x in grid):
+            return wds, False
+        t = common.loss_table(exp, grid, results_root, _label)
+        best = float(t.loc[t["loss"].idxmin(), "wd"]) if t["loss"].notna().any() else wds[0]
+        low = best == wds[0] and wds[0] > min(s["weight_decays"]) / ratio ** s["max_extension"] * 1.001
+        high = best == wds[-1] and wds[-1] < max(s["weight_decays"]) * ratio ** s["max_extension"] / 1.001
+        if not (low or high):
+            return wds, True
+        wds = ([float(f"{wds[0] / ratio:.4g}")] if low else []) + wds + ([float(f"{wds[-1] * ratio:.4g}")] if high else [])
+    return wds, True
+
+
+def runs(exp, params: dict, results_root="results") -> list:
+    """Per batch size at its tuned LR: the decay grid (seed 0, extended past an edge optimum), then the
+    other seeds at the best decay and its neighbours."""
+    s = common.settings(exp, KEYS)
+    lrs = learning_rates(exp, params, results_root)
+    store = Store(results_root, exp.profile, exp.name)
+    out = []
+    for b, lr in lrs.items():
+        wds, complete = _grid(exp, s, b, lr, store, results_root)
+        grid = [spec(exp, b, lr, wd, s["seeds"][0]) for wd in wds]
+        out += grid
+        if not complete:
+            continue
+        t = common.loss_table(exp, grid, results_root, _label)
+        i = wds.index(float(t.loc[t["loss"].idxmin(), "wd"])) if t["loss"].notna().any() else 0
+        out += [spec(exp, b, lr, wds[j], seed) for j in (i - 1, i, i + 1) if 0 <= j < len(wds) for seed in s["seeds"][1:]]
+    return list(dict.fromkeys(out))
+
+
+def table(exp, params: dict, results_root="results") -> pd.DataFrame:
+    return common.loss_table(exp, runs(exp, params, results_root), results_root, _label)
+
+
+def timescale(batch_size, lr, wd, tokens: int, seq_len: int):
+    """tau = B / (eta lambda D), D the budget in sequences: AdamW's averaging window as a share of the data."""
+    return np.asarray(batch_size, dtype=float) / (np.asarray(lr) * np.asarray(wd) * (tokens / seq_len))
+
+
+def measure(table: pd.DataFrame, s: dict, seq_len: int, draws: int = 200) -> dict:
+    def fits(t: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+        best = common.optima(t[t["wd"] > 0], ["batch_size"], x="wd")
+        lrs = t.groupby("batch_size")["lr"].first()
+        best["lr"] = best["batch_size"].map(lrs)
+        best["tau"] = timescale(best["batch_size"], best["lr"], best["optimal_wd"], s["tokens"], seq_len)
+        ok = decisive(best)
+        return best, common.slope(ok["batch_size"], ok["tau"])
+
+    best, point = fits(table)
+    resampled = [fits(t)[1] for t in common.resampled(table, ["batch_size", "wd"], draws)]
+    return {"best": best, "tau_slope": point, "draws": resampled}
+
+
+def decisive(best: pd.DataFrame) -> pd.DataFrame:
+    """Optima that may decide: >= 250 steps, inside the grid, and resolved (the loss is not flat around them)."""
+    return common.verdict_cells(best)[lambda f: f["resolved"]]
+
+
+def claims(m: dict, s: dict) -> list[dict]:
+    ok = decisive(m["best"])
+    flat = common.verdict_cells(m["best"])[lambda f: ~f["resolved"]]
+    measurement = common.interval_measurement(
+        m["tau_slope"], m["draws"], ok, ok["batch_size"].nunique() >= 2,
+        f"{len(ok)} batch size(s) with a resolved optimal weight decay (inside the grid, >= {MIN_STEPS} steps, both neighbours "
+        f"worse by > 2 SE); need 2" + (f": the loss is flat around the best decay at B = {', '.join(map(str, flat['batch_size']))}" if len(flat) else ""))
+    lam = ", ".join(f"B={int(r.batch_size)}: {r.optimal_wd:.3g}" for r in m["best"].itertuples())
+    return [claim("power.weight_decay.timescale_constant",
+                  f"optimal weight decay {lam}; " + (f"tau_opt ~ B^{m['tau_slope']:.2f}" if np.isfinite(m["tau_slope"])
+                                                     else "too few resolved optima for a tau_opt trend"), measurement)]
+
+
+def figure(table: pd.DataFrame, m: dict, s: dict):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    positive = table[table["wd"] > 0]
+    common.plot_loss_curves(ax, positive, "batch_size", {"tokens": s["tokens"]}, m["best"], x="wd", label=lambda b: f"B={b}")
+    ax.set_title(f"Loss against AdamW weight decay, T = {s['tokens']:,} (each B at its tuned LR)", fontsize=9)
+    ax = axes[1]
+    best = m["best"]
+    ok = best["batch_size"].isin(decisive(best)["batch_size"])
+    ax.plot(best["batch_size"], best["tau"], "o-", color="C3", label="tau at the optimal decay (hollow: on the edge, "
+            f"< {MIN_STEPS} steps, or a flat loss)")
+    ax.plot(best["batch_size"][~ok], best["tau"][~ok], "o", mfc="white", color="C3")
+    ax.set(xscale="log", yscale="log", xlabel="batch size (sequences)", ylabel="tau = B / (eta lambda D)")
+    plots.log_ticks(ax, best["batch_size"])
+    trend = f"tau ~ B^{m['tau_slope']:.2f}" if np.isfinite(m["tau_slope"]) else "no trend: too few resolved optima"
+    ax.set_title(f"AdamW timescale at the optimum: {trend} (Power Lines: constant)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

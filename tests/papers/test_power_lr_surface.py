@@ -1,0 +1,88 @@
+"""power_lr_surface: budgets branched off one run become rows, optima are parabolas in log LR, and the fits
+recover the law a synthetic loss surface was made from."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from replication.papers.power import common, lr_surface
+from replication.params import experiment, load_params
+from replication.spec import ConfigError
+
+
+def synthetic_table(law, batch_sizes=(2, 4, 8, 16), budgets=(40960, 81920, 163840, 327680), seeds=(0, 1, 2), noise=0.002,
+                    seq_len=32, **extra):
+    """Losses c (log lr - log eta*(B, T))^2 + floor over a factor-2 grid around each optimum, with seed noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for b in batch_sizes:
+        for t in budgets:
+            best = law(b, t)
+            for k in range(-3, 4):
+                lr = float(f"{best * 2.0 ** (k + 0.3):.4g}")  # the optimum lies between grid points
+                for seed in seeds:
+                    rows.append({"batch_size": b, "tokens": t, "lr": lr, "seed": seed, "steps": t // (b * seq_len), **extra,
+                                 "loss": 5 + 0.05 * np.log(lr / best) ** 2 + noise * rng.standard_normal()})
+    return pd.DataFrame(rows)
+
+
+def test_budget_rows_read_the_branches_and_mark_what_a_diverged_run_never_reached():
+    spec = {"tokens": 4096, "batch_size": 4, "data": {"seq_len": 16}, "decay_branches": [1024, 2048]}
+    ok = {"spec": spec, "status": "ok", "final_val_loss": 4.0, "decay_branches": {"tokens": [1024, 2048], "val_loss": [5.0, 4.5]}}
+    assert common.budget_rows(ok) == [{"tokens": 1024, "steps": 16, "loss": 5.0}, {"tokens": 2048, "steps": 32, "loss": 4.5},
+                                      {"tokens": 4096, "steps": 64, "loss": 4.0}]
+    diverged = {**ok, "status": "diverged", "final_val_loss": None, "decay_branches": {"tokens": [1024], "val_loss": [5.0]}}
+    assert [r["loss"] for r in common.budget_rows(diverged)] == [5.0, None, None]
+
+
+def test_optima_find_the_parabola_vertex_between_grid_points_and_flag_edges():
+    table = synthetic_table(lambda b, t: 1e-2, batch_sizes=(4,), budgets=(327680,), noise=0.0)
+    best = common.optima(table, ["batch_size", "tokens"])
+    assert best["optimal_lr"].iloc[0] == pytest.approx(1e-2, rel=0.02) and not best["on_edge"].iloc[0]
+    edge = common.optima(table[table["lr"] < 8e-3], ["batch_size", "tokens"])
+    assert edge["on_edge"].iloc[0] and edge["n_seeds"].iloc[0] == 3
+
+
+def test_the_fits_recover_shens_law_from_a_synthetic_surface():
+    a, b = 3.0, -0.5
+    table = synthetic_table(lambda bs, t: bs * a * t**b)
+    m = lr_surface.measure(table, {"budgets": [40960, 81920, 163840, 327680], "fixed_batch_size": 4}, draws=20)
+    p = m["point"]
+    assert p["b"] == pytest.approx(b, abs=0.03) and p["a"] == pytest.approx(a, rel=0.3)
+    assert p["token_slope"] == pytest.approx(b, abs=0.05) and p["batch_slope"] == pytest.approx(1.0, abs=0.05)
+    assert p["free_batch_exponent"] == pytest.approx(1.0, abs=0.05)
+    claims = {c["id"]: c for c in lr_surface.claims(m, {"budgets": [40960, 81920, 163840, 327680], "fixed_batch_size": 4})}
+    assert claims["power.lr_surface.gamma_exponent"]["verdict"] == "confirmed"
+    assert claims["power.lr_surface.optimal_lr_grows_with_batch"]["verdict"] == "confirmed"
+
+
+def test_a_square_root_law_is_not_called_linear():
+    table = synthetic_table(lambda bs, t: 1e-2 * (bs / 4) ** 0.5 * (t / 40960) ** -0.3)
+    m = lr_surface.measure(table, {"budgets": [40960, 81920, 163840, 327680], "fixed_batch_size": 4}, draws=20)
+    grows = {c["id"]: c for c in lr_surface.claims(m, {"budgets": [327680], "fixed_batch_size": 4})}["power.lr_surface.optimal_lr_grows_with_batch"]
+    assert m["point"]["batch_slope"] == pytest.approx(0.5, abs=0.05) and grows["verdict"] == "not confirmed"
+
+
+def test_the_schedule_fit_falls_back_to_every_optimum_when_too_few_cells_decide():
+    table = synthetic_table(lambda bs, t: bs * 3.0 * t**-0.5, budgets=(1024, 2048))  # every cell under 250 steps
+    fit = lr_surface.schedule_fit(lr_surface.optima(table))
+    assert fit["b"] == pytest.approx(-0.5, abs=0.05) and fit["source"].startswith("every optimum")
+
+
+def test_settings_errors_name_the_key():
+    params = load_params("params.yaml")
+    exp = experiment(params, "power_lr_surface", "smoke")
+    bad = exp.__class__(exp.name, exp.profile, exp.base, exp.grids, {**exp.settings, "budget": [1]})
+    with pytest.raises(ConfigError, match="settings.budget: unknown key"):
+        lr_surface.runs(bad, params)
+    unsorted = exp.__class__(exp.name, exp.profile, exp.base, exp.grids, {**exp.settings, "budgets": [2048, 1024]})
+    with pytest.raises(ConfigError, match="budgets.*must increase"):
+        lr_surface.runs(unsorted, params)
+
+
+def test_each_run_carries_every_smaller_budget_as_a_branch():
+    params = load_params("params.yaml")
+    exp = experiment(params, "power_lr_surface", "cpu")
+    specs = lr_surface.runs(exp, params, results_root="/nonexistent")
+    assert {s.batch_size for s in specs} == set(exp.settings["batch_sizes"])
+    assert all(list(s.decay_branches) == exp.settings["budgets"][:-1] and s.tokens == exp.settings["budgets"][-1] for s in specs)
