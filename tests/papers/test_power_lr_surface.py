@@ -86,3 +86,33 @@ def test_each_run_carries_every_smaller_budget_as_a_branch():
     specs = lr_surface.runs(exp, params, results_root="/nonexistent")
     assert {s.batch_size for s in specs} == set(exp.settings["batch_sizes"])
     assert all(list(s.decay_branches) == exp.settings["budgets"][:-1] and s.tokens == exp.settings["budgets"][-1] for s in specs)
+
+
+def test_a_grid_grows_past_an_edge_best_and_declares_the_new_run_until_it_is_stored(tmp_path):
+    """The extension is declared (so the sweep trains it) while missing, and stops at max_extension."""
+    from replication.record import new_record
+    from replication.store import Store
+
+    params = load_params("params.yaml")
+    exp = experiment(params, "power_lr_surface", "smoke")
+    store = Store(tmp_path, "smoke", exp.name)
+    make = lambda lr: lr_surface.spec(exp, 2, lr, 0)
+    values = lambda low, high: common.lr_grid(1e-2, common.extended_steps([-1, 0, 1], low, high))
+
+    def store_runs(lrs):  # loss falls as the LR grows: the best is always the top of the grid
+        for lr in lrs:
+            r = new_record(make(lr), {})
+            r.update(final_val_loss=5 - lr, decay_branches={"tokens": list(make(lr).decay_branches),
+                                                             "val_loss": [6 - lr] * len(make(lr).decay_branches)})
+            store.write(r)
+
+    store_runs(values(0, 0))
+    grid, best = common.grid_past_edges(exp, values, make, 2, tmp_path)
+    assert grid == common.lr_grid(1e-2, [-1, 0, 1, 2]) and best is None  # the new run is named, to train next
+    store_runs(grid)
+    grid, best = common.grid_past_edges(exp, values, make, 2, tmp_path)
+    assert grid == common.lr_grid(1e-2, [-1, 0, 1, 2, 3]) and best is None
+    store_runs(grid)
+    grid, best = common.grid_past_edges(exp, values, make, 2, tmp_path)
+    assert grid == common.lr_grid(1e-2, [-1, 0, 1, 2, 3]) and best == [grid[-1]]  # max_extension reached
+    assert common.around(grid, best) == grid[-2:]

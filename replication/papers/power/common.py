@@ -15,6 +15,7 @@ import pandas as pd
 from replication.fit import argmin_log_parabola
 from replication.spec import ConfigError, RunSpec
 from replication.store import Store
+from replication.sweep import needs_run
 from replication.verdicts import MIN_STEPS, Z
 
 
@@ -90,6 +91,38 @@ def optima(table: pd.DataFrame, by: list[str], x: str = "lr") -> pd.DataFrame:
                      "resolved": bool(len(gaps) == 2 and min(gaps) > Z),
                      "steps": int(g["steps"].min())})
     return pd.DataFrame(rows)
+
+
+def extended_steps(steps, low: int, high: int) -> list[int]:
+    """Grid exponents `steps` with `low` more below and `high` more above, one apart."""
+    steps = list(steps)
+    return list(range(steps[0] - low, steps[0])) + steps + list(range(steps[-1] + 1, steps[-1] + 1 + high))
+
+
+def grid_past_edges(exp, values, make, max_extension: int, results_root="results", label=None, x: str = "lr"
+                    ) -> tuple[list, list | None]:
+    """The seed-0 grid `values(low, high)` (`low` / `high` grid steps added below / above the configured grid),
+    grown one step a side while an edge value is some budget's best, up to `max_extension` steps a side; `make(v)`
+    is the run at value v. Returns the grid and each budget's best value, or None for the bests while a run of
+    the grid is not stored (the grid then names the runs to train next)."""
+    store = Store(results_root, exp.profile, exp.name)
+    low = high = 0
+    while True:
+        grid = values(low, high)
+        specs = [make(v) for v in grid]
+        if any(needs_run(store, spec) for spec in specs):
+            return grid, None
+        best = sorted(set(optima(loss_table(exp, specs, results_root, label), ["tokens"], x)[f"best_{x}"]))
+        grow_low, grow_high = grid[0] in best and low < max_extension, grid[-1] in best and high < max_extension
+        if not (grow_low or grow_high):
+            return grid, best
+        low, high = low + grow_low, high + grow_high
+
+
+def around(grid: list, best: list) -> list:
+    """The grid values at or next to any of `best`: where the other seeds run."""
+    near = {j for b in best for j in (grid.index(b) - 1, grid.index(b), grid.index(b) + 1) if 0 <= j < len(grid)}
+    return [grid[j] for j in sorted(near)]
 
 
 def resampled(table: pd.DataFrame, cells: list[str], draws: int = 200, seed: int = 0):

@@ -36,44 +36,26 @@ def spec(exp, batch_size: int, lr: float, seed: int):
     return common.branched(exp, {"batch_size": batch_size, "optimizer.lr": lr, "seed": seed}, s["budgets"])
 
 
-def _steps_with_extension(exp, s: dict, batch_size: int, store: Store, results_root) -> list[int] | None:
-    """The grid's exponents for this batch size: lr_steps, extended one step past an edge whose LR is some
-    budget's best (seed 0), up to max_extension steps a side; None while a run of the grid is missing."""
-    steps = list(s["lr_steps"])
-    for _ in range(2 * s["max_extension"] + 1):
-        specs = [spec(exp, batch_size, lr, s["seeds"][0]) for lr in grid_lrs(s, batch_size, steps)]
-        if any(needs_run(store, x) for x in specs):
-            return None
-        best = common.optima(common.loss_table(exp, specs, results_root), ["tokens"])
-        low, high = grid_lrs(s, batch_size, [steps[0], steps[-1]])
-        grow_low = (best["best_lr"] == low).any() and s["lr_steps"][0] - steps[0] < s["max_extension"]
-        grow_high = (best["best_lr"] == high).any() and steps[-1] - s["lr_steps"][-1] < s["max_extension"]
-        if not (grow_low or grow_high):
-            return steps
-        steps = ([steps[0] - 1] if grow_low else []) + steps + ([steps[-1] + 1] if grow_high else [])
-    return steps
-
-
 def runs(exp, params: dict, results_root="results") -> list:
     """Seed 0 over each batch size's grid (extended past edge optima); then, per batch size, the other seeds
     at every LR that is some budget's best or next to it."""
     s = common.settings(exp, KEYS)
-    store = Store(results_root, exp.profile, exp.name)
     out = []
     for b in s["batch_sizes"]:
-        steps = _steps_with_extension(exp, s, b, store, results_root)
-        lrs = grid_lrs(s, b, steps if steps is not None else None)
+        lrs, best = common.grid_past_edges(exp, lambda low, high, b=b: grid_lrs(s, b, common.extended_steps(s["lr_steps"], low, high)),
+                                           lambda lr, b=b: spec(exp, b, lr, s["seeds"][0]), s["max_extension"], results_root)
         out += [spec(exp, b, lr, s["seeds"][0]) for lr in lrs]
-        if steps is None:
-            continue
-        out += [spec(exp, b, lrs[lrs.index(lr) + k], seed) for lr in _best_lrs(exp, s, b, lrs, results_root)
-                for k in (-1, 0, 1) if 0 <= lrs.index(lr) + k < len(lrs) for seed in s["seeds"][1:]]
+        out += [spec(exp, b, lr, seed) for lr in common.around(lrs, best or []) for seed in s["seeds"][1:]]
     return list(dict.fromkeys(out))
 
 
-def _best_lrs(exp, s: dict, batch_size: int, lrs: list[float], results_root) -> list[float]:
-    table = common.loss_table(exp, [spec(exp, batch_size, lr, s["seeds"][0]) for lr in lrs], results_root)
-    return sorted(set(common.optima(table, ["tokens"])["best_lr"]))
+def complete_table(exp, params: dict, results_root="results") -> pd.DataFrame:
+    """The table of every declared run, for topics that read this experiment: raises while one is missing."""
+    store = Store(results_root, exp.profile, exp.name)
+    specs = runs(exp, params, results_root)
+    if any(needs_run(store, x) for x in specs):
+        raise RuntimeError(f"{exp.name}'s runs are read by another experiment: sweep {exp.name} first")
+    return common.loss_table(exp, specs, results_root)
 
 
 def table(exp, params: dict, results_root="results") -> pd.DataFrame:

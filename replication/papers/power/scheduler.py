@@ -29,12 +29,7 @@ KEYS = ("batch_sizes", "cosine_budgets", "cosine_lr_steps", "eta_max", "fixed_ba
 
 def wsd(exp, params: dict, results_root="results") -> tuple[pd.DataFrame, dict]:
     """The power_lr_surface table and its fit (raises while its runs are missing)."""
-    other = experiment(params, "power_lr_surface", exp.profile)
-    table = lr_surface.table(other, params, results_root)
-    specs = lr_surface.runs(other, params, results_root)
-    store = Store(results_root, exp.profile, other.name)
-    if any(needs_run(store, x) for x in specs):
-        raise RuntimeError("power_scheduler reads power_lr_surface's runs: sweep that experiment first")
+    table = lr_surface.complete_table(experiment(params, "power_lr_surface", exp.profile), params, results_root)
     return table, lr_surface.schedule_fit(lr_surface.optima(table))
 
 

@@ -16,8 +16,6 @@ import pandas as pd
 from replication import plots
 from replication.claims import claim
 from replication.papers.power import common
-from replication.store import Store
-from replication.sweep import needs_run
 from replication.verdicts import MIN_STEPS
 
 KEYS = ("widths", "base_width", "batch_size", "budgets", "center_lr", "sp_width_scaling", "lr_steps", "max_extension", "seeds")
@@ -39,37 +37,16 @@ def _label(spec) -> dict:
     return {"width": spec.model.width}
 
 
-def _grid(exp, s: dict, width: int, param: str, store: Store, results_root) -> tuple[list[float], bool]:
-    """The LRs of one (width, parameterization) at seed 0, extended past an edge that is some budget's best;
-    and whether they are all stored."""
-    steps = list(s["lr_steps"])
-    while True:
-        lrs = common.lr_grid(_center(s, width, param), steps)
-        specs = [spec(exp, width, param, lr, s["seeds"][0]) for lr in lrs]
-        if any(needs_run(store, x) for x in specs):
-            return lrs, False
-        best = common.optima(common.loss_table(exp, specs, results_root), ["tokens"])
-        grow_low = (best["best_lr"] == lrs[0]).any() and s["lr_steps"][0] - steps[0] < s["max_extension"]
-        grow_high = (best["best_lr"] == lrs[-1]).any() and steps[-1] - s["lr_steps"][-1] < s["max_extension"]
-        if not (grow_low or grow_high):
-            return lrs, True
-        steps = ([steps[0] - 1] if grow_low else []) + steps + ([steps[-1] + 1] if grow_high else [])
-
-
 def runs(exp, params: dict, results_root="results") -> list:
     s = common.settings(exp, KEYS)
-    store = Store(results_root, exp.profile, exp.name)
     out = []
     for width in s["widths"]:
         for param in PARAMETERIZATIONS:
-            lrs, complete = _grid(exp, s, width, param, store, results_root)
-            out += [spec(exp, width, param, lr, s["seeds"][0]) for lr in lrs]
-            if not complete:
-                continue
-            table = common.loss_table(exp, [spec(exp, width, param, lr, s["seeds"][0]) for lr in lrs], results_root)
-            for lr in sorted(set(common.optima(table, ["tokens"])["best_lr"])):
-                i = lrs.index(lr)
-                out += [spec(exp, width, param, lrs[j], seed) for j in (i - 1, i, i + 1) if 0 <= j < len(lrs) for seed in s["seeds"][1:]]
+            make = lambda lr, seed=s["seeds"][0], w=width, p=param: spec(exp, w, p, lr, seed)
+            lrs, best = common.grid_past_edges(
+                exp, lambda low, high, w=width, p=param: common.lr_grid(_center(s, w, p), common.extended_steps(s["lr_steps"], low, high)),
+                make, s["max_extension"], results_root)
+            out += [make(lr) for lr in lrs] + [make(lr, seed) for lr in common.around(lrs, best or []) for seed in s["seeds"][1:]]
     return list(dict.fromkeys(out))
 
 

@@ -18,8 +18,6 @@ from replication import plots
 from replication.claims import claim
 from replication.params import experiment
 from replication.papers.power import common, lr_surface
-from replication.store import Store
-from replication.sweep import needs_run
 from replication.verdicts import MIN_STEPS
 
 REQUIRES = ("power_lr_surface",)
@@ -29,10 +27,7 @@ KEYS = ("batch_sizes", "tokens", "weight_decays", "max_extension", "seeds")
 def learning_rates(exp, params: dict, results_root="results") -> dict[int, float]:
     """Batch size -> WSD's best grid LR at this budget in power_lr_surface (raises while it is incomplete)."""
     s = common.settings(exp, KEYS)
-    other = experiment(params, "power_lr_surface", exp.profile)
-    if any(needs_run(Store(results_root, exp.profile, other.name), x) for x in lr_surface.runs(other, params, results_root)):
-        raise RuntimeError("power_weight_decay reads power_lr_surface's runs: sweep that experiment first")
-    best = lr_surface.optima(lr_surface.table(other, params, results_root))
+    best = lr_surface.optima(lr_surface.complete_table(experiment(params, "power_lr_surface", exp.profile), params, results_root))
     best = best[best["tokens"] == s["tokens"]].set_index("batch_size")["best_lr"]
     missing = [b for b in s["batch_sizes"] if b not in best.index]
     if missing:
@@ -50,41 +45,26 @@ def _label(spec) -> dict:
     return {"wd": spec.optimizer.weight_decay}
 
 
-def _grid(exp, s: dict, batch_size: int, lr: float, store: Store, results_root) -> tuple[list[float], bool]:
-    """The decays of one batch size at seed 0, the grid's ratio carried past an edge that is the best (up to
-    max_extension steps a side); and whether they are all stored."""
+def _decays(s: dict, low: int, high: int) -> list[float]:
+    """The weight-decay grid with `low` / `high` more values below / above, at the ratio of its first two."""
     wds = sorted(s["weight_decays"])
     ratio = wds[1] / wds[0]
-    for _ in range(2 * s["max_extension"] + 1):
-        grid = [spec(exp, batch_size, lr, wd, s["seeds"][0]) for wd in wds]
-        if any(needs_run(store, x) for x in grid):
-            return wds, False
-        t = common.loss_table(exp, grid, results_root, _label)
-        best = float(t.loc[t["loss"].idxmin(), "wd"]) if t["loss"].notna().any() else wds[0]
-        low = best == wds[0] and wds[0] > min(s["weight_decays"]) / ratio ** s["max_extension"] * 1.001
-        high = best == wds[-1] and wds[-1] < max(s["weight_decays"]) * ratio ** s["max_extension"] / 1.001
-        if not (low or high):
-            return wds, True
-        wds = ([float(f"{wds[0] / ratio:.4g}")] if low else []) + wds + ([float(f"{wds[-1] * ratio:.4g}")] if high else [])
-    return wds, True
+    for _ in range(low):
+        wds.insert(0, float(f"{wds[0] / ratio:.4g}"))
+    for _ in range(high):
+        wds.append(float(f"{wds[-1] * ratio:.4g}"))
+    return wds
 
 
 def runs(exp, params: dict, results_root="results") -> list:
     """Per batch size at its tuned LR: the decay grid (seed 0, extended past an edge optimum), then the
     other seeds at the best decay and its neighbours."""
     s = common.settings(exp, KEYS)
-    lrs = learning_rates(exp, params, results_root)
-    store = Store(results_root, exp.profile, exp.name)
     out = []
-    for b, lr in lrs.items():
-        wds, complete = _grid(exp, s, b, lr, store, results_root)
-        grid = [spec(exp, b, lr, wd, s["seeds"][0]) for wd in wds]
-        out += grid
-        if not complete:
-            continue
-        t = common.loss_table(exp, grid, results_root, _label)
-        i = wds.index(float(t.loc[t["loss"].idxmin(), "wd"])) if t["loss"].notna().any() else 0
-        out += [spec(exp, b, lr, wds[j], seed) for j in (i - 1, i, i + 1) if 0 <= j < len(wds) for seed in s["seeds"][1:]]
+    for b, lr in learning_rates(exp, params, results_root).items():
+        make = lambda wd, seed=s["seeds"][0], b=b, lr=lr: spec(exp, b, lr, wd, seed)
+        wds, best = common.grid_past_edges(exp, lambda low, high: _decays(s, low, high), make, s["max_extension"], results_root, _label, "wd")
+        out += [make(wd) for wd in wds] + [make(wd, seed) for wd in common.around(wds, best or []) for seed in s["seeds"][1:]]
     return list(dict.fromkeys(out))
 
 
