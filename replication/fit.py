@@ -269,3 +269,21 @@ def lr_power_law(batch_sizes, tokens, optimal_lrs, draws: int = 200, seed: int =
             "batch_exponent": alpha, "batch_exponent_low": alpha_low, "batch_exponent_high": alpha_high,
             "token_exponent": beta, "token_exponent_low": beta_low, "token_exponent_high": beta_high,
             "rms_fixed": rms_fixed, "rms_free": rms_free, "n": int(len(ll)), "b_draws": samples[:, 1].tolist()}
+
+
+def resampled(table: pd.DataFrame, cells: list[str], draws: int = 200, seed: int = 0):
+    """`draws` copies of `table` whose seeds are resampled with replacement within every cell of `cells`:
+    refitting each gives the spread over seeds of anything fitted to the optima (bootstrap intervals)."""
+    rng = np.random.default_rng(seed)
+    groups = [g for _, g in table.groupby(cells)]
+    for _ in range(draws):
+        yield pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in groups], ignore_index=True)
+
+
+def slope(x, y) -> float:
+    """Least-squares slope of log y on log x (NaN with fewer than two distinct x)."""
+    x, y = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    keep = np.isfinite(x) & np.isfinite(y)
+    if len(np.unique(x[keep])) < 2:
+        return float("nan")
+    return float(np.polyfit(x[keep], y[keep], 1)[0])

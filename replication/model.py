@@ -252,11 +252,20 @@ class GPT(nn.Module):
         summed in a varying order and reruns of one spec drifted apart in the last bits.
         """
         M, B, T, _ = x.shape
-        logits = self._linear(self.hidden(x), "embed_out").float()  # [M, B*T, V]
+        logits = self._output(x)  # [M, B*T, V]
+        losses = F.cross_entropy(logits.view(M * B * T, -1), targets.reshape(-1), reduction="none")
+        return losses.view(M, B * T).mean(dim=1)  # a target of -100 (ignored) adds 0 and still counts in the mean
+
+    def _output(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self._linear(self.hidden(x), "embed_out").float()
         if self.cfg.mup_base_width:  # muP's output multiplier 1 / m_width keeps logit updates width-independent
             logits = logits * (self.cfg.mup_base_width / self.cfg.width)
-        losses = F.cross_entropy(logits.view(M * B * T, -1), targets.reshape(-1), reduction="none")
-        return losses.view(M, B * T).mean(dim=1)
+        return logits
+
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """Next-token logits per member: idx [M, B, T] -> [M, B, T, V] (scoring answers and choices)."""
+        M, B, T = idx.shape
+        return self._output(self.embed(idx)).view(M, B, T, -1)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy per member: idx, targets [M, B, T] -> [M]."""

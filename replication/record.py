@@ -22,7 +22,7 @@ REQUIRED_FIELDS = ("format", "id", "spec", "status", "train", "val", "final_val_
 # kept every earlier run's name (and its record) valid.
 _LATER_FIELDS = {("data", "domain"): None, ("init_from",): None, ("lora_rank",): None, ("lora_alpha",): None,
                  ("eval_spacing",): None, ("stop_below",): None, ("noise_scale_batches",): None,
-                 ("model", "mup_base_width"): None, ("schedule", "warmup_tokens"): None, ("decay_branches",): ()}
+                 ("model", "mup_base_width"): None, ("schedule", "warmup_tokens"): None, ("decay_branches",): (), ("tasks",): None}
 # How a run executes, not what it computes: never part of its name. Compiled and eager steps agree to
 # fp32 round-off (tests/test_compiled.py), like runs on different thread counts, so they share records.
 _EXECUTION_FIELDS = ("compile",)

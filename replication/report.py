@@ -10,7 +10,9 @@ the metrics files it names: nothing here changes.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -22,6 +24,7 @@ from replication.model import count_parameters
 from replication.notebook import write_metrics
 from replication.papers import declared_runs
 from replication.params import experiment, load_params
+from replication.data import DataError
 from replication.spec import ConfigError
 
 VERDICT_COLOURS = {"confirmed": "#2e7d32", "partly": "#9ccc65", "not confirmed": "#c62828", "within noise": "#ffb300",
@@ -82,6 +85,23 @@ def summary_figure(counts: pd.DataFrame):
 
 
 # ----------------------------------------------------------------------------------------------- the scale
+@contextlib.contextmanager
+def _hub_offline():
+    """The report never downloads: a topic that declares its runs from its corpus (`smoltulu_ratio` reads held-out
+    text into its task set) reads a hub dataset from the local cache or fails at once, instead of retrying the
+    network (effective where `datasets` is first imported inside, as in the report's own kernel)."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    os.environ.update({k: "1" for k in saved})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _ours(params: dict, name: str, profile: str, root: Path = Path(".")) -> dict | None:
     """Our setting of experiment `name` on `profile`, from every run its topic declares given the store
     (params.yaml's grid where it has no topic); None if params.yaml has no such experiment."""
@@ -90,9 +110,13 @@ def _ours(params: dict, name: str, profile: str, root: Path = Path(".")) -> dict
     except ConfigError:
         return None
     try:
-        specs = declared_runs(exp, params, root / "results")
+        with _hub_offline():
+            specs = declared_runs(exp, params, root / "results")
     except (RuntimeError, FileNotFoundError):  # its runs follow from another experiment's, not stored here yet
         return {"model": "its runs follow from runs not stored on this profile yet", "tokens": "", "batch_sizes": "", "seeds": ""}
+    except DataError:  # its runs are declared from its corpus (a task set's continuation items), e.g. a hub dataset offline
+        return {"model": f"its runs are declared from its corpus {exp.base.data.corpus!r}, not readable here", "tokens": "",
+                "batch_sizes": "", "seeds": ""}
     if not specs:
         return {"model": exp.settings.get("scale", "no training: exact expectations"), "tokens": "", "batch_sizes": "", "seeds": ""}
     span = lambda values, fmt: fmt(min(values)) if min(values) == max(values) else f"{fmt(min(values))}-{fmt(max(values))}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -183,6 +184,7 @@ class RunSpec:
     init_from: str | None = None  # fine-tuning: weights file of a pretrained run (see finetune.py), else random init
     lora_rank: int | None = None  # fine-tune LoRA adapters (peft) of this rank on the frozen model; None = full
     lora_alpha: float | None = None  # LoRA scale alpha / rank; None = the rank (scale 1)
+    tasks: str | None = None  # supervised fine-tuning on a task set (replication/sft.py), named by its content hash
     compile: str = "auto"  # torch.compile the training step: auto (where it pays; see compiled.py) | true | false
 
     def validate(self, key: str = "run") -> "RunSpec":
@@ -228,6 +230,12 @@ class RunSpec:
                 raise ConfigError(f"{key}.lora_rank: a weight average (ewa_decay) of LoRA runs is not supported")
             if self.noise_scale_batches is not None:
                 raise ConfigError(f"{key}.lora_rank: the gradient noise scale (noise_scale_batches) of LoRA runs is not supported")
+        if self.tasks is not None:
+            if not re.fullmatch(r"[0-9a-f]{16}", self.tasks):
+                raise ConfigError(f"{key}.tasks: {self.tasks!r} is not a task set's hash (16 hex digits; replication.sft.write_task_set returns it)")
+            for name, unsupported in (("decay_branches", bool(self.decay_branches)), ("noise_scale_batches", self.noise_scale_batches is not None)):
+                if unsupported:
+                    raise ConfigError(f"{key}.tasks: {name} with supervised fine-tuning on a task set is not supported")
         if self.lora_alpha is not None:
             _positive(f"{key}.lora_alpha", self.lora_alpha)
         if self.model.mup_base_width is not None and (self.optimizer.name != "adamw" or self.lora_rank):

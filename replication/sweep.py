@@ -24,6 +24,7 @@ from replication.ensemble import plan, recommended_workers
 from replication.finetune import weights_file
 from replication.params import Experiment
 from replication.record import new_record
+from replication.sft import load_task_set
 from replication.spec import RunSpec, get_dotted
 from replication.store import Store
 from replication.train import environment, resolve_device, train_members
@@ -113,9 +114,12 @@ def run_specs(
 def check_inputs(specs: list[RunSpec]) -> None:
     """Find input errors before any training: a corpus that cannot be read, a tokenizer that cannot be
     built, a `data.domain` that matches nothing (DataError), a missing `init_from` file (FileNotFoundError).
-    Each names the problem, where it would otherwise turn every run of the sweep into a `failed` record."""
+    A task set that is missing or corrupt is a DataError too. Each names the problem, where it would otherwise
+    turn every run of the sweep into a `failed` record."""
     for data in dict.fromkeys(s.data for s in specs):
         load_tokens(data)  # cached: the training that follows reads the same tokens
+    for digest in dict.fromkeys(s.tasks for s in specs if s.tasks):
+        load_task_set(digest)
     for path in dict.fromkeys(s.init_from for s in specs if s.init_from):
         if not Path(path).is_file():
             raise FileNotFoundError(f"init_from: weights file {path!r} does not exist (it is written by the pretraining run "

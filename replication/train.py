@@ -26,13 +26,14 @@ from replication.finetune import attach_lora, load_weights, save_weights
 from replication.model import GPT, count_parameters, flops_per_token
 from replication.optim import build_optimizer, set_learning_rates
 from replication.record import new_record
+from replication.sft import ExampleSampler, encode_examples, load_task_set, task_accuracy
 from replication.spec import RunSpec
 from replication.step import TrainStep, should_compile
 from replication.store import save_torch
 
 # Fields that members of one batched computation must share (everything else may differ).
 SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device",
-                 "init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "noise_scale_batches", "decay_branches")
+                 "init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "noise_scale_batches", "decay_branches", "tasks")
 EVAL_CHUNK_ELEMENTS = 2**25  # logits elements per validation forward (bounds eval memory)
 
 
@@ -206,7 +207,12 @@ def train_members(
         model.load_member_state(load_weights(spec0.init_from))
     trainable = [attach_lora(model, spec0.lora_rank, spec0.lora_alpha)] if spec0.lora_rank else list(model.members)
     optimizer = build_optimizer(trainable, specs)
-    samplers = [BatchSampler(data.train, B, T, s.seed) for s in specs]
+    if spec0.tasks:  # supervised fine-tuning: whole examples, the loss on their completions
+        task_set = load_task_set(spec0.tasks)
+        examples = encode_examples(task_set["train"], data.tokenizer_path, T)
+        samplers = [ExampleSampler(*examples, B, s.seed) for s in specs]
+    else:
+        samplers = [BatchSampler(data.train, B, T, s.seed) for s in specs]
     val = validation_windows(data.val, T, spec0.data.val_tokens).to(device)
     ewa = _WeightAverage(model, [s.ewa_decay for s in specs])
     group_flops = M * spec0.tokens * flops_per_token(spec0.model, spec0.data.vocab_size, T)
@@ -304,8 +310,19 @@ def train_members(
         records[m].update(status="diverged", diverged_at_step=step, error=why)
         leave(m)
 
+    def run_task_eval(members: list[int]) -> list[dict[str, float]]:
+        model.active = members
+        try:
+            return task_accuracy(model, task_set, data.tokenizer_path, T, device)
+        finally:
+            model.active = active
+
     if spec0.init_from and first_step == 0:
         run_eval(0)  # a fine-tuning curve starts at the pretrained model's loss
+        if spec0.tasks:  # every member starts from the same weights: score one, once
+            before = run_task_eval([0])[0]
+            for r in records:
+                r["task_accuracy_before"] = before
     bar = tqdm(range(first_step, steps), desc=f"train x{M} B={B}", disable=not progress, leave=False)
     step = first_step - 1
     for step in bar:
@@ -359,6 +376,9 @@ def train_members(
                 "elapsed": elapsed_before + time.perf_counter() - start, "activation_bytes": activation_bytes,
             })
 
+    if spec0.tasks and active:
+        for m, accuracy in zip(list(active), run_task_eval(list(active))):
+            records[m]["task_accuracy"] = accuracy
     wall = elapsed_before + time.perf_counter() - start
     memory_peak = torch.cuda.max_memory_allocated(device) // M if device.type == "cuda" else None
     for m, r in enumerate(records):

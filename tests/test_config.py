@@ -137,7 +137,7 @@ experiments:
 
 def test_fields_added_later_keep_the_names_of_earlier_runs():
     """Records written before init_from / lora / data.domain / eval_spacing / stop_below / noise_scale_batches /
-    decay_branches / model.mup_base_width / schedule.warmup_tokens existed must keep their names (hashes)."""
+    decay_branches / model.mup_base_width / schedule.warmup_tokens / tasks existed must keep their names (hashes)."""
     import hashlib
     import json
 
@@ -145,7 +145,7 @@ def test_fields_added_later_keep_the_names_of_earlier_runs():
 
     spec = RunSpec()
     old = spec.to_dict()
-    for key in ("init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "stop_below", "noise_scale_batches", "decay_branches"):
+    for key in ("init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "stop_below", "noise_scale_batches", "decay_branches", "tasks"):
         del old[key]
     del old["data"]["domain"], old["model"]["mup_base_width"], old["schedule"]["warmup_tokens"]
     canonical = json.dumps({"format": RECORD_FORMAT, "spec": old}, sort_keys=True)
@@ -156,6 +156,7 @@ def test_fields_added_later_keep_the_names_of_earlier_runs():
     assert spec.replace(**{"data.domain": "histories/*"}).hash != spec.hash
     assert spec.replace(**{"model.mup_base_width": 64}).hash != spec.hash
     assert spec.replace(**{"schedule.warmup_tokens": 4096}).hash != spec.hash
+    assert spec.replace(tasks="0123456789abcdef").hash != spec.hash
 
 
 def test_topic_settings_name_an_unknown_or_missing_key():

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.fit import argmin_log_parabola
+from replication.fit import argmin_log_parabola, resampled, slope  # noqa: F401 (topics call them as common.*)
 from replication.spec import ConfigError, RunSpec
 from replication.store import Store
 from replication.sweep import needs_run
@@ -125,15 +125,6 @@ def around(grid: list, best: list) -> list:
     return [grid[j] for j in sorted(near)]
 
 
-def resampled(table: pd.DataFrame, cells: list[str], draws: int = 200, seed: int = 0):
-    """`draws` copies of `table` whose seeds are resampled with replacement within every cell of `cells`:
-    refitting each gives the spread over seeds of anything fitted to the optima (bootstrap intervals)."""
-    rng = np.random.default_rng(seed)
-    groups = [g for _, g in table.groupby(cells)]
-    for _ in range(draws):
-        yield pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in groups], ignore_index=True)
-
-
 def interval_measurement(estimate: float, draws, cells: pd.DataFrame, enough: bool, why: str) -> dict:
     """What the `interval` rule reads: the estimate, its finite bootstrap draws, the fewest steps and seeds
     among the deciding optima; or why it is untestable (`enough` false, or no finite estimate)."""
@@ -146,15 +137,6 @@ def interval_measurement(estimate: float, draws, cells: pd.DataFrame, enough: bo
 def verdict_cells(best: pd.DataFrame) -> pd.DataFrame:
     """Optima that may decide a verdict: >= 250 optimizer steps and inside the grid."""
     return best[(best["steps"] >= MIN_STEPS) & ~best["on_edge"]]
-
-
-def slope(x, y) -> float:
-    """Least-squares slope of log y on log x (NaN with fewer than two distinct x)."""
-    x, y = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
-    keep = np.isfinite(x) & np.isfinite(y)
-    if len(np.unique(x[keep])) < 2:
-        return float("nan")
-    return float(np.polyfit(x[keep], y[keep], 1)[0])
 
 
 def plot_loss_curves(ax, table: pd.DataFrame, series: str, fixed: dict, best: pd.DataFrame, x: str = "lr",

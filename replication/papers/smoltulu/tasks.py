@@ -1,17 +1,18 @@
-"""SmolTulu's two task families, generated: multi-step reasoning (scored by exact match of a generated answer)
-and pattern recognition / recall (scored by ranking choices by likelihood, or by a format regex). First piece
-of the `smoltulu_ratio` experiment (issue 17); nothing here trains or downloads anything.
+"""SmolTulu's two task families, generated: multi-step reasoning (an exact answer) and pattern recognition /
+recall (choices ranked by likelihood, or a fixed output format). Nothing here trains or downloads anything.
 
 Every task is a pure function of (seed, size): the same call gives the same examples. Each example is a
-`prompt` plus either an `answer` (exact match after stripping), a `pattern` (a regex the output must match
-in full) or `choices` with the index of the right one. `split` cuts one task's examples into a fine-tuning and
-an evaluation part with no prompt in both. The workbook's tokenizer is a byte-level BPE, so any task text is
-representable (unseen strings fall back to bytes); the fine-tuning data teach the formats.
+`prompt` plus either an `answer` or `choices` with the index of the right one. `split` cuts one task's
+examples into a fine-tuning and an evaluation part with no prompt in both; `task_set` turns them into the
+engine's task set (`replication.sft`), which scores an answer by exact match of greedy decoding and choices
+by likelihood. Format following (IFEval's kind) has one right output per prompt, so the regex a format
+would be checked by is that output itself, and exact match is the check. The workbook's tokenizer is a
+byte-level BPE trained on the pretraining corpus, so any task text is representable (digits and brackets
+are rare in Shakespeare and mostly stay single bytes); fine-tuning teaches the formats.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,9 @@ _NAMES = ("Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun"
 _ITEMS = ("apples", "coins", "books", "pens", "stones", "shells")
 _CITIES = ("Verona", "Padua", "Milan", "Mantua", "Athens", "Ephesus", "Troy", "Tyre", "Sparta", "Delphi", "Naples", "Genoa")
 _WORDS = ("red", "blue", "green", "gold", "grey", "pink", "black", "white")
+_THINGS = ("crown", "sword", "ring", "horse", "letter", "cup", "rose", "cloak", "bell", "ship", "tower", "glove", "coat",
+           "bird", "stone", "lamp")
+_SYLLABLES = ("ba", "co", "di", "fe", "gu", "ha", "ki", "lo", "mu", "ne", "po", "ri", "sa", "tu", "vi", "zo")
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,6 @@ class Example:
     task: str
     prompt: str
     answer: str | None = None  # exact match
-    pattern: str | None = None  # full-match regex (format following)
     choices: tuple[str, ...] = ()  # ranking: the continuation with the highest likelihood should be choices[correct]
     correct: int | None = None
     target: str = field(default="", compare=False)  # what fine-tuning trains on after the prompt
@@ -40,36 +43,31 @@ def _example(task: str, prompt: str, **kw) -> Example:
 
 
 # ------------------------------------------------------------------------------------------- reasoning
-def carry_addition(rng: np.random.Generator, digits: int = 3) -> Example:
-    """Multi-digit addition whose sum carries at least once: `Q: 478+356= A:` -> `834`."""
+def carry_addition(rng: np.random.Generator, digits: int = 2) -> Example:
+    """Multi-digit addition whose sum carries at least once: `Q: 78+56= A:` -> `134`."""
     while True:
         a, b = (int(rng.integers(10 ** (digits - 1), 10**digits)) for _ in range(2))
         if any((a // 10**i % 10) + (b // 10**i % 10) >= 10 for i in range(digits)):
             return _example("carry_addition", f"Q: {a}+{b}= A:", answer=str(a + b))
 
 
-def variable_binding(rng: np.random.Generator, hops: int = 3) -> Example:
-    """Multi-hop binding: `a=3; b=a+4; c=b*2; c=?` -> `14` (each hop adds or multiplies the one before)."""
-    names = "abcdefgh"[: hops + 1]
-    value = int(rng.integers(1, 10))
-    parts = [f"{names[0]}={value}"]
-    for prev, name in zip(names, names[1:]):
-        k = int(rng.integers(2, 5))
-        if rng.random() < 0.5:
-            parts.append(f"{name}={prev}+{k}")
-            value += k
-        else:
-            parts.append(f"{name}={prev}*{k}")
-            value *= k
-    return _example("variable_binding", "; ".join(parts) + f"; {names[hops]}=?", answer=str(value))
+def variable_binding(rng: np.random.Generator, hops: int = 2) -> Example:
+    """Multi-hop binding (pointer chasing): `d=7; f=2; b=d; c=b; c=?` -> `7`. The chain from the query back to
+    its digit is `hops` links long; a distractor binding and a shuffled order make every hop a lookup."""
+    names = [str(c) for c in rng.permutation(list("abcdefghjkmnpqrstuvwxyz"))[: hops + 2]]
+    value, other = (int(v) for v in rng.choice(10, size=2, replace=False))
+    chain = [f"{names[0]}={value}", *(f"{b}={a}" for a, b in zip(names, names[1:hops + 1]))]
+    head, links = [chain[0], f"{names[-1]}={other}"], chain[1:]
+    lines = [head[i] for i in rng.permutation(2)] + [links[i] for i in rng.permutation(len(links))]
+    return _example("variable_binding", "; ".join(lines) + f"; {names[hops]}=?", answer=str(value))
 
 
 def word_problem(rng: np.random.Generator) -> Example:
     """Two-step templated arithmetic: has x, buys y more, gives z away; how many now?"""
     name, item = _NAMES[int(rng.integers(len(_NAMES)))], _ITEMS[int(rng.integers(len(_ITEMS)))]
-    x, y = int(rng.integers(2, 20)), int(rng.integers(2, 20))
+    x, y = int(rng.integers(2, 10)), int(rng.integers(2, 10))
     z = int(rng.integers(1, x + y))
-    prompt = f"{name} has {x} {item}, gets {y} more and gives {z} away. How many {item} does {name} have now? A:"
+    prompt = f"{name} has {x} {item}, gets {y}, gives {z} away. How many now? A:"
     return _example("word_problem", prompt, answer=str(x + y - z))
 
 
@@ -88,27 +86,36 @@ def periodic_continuation(rng: np.random.Generator) -> Example:
 
 
 def fact_lookup(rng: np.random.Generator, facts: dict[str, str] | None = None) -> Example:
-    """Recall of a fixed table of facts (the same for every seed): `Where does Cleo live? A:` -> ` Milan`, ranked
-    among the other cities. The fine-tuning split states the facts; the evaluation split queries them."""
+    """Recall of facts stated during fine-tuning (the spec's P2, memorisation): `Bako lives in` -> ` Milan`, ranked
+    among three other cities. The fine-tuning mixture states every fact (`fact_statements`); these queries
+    are their openings, so the evaluation asks for exactly what fine-tuning stated."""
     facts = facts or FACTS
     name = list(facts)[int(rng.integers(len(facts)))]
     right = facts[name]
-    wrong = [str(c) for c in rng.choice([c for c in set(facts.values()) if c != right], size=3, replace=False)]
+    wrong = [str(c) for c in rng.choice(sorted(c for c in set(facts.values()) if c != right), size=3, replace=False)]
     order = rng.permutation(4)
     choices = [right, *wrong]
-    return _example("fact_lookup", f"Where does {name} live? A:", choices=tuple(f" {choices[i]}" for i in order),
+    return _example("fact_lookup", f"{name} lives in", choices=tuple(f" {choices[i]}" for i in order),
                     correct=int(np.flatnonzero(order == 0)[0]))
 
 
-FACTS = dict(zip(_NAMES, _CITIES))
+def _fact_table(n: int = 64) -> dict[str, str]:
+    """A fixed table of made-up people (two syllables each, so no name is in the pretraining text) and their cities."""
+    rng = np.random.default_rng(20241211)
+    names = sorted({(a + b).capitalize() for a in _SYLLABLES for b in _SYLLABLES if a != b})
+    chosen = [names[i] for i in sorted(rng.choice(len(names), size=n, replace=False))]
+    return {name: _CITIES[int(rng.integers(len(_CITIES)))] for name in chosen}
+
+
+FACTS = _fact_table()
 
 
 def format_following(rng: np.random.Generator) -> Example:
-    """Instruction following checked by a regex (IFEval's kind): wrap a word in brackets, or write it in capitals."""
-    word = _WORDS[int(rng.integers(len(_WORDS)))] + _ITEMS[int(rng.integers(len(_ITEMS)))]
+    """Instruction following (IFEval's kind): wrap two words in brackets, or write them twice."""
+    words = f"{_WORDS[int(rng.integers(len(_WORDS)))]} {_THINGS[int(rng.integers(len(_THINGS)))]}"
     if rng.random() < 0.5:
-        return _example("format_following", f"Write {word} in brackets. A:", pattern=re.escape(f"[{word}]"), target=f"[{word}]")
-    return _example("format_following", f"Write {word} in capitals. A:", pattern=re.escape(word.upper()), target=word.upper())
+        return _example("format_following", f"Write {words} in brackets. A:", answer=f"[{words}]")
+    return _example("format_following", f"Write {words} twice. A:", answer=f"{words} {words}")
 
 
 TASKS = {"carry_addition": (REASONING, carry_addition), "variable_binding": (REASONING, variable_binding),
@@ -143,20 +150,50 @@ def fact_statements(facts: dict[str, str] | None = None) -> list[str]:
     return [f"{name} lives in {city}." for name, city in (facts or FACTS).items()]
 
 
-# ---------------------------------------------------------------------------------------------- scoring
-def exact_match(output: str, example: Example) -> bool:
-    return output.strip() == example.answer
-
-
-def format_match(output: str, example: Example) -> bool:
-    return re.fullmatch(example.pattern, output.strip()) is not None
-
-
-def ranking_correct(choice_log_likelihoods, example: Example) -> bool:
-    """The right choice has the highest log-likelihood (ties count against it)."""
-    ll = np.asarray(choice_log_likelihoods, dtype=float)
-    return bool(ll[example.correct] > np.delete(ll, example.correct).max())
-
-
 def family(task: str) -> str:
-    return TASKS[task][0]
+    return CONTINUATION_FAMILY if task == CONTINUATION else TASKS[task][0]
+
+
+# ------------------------------------------------------------------------------ the engine's task set
+CONTINUATION, CONTINUATION_FAMILY = "corpus_continuation", PATTERN
+
+
+def continuation_items(text: str, n: int, seed: int, context_words: int = 12, ending_words: int = 6) -> list[dict]:
+    """HellaSwag's kind, on held-out pretraining text: a passage's next words against three endings taken from
+    elsewhere in the text, ranked by likelihood. Never fine-tuned on: it measures what pretraining knew."""
+    words = text.split()
+    span = context_words + ending_words
+    if len(words) < 8 * span:
+        raise ValueError(f"continuation_items: the text has {len(words)} words, too few for items of {span}")
+    rng = np.random.default_rng([seed, len(TASKS)])
+    starts = rng.choice(len(words) - span, size=4 * n, replace=False)
+    items = []
+    for i in range(n):
+        s, others = starts[4 * i], starts[4 * i + 1:4 * i + 4]
+        endings = [words[s + context_words:s + span], *(words[o + context_words:o + span] for o in others)]
+        order = rng.permutation(4)
+        items.append({"prompt": " ".join(words[s:s + context_words]), "choices": [" " + " ".join(endings[j]) for j in order],
+                      "correct": int(np.flatnonzero(order == 0)[0])})
+    return items
+
+
+def _completion(ex: Example) -> str:
+    return ex.target if ex.target.startswith(" ") else " " + ex.target
+
+
+def mixture(sizes: dict[str, int], eval_fraction: float, seed: int) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The fine-tuning mixture of every task in `sizes` (examples per task, both splits together) and each
+    task's evaluation items, in the engine's task-set form (`replication.sft.write_task_set`). Like the Tulu
+    mix, fine-tuning sees all tasks at once. Fact lookup is recall: the mixture states every fact as a
+    sentence and the evaluation queries them all (its size is capped by the table of facts)."""
+    train, evaluation = [], {}
+    for task, n in sizes.items():
+        if task == "fact_lookup":  # every fact is stated; the queries (all of them) are evaluated
+            tuning, held_out = [], generate(task, min(n, len(FACTS)), seed)
+            train += [{"prompt": "Fact:", "completion": " " + statement} for statement in fact_statements()]
+        else:
+            tuning, held_out = split(generate(task, n, seed), eval_fraction, seed)
+        train += [{"prompt": ex.prompt, "completion": _completion(ex)} for ex in tuning]
+        evaluation[task] = [{"prompt": ex.prompt, "answer": " " + ex.answer} if ex.answer is not None else
+                            {"prompt": ex.prompt, "choices": list(ex.choices), "correct": ex.correct} for ex in held_out]
+    return train, evaluation

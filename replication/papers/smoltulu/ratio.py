@@ -1,0 +1,375 @@
+"""SmolTulu (Alrashed 2024): the learning-rate / batch-size ratio in fine-tuning and the two task families
+(notebook `smoltulu_ratio`).
+
+A model pretrained on Shakespeare (`settings.pretrain`) is fine-tuned on one mixture of every task of
+`tasks` (Tulu's way: all tasks at once) over a grid of AdamW learning rate x batch size, in two arms:
+- equal epochs (the paper's protocol): every cell sees the mixture `settings.epochs` times, so a smaller
+  batch also takes more optimizer steps;
+- equal steps: every cell takes the steps of the largest batch size at those epochs, so the ratio is
+  separated from the number of updates (the confound the spec names: at 1.7B, BS 8 took 4x the steps of BS 32).
+Each run records the held-out pretraining loss (forgetting) and its accuracy on every task's evaluation
+split; families are scored as the mean accuracy of their tasks. Verdicts compare error rates (1 - accuracy)
+so that a cell whose every seed diverged counts as the worst, as the shared rules read losses.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from replication.claims import claim
+from replication.data import load_documents, split_names
+from replication.fit import argmin_log_parabola, resampled, slope
+from replication.papers.smoltulu import tasks
+from replication.sft import load_task_set, write_task_set
+from replication.spec import RunSpec
+from replication.store import Store
+from replication.sweep import finetuning
+from replication.verdicts import MIN_SEEDS, MIN_STEPS, bootstrap_difference, compare, pooled_sd
+
+KEYS = ("pretrain", "sizes", "eval_fraction", "continuation_items", "task_seed", "epochs")
+EPOCHS, STEPS = "equal epochs", "equal steps"
+FAMILIES = (tasks.REASONING, tasks.PATTERN)
+CELL = ["batch_size", "lr"]
+
+# Table 3 of the paper (SmolLM2-1.7B, SFT): the high-ratio SFT-1130 (LR 9e-5, BS 8) and the low-ratio SFT-1207 (3.1e-6, 32);
+# the family is the one the abstract gives each benchmark from the 135M contours ("-": not assigned).
+PAPER_SFT = pd.DataFrame(
+    [("ARC", "reasoning", 51.0, 55.6), ("BBH", "-", 34.7, 34.0), ("GSM8K", "reasoning", 49.0, 42.8),
+     ("HellaSwag", "pattern", 61.5, 67.5), ("IFEval", "pattern", 61.0, 47.8), ("MMLU-Pro", "-", 17.6, 17.9),
+     ("PIQA", "pattern", 72.7, 76.9)],
+    columns=["benchmark", "family (135M)", "high ratio (11.25e-6)", "low ratio (0.097e-6)"])
+PAPER_SFT["difference"] = PAPER_SFT["high ratio (11.25e-6)"] - PAPER_SFT["low ratio (0.097e-6)"]
+
+
+def settings(exp) -> dict:
+    return exp.checked_settings(KEYS)
+
+
+def task_set(exp) -> str:
+    """The mixture and evaluation items of `settings` plus continuation items from the pretraining corpus's
+    held-out documents, written once; returns the task set's hash (each fine-tuning run's `tasks`)."""
+    s = settings(exp)
+    train, evaluation = tasks.mixture(s["sizes"], s["eval_fraction"], s["task_seed"])
+    docs = load_documents(exp.base.data)
+    _, val_names = split_names(list(docs), exp.base.data.val_fraction)
+    text = "\n".join(docs[n] for n in val_names)
+    evaluation[tasks.CONTINUATION] = tasks.continuation_items(text, s["continuation_items"], s["task_seed"])
+    return write_task_set(train, evaluation)
+
+
+def arm_specs(exp, results_root="results") -> tuple[RunSpec, dict[str, list[RunSpec]]]:
+    """The pretraining run and each arm's fine-tuning runs (the grid, budgets set by the arm)."""
+    s = settings(exp)
+    pretrain, ft = finetuning(exp, results_root)
+    digest = task_set(exp)
+    n_train = len(load_task_set(digest)["train"])
+    grid = ft.expand()
+    seq = exp.base.data.seq_len
+    steps_at = lambda b: max(1, round(s["epochs"] * n_train / b))
+    fixed = steps_at(max(x.batch_size for x in grid))
+    arms = {EPOCHS: [x.replace(tasks=digest, tokens=steps_at(x.batch_size) * x.batch_size * seq) for x in grid],
+            STEPS: [x.replace(tasks=digest, tokens=fixed * x.batch_size * seq) for x in grid]}
+    return pretrain, arms
+
+
+def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
+    """Both arms (the largest batch size's runs are the same in both, and trained once)."""
+    _, arms = arm_specs(exp, results_root)
+    return list(dict.fromkeys(arms[EPOCHS] + arms[STEPS]))
+
+
+def run_table(exp, results_root="results") -> tuple[dict, pd.DataFrame]:
+    """`before` (the pretrained model: held-out loss, accuracy per task and family) and one row per (arm, run):
+    cell, seed, steps, epochs, held-out pretraining loss, accuracy per task and per family (NaN: diverged)."""
+    pretrain, arms = arm_specs(exp, results_root)
+    store = Store(results_root, exp.profile, exp.name)
+    pre, rows = store.read(pretrain.hash), []
+    for arm, specs in arms.items():
+        for x in specs:
+            r = store.read(x.hash)
+            if r is None or pre is None:
+                raise FileNotFoundError(f"{store.root}: runs of {exp.name} are missing; run its stage "
+                                        f"(or `python -m replication sweep {exp.name}`)")
+            rows.append({"arm": arm, "batch_size": x.batch_size, "lr": x.optimizer.lr, "ratio": x.optimizer.lr / x.batch_size,
+                         "seed": x.seed, "status": r["status"], "steps": r["steps"], "epochs": r.get("epochs"),
+                         "heldout_loss": r["final_val_loss"], **(r.get("task_accuracy") or {})})
+    first = store.read(arms[EPOCHS][0].hash)
+    names = sorted(first["task_accuracy_before"])
+    df = pd.DataFrame(rows)
+    for name in names:  # a column even if every run diverged
+        df[name] = df[name] if name in df else np.nan
+    before = {"heldout_loss": first["val"]["loss"][0], "pretrain_val_loss": pre["final_val_loss"], "pretrain_tokens": pre["tokens"],
+              **first["task_accuracy_before"]}
+    for fam in FAMILIES:
+        members = [t for t in names if tasks.family(t) == fam]
+        df[fam] = df[members].mean(axis=1, skipna=False)
+        before[fam] = float(np.mean([before[t] for t in members]))
+    return before, df
+
+
+def task_columns(runs: pd.DataFrame) -> list[str]:
+    return [c for c in runs.columns if c in tasks.TASKS or c == tasks.CONTINUATION]
+
+
+def cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard error over seeds per (arm, batch size, LR), with the fewest steps and the seed count."""
+    metrics = [*task_columns(runs), *FAMILIES, "heldout_loss"]
+    g = runs.groupby(["arm", *CELL])
+    out = g[metrics].mean()
+    se = g[metrics].sem().add_suffix("_se")
+    extra = g.agg(ratio=("ratio", "first"), steps=("steps", "min"), epochs=("epochs", "first"), n_seeds=("seed", "nunique"),
+                  diverged=("status", lambda s: int((s == "diverged").sum())))
+    return pd.concat([extra, out, se], axis=1).reset_index()
+
+
+def halves(arm_cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cells above and below the median of the grid's distinct ratios (cells at the median are in neither)."""
+    log_ratio = np.log(arm_cells["ratio"])
+    median = np.median(np.unique(np.round(log_ratio, 9)))
+    return arm_cells[log_ratio > median + 1e-9], arm_cells[log_ratio < median - 1e-9]
+
+
+def _values(runs: pd.DataFrame, cell: pd.Series, column: str) -> list[float]:
+    """Per seed of one cell: `column` (accuracy is turned into an error rate, 1 - accuracy; NaN: diverged)."""
+    at = runs[(runs["arm"] == cell["arm"]) & (runs["batch_size"] == cell["batch_size"]) & (runs["lr"] == cell["lr"])]
+    values = at[column].to_numpy(dtype=float)
+    return list(values if column == "heldout_loss" else 1 - values)
+
+
+def best_cell(arm_cells: pd.DataFrame, column: str) -> pd.Series:
+    """The cell with the highest mean `column` (lowest for the held-out loss); a diverged cell is never best."""
+    finite = arm_cells[np.isfinite(arm_cells[column])]
+    pool = finite if len(finite) else arm_cells
+    return pool.loc[pool[column].idxmin() if column == "heldout_loss" else pool[column].idxmax()]
+
+
+def high_vs_low(runs: pd.DataFrame, table: pd.DataFrame, arm: str, family: str) -> dict:
+    """The paper's contrast: the best cell of `family` among the high ratios against the best among the low
+    ratios, as error rates (A = high, B = low: negative means the high ratio scores better)."""
+    high, low = halves(table[table["arm"] == arm])
+    a, b = best_cell(high, family), best_cell(low, family)
+    m = compare(_values(runs, a, family), _values(runs, b, family), [a["steps"], b["steps"]])
+    return {**m, "high_cell": _label(a), "low_cell": _label(b)}
+
+
+def _label(cell: pd.Series) -> str:
+    return f"LR {cell['lr']:.3g}, B {int(cell['batch_size'])} (LR/B {cell['ratio']:.2g})"
+
+
+def forgetting(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS) -> dict:
+    """Mean held-out pretraining loss over the high-ratio cells minus over the low-ratio cells, its standard
+    error from resampling every cell's seeds (cells are independent runs)."""
+    high, low = halves(table[table["arm"] == arm])
+    keys = [("high", i) for i in high.index] + [("low", i) for i in low.index]
+    values = {k: _values(runs, table.loc[k[1]], "heldout_loss") for k in keys}
+    gap = lambda means: np.mean([v for k, v in means.items() if k[0] == "high"]) - np.mean([v for k, v in means.items() if k[0] == "low"])
+    return bootstrap_difference(values, gap, steps=[*high["steps"], *low["steps"]])
+
+
+def optimum_ratio(arm_cells: pd.DataFrame, family: str) -> float:
+    return float(best_cell(arm_cells, family)["ratio"])
+
+
+def opposite_optima(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS, draws: int = 200) -> dict:
+    """log10 of (the reasoning family's best ratio / the pattern family's), over cell means, with seeds resampled."""
+    arm_runs, arm_cells = runs[runs["arm"] == arm], table[table["arm"] == arm]
+    estimate = np.log10(optimum_ratio(arm_cells, tasks.REASONING) / optimum_ratio(arm_cells, tasks.PATTERN))
+    values = []
+    for sample in resampled(arm_runs, CELL, draws):
+        c = cells(sample)
+        values.append(float(np.log10(optimum_ratio(c, tasks.REASONING) / optimum_ratio(c, tasks.PATTERN))))
+    return _interval(estimate, values, arm_cells)
+
+
+def ridge(arm_cells: pd.DataFrame, family: str) -> tuple[float, pd.DataFrame]:
+    """The best LR of `family` at each batch size (vertex of a parabola in log LR through the best cell and its
+    neighbours) and the slope of log best-LR on log B over the batch sizes whose best LR is inside the LR grid:
+    1 = the optimum follows the ratio, 0.5 = LR / sqrt(B), 0 = the LR alone."""
+    rows = []
+    for b, g in arm_cells.groupby("batch_size"):
+        g = g.sort_values("lr")
+        i = int(np.nanargmax(g[family].to_numpy(dtype=float))) if np.isfinite(g[family]).any() else 0
+        rows.append({"batch_size": b, "best_lr": argmin_log_parabola(g["lr"], -g[family].to_numpy(dtype=float)),
+                     "on_edge": i in (0, len(g) - 1)})
+    best = pd.DataFrame(rows)
+    inside = best[~best["on_edge"]]
+    return (slope(inside["batch_size"], inside["best_lr"]) if len(inside) >= 2 else float("nan")), best
+
+
+def ridge_slope(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS, family: str = tasks.REASONING, draws: int = 200) -> dict:
+    arm_runs, arm_cells = runs[runs["arm"] == arm], table[table["arm"] == arm]
+    estimate, best = ridge(arm_cells, family)
+    if not np.isfinite(estimate):
+        return {"untestable": f"the best LR of {family} lies inside the LR grid at {int((~best['on_edge']).sum())} batch size(s) (< 2)",
+                "best": best.to_dict("records")}
+    values = [ridge(cells(sample), family)[0] for sample in resampled(arm_runs, CELL, draws)]
+    return {**_interval(estimate, values, arm_cells), "best": best.to_dict("records")}
+
+
+def _interval(estimate: float, values, arm_cells: pd.DataFrame) -> dict:
+    return {"estimate": float(estimate), "draws": [float(v) for v in values if np.isfinite(v)],
+            "min_steps": int(arm_cells["steps"].min()), "n_seeds": int(arm_cells["n_seeds"].min())}
+
+
+def equal_ratio_spread(runs: pd.DataFrame, table: pd.DataFrame, column: str, arm: str = EPOCHS) -> pd.DataFrame:
+    """Along every diagonal of equal LR / B with at least two cells: the largest gap between its cells' means
+    against twice the standard error of a difference of two cell means (the grid's pooled seed spread).
+    If scores depend on the ratio alone, every gap is within that noise."""
+    arm_cells = table[table["arm"] == arm]
+    sd = pooled_sd(*[np.asarray(_values(runs, c, column)) for _, c in arm_cells.iterrows()])
+    n = arm_cells["n_seeds"].min()
+    rows = []
+    for ratio, g in arm_cells.groupby(arm_cells["ratio"].round(12)):
+        if len(g) < 2:
+            continue
+        rows.append({"ratio": ratio, "cells": len(g), "batch_sizes": "-".join(str(int(b)) for b in g["batch_size"]),
+                     "gap": float(g[column].max() - g[column].min()), "noise_2se": float(2 * sd * np.sqrt(2 / n)) if n > 1 else np.nan})
+    out = pd.DataFrame(rows)
+    if len(out):  # None where one seed per cell leaves no noise to compare with
+        out["within_noise"] = [bool(g <= n) if np.isfinite(n) else None for g, n in zip(out["gap"], out["noise_2se"])]
+    return out
+
+
+def family_table(runs: pd.DataFrame, table: pd.DataFrame, before: dict, arm: str = EPOCHS) -> pd.DataFrame:
+    """Ours beside the paper's: per task and family, the best accuracy among the high ratios and among the low
+    ratios (each its own best cell, mean over seeds), their difference and its standard error."""
+    rows = []
+    for column in [*task_columns(runs), *FAMILIES]:
+        m = high_vs_low(runs, table, arm, column)
+        rows.append({"task": column, "family": tasks.family(column) if column not in FAMILIES else column + " (mean)",
+                     "pretrained": before.get(column), "high ratio": None if m["a"] is None else 1 - m["a"],
+                     "low ratio": None if m["b"] is None else 1 - m["b"],
+                     "difference": None if m["difference"] is None else -m["difference"], "se": m["se"],
+                     "high cell": m["high_cell"], "low cell": m["low_cell"]})
+    return pd.DataFrame(rows)
+
+
+def by_ratio(table: pd.DataFrame, arm: str = EPOCHS) -> pd.DataFrame:
+    """Each family's accuracy in percent, averaged over the cells of each LR / B, with their fewest steps:
+    what the report draws beside the paper's two 1.7B configurations."""
+    c = table[table["arm"] == arm]
+    rows = [{"family": fam, "ratio": r, "accuracy_pct": 100 * float(g[fam].mean()), "steps": int(g["steps"].min()), "cells": len(g)}
+            for fam in FAMILIES for r, g in c.groupby(c["ratio"].round(12))]
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------ claims
+def claims(runs: pd.DataFrame, table: pd.DataFrame) -> list[dict]:
+    def contrast(claim_id: str, arm: str, family: str, what: str) -> dict:
+        m = high_vs_low(runs, table, arm, family)
+        if m["a"] is None or m["b"] is None:
+            return claim(claim_id, f"{what}: a compared cell diverged at every seed", m)
+        return claim(claim_id, f"{what} ({arm}): best {1 - m['a']:.3f} at a high ratio ({m['high_cell']}) vs {1 - m['b']:.3f} at a "
+                               f"low ratio ({m['low_cell']}), {-m['difference']:+.3f}" + (f" (SE {m['se']:.3f})" if m["se"] else ""), m)
+
+    out = [contrast("smoltulu.ratio.reasoning_prefers_high_ratio", EPOCHS, tasks.REASONING, "reasoning accuracy"),
+           contrast("smoltulu.ratio.pattern_prefers_low_ratio", EPOCHS, tasks.PATTERN, "pattern accuracy")]
+    opposite = opposite_optima(runs, table)
+    out.append(claim("smoltulu.ratio.opposite_optima", f"the reasoning optimum's LR/B is 10^{opposite['estimate']:.2f} x the pattern "
+                                                        f"optimum's ({EPOCHS})", opposite))
+    ridge_m = ridge_slope(runs, table)
+    spread = equal_ratio_spread(runs, table, tasks.REASONING)
+    judged = spread[spread["within_noise"].notna()] if len(spread) else spread
+    agree = (f"; along equal-ratio diagonals the reasoning cells agree within 2 SE on {int(judged['within_noise'].sum())} of {len(judged)}"
+             if len(judged) else "")
+    said = (f"slope of log best LR on log B for reasoning: {ridge_m['estimate']:.2f}" if "estimate" in ridge_m else ridge_m["untestable"])
+    out.append(claim("smoltulu.ratio.ratio_not_lr_alone", said + agree, ridge_m))
+    loss = forgetting(runs, table)
+    out.append(claim("smoltulu.ratio.high_ratio_forgets", f"held-out pretraining loss {loss['difference']:+.3f} nats higher over the "
+                                                          f"high-ratio cells than the low-ratio ones" + (f" (SE {loss['se']:.3f})" if loss["se"] else ""), loss))
+    out.append(contrast("smoltulu.ratio.survives_fixed_steps", STEPS, tasks.REASONING, "reasoning accuracy at equal steps"))
+    return out
+
+
+def caveats(runs: pd.DataFrame, table: pd.DataFrame, before: dict) -> list[str]:
+    out = []
+    few = table[table["steps"] < MIN_STEPS]
+    if len(few):
+        out.append(f"{len(few)} cell(s) train for fewer than {MIN_STEPS} optimizer steps (batch sizes "
+                   f"{', '.join(str(int(b)) for b in sorted(few['batch_size'].unique()))}); a claim resting on them is not testable here.")
+    if table["n_seeds"].min() < MIN_SEEDS:
+        out.append(f"{int(table['n_seeds'].min())} seed(s) per cell: every comparison is not testable at this scale.")
+    floor = [t for t in task_columns(runs) if t != tasks.CONTINUATION and runs[t].max() <= max(before.get(t, 0), 0.05)]
+    if floor:
+        out.append(f"no fine-tuning cell lifts {', '.join(floor)} above the pretrained model (or 5 %): at this size those tasks "
+                   "are not learned, so they add a near-constant to their family's mean.")
+    diverged = int(runs["status"].eq("diverged").sum())
+    if diverged:
+        out.append(f"{diverged} run(s) diverged; their cells count the lost seeds as failures.")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def _heatmap(ax, arm_cells: pd.DataFrame, column: str, title: str, cmap: str, fmt: str = "{:.2f}") -> None:
+    grid = arm_cells.pivot_table(index="batch_size", columns="lr", values=column, dropna=False)
+    data = grid.to_numpy(dtype=float)
+    colours = plt.get_cmap(cmap).copy()
+    colours.set_bad("0.8")
+    image = ax.imshow(np.ma.masked_invalid(data), origin="lower", aspect="auto", cmap=colours)
+    for (i, j), v in np.ndenumerate(data):
+        r, g, b, _ = image.cmap(image.norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
+        ax.text(j, i, "x" if not np.isfinite(v) else fmt.format(v), ha="center", va="center", fontsize=7,
+                color="k" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "w")
+    steps = [np.unique(np.round(np.diff(np.log(v)), 9)) for v in (grid.columns.to_numpy(float), grid.index.to_numpy(float))]
+    if all(len(d) == 1 for d in steps) and steps[0][0] == steps[1][0]:  # equal log steps: equal LR / B lies on diagonals
+        for k in range(-len(grid.index) + 1, len(grid.columns)):
+            ax.plot([k - 0.5, k + len(grid.index) - 0.5], [-0.5, len(grid.index) - 0.5], color="0.5", lw=0.6, alpha=0.5)
+    ax.set_xlim(-0.5, len(grid.columns) - 0.5)
+    ax.set_ylim(-0.5, len(grid.index) - 0.5)
+    ax.set_xticks(range(len(grid.columns)), [f"{c:.2g}" for c in grid.columns], rotation=45)
+    ax.set_yticks(range(len(grid.index)), [str(int(b)) for b in grid.index])
+    ax.set_title(title, fontsize=9)
+    ax.grid(False)
+    plt.colorbar(image, ax=ax, fraction=0.046)
+
+
+def figure(table: pd.DataFrame, before: dict):
+    """Rows: the two arms; columns: reasoning accuracy, pattern accuracy, held-out pretraining loss, over LR (x)
+    and batch size (y), mean over seeds. Faint lines are diagonals of equal LR / B."""
+    arms = [a for a in (EPOCHS, STEPS) if a in set(table["arm"])]
+    fig, axes = plt.subplots(len(arms), 3, figsize=(14, 4.2 * len(arms)), squeeze=False)
+    for row, arm in zip(axes, arms):
+        c = table[table["arm"] == arm]
+        _heatmap(row[0], c, tasks.REASONING, f"{arm}: reasoning accuracy (pretrained {before[tasks.REASONING]:.2f})", "viridis")
+        _heatmap(row[1], c, tasks.PATTERN, f"{arm}: pattern accuracy (pretrained {before[tasks.PATTERN]:.2f})", "viridis")
+        _heatmap(row[2], c, "heldout_loss", f"{arm}: held-out pretraining loss (pretrained {before['heldout_loss']:.2f})", "magma_r")
+        row[0].set_ylabel("batch size")
+    for ax in axes[-1]:
+        ax.set_xlabel("learning rate")
+    fig.tight_layout()
+    return fig
+
+
+def task_figure(table: pd.DataFrame, runs: pd.DataFrame, before: dict, arm: str = EPOCHS):
+    """Accuracy of every task over (LR, batch size) at equal epochs: the paper's Fig. 1 contours, one per task."""
+    names = task_columns(runs)
+    cols = 4
+    fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(4.2 * cols, 3.6 * -(-len(names) // cols)), squeeze=False)
+    c = table[table["arm"] == arm]
+    for ax, name in zip(axes.flat, names):
+        _heatmap(ax, c, name, f"{name} ({tasks.family(name)}; pretrained {before[name]:.2f})", "viridis")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def collapse_figure(table: pd.DataFrame):
+    """Each family's accuracy and the held-out loss against LR / B, one line per batch size (solid: equal epochs,
+    dashed: equal steps): the lines fall on one curve if the ratio alone decides."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    sizes = sorted(table["batch_size"].unique())
+    for ax, column in zip(axes, [*FAMILIES, "heldout_loss"]):
+        for i, b in enumerate(sizes):
+            for arm, style in ((EPOCHS, "o-"), (STEPS, "s--")):
+                g = table[(table["arm"] == arm) & (table["batch_size"] == b)].sort_values("ratio")
+                ax.errorbar(g["ratio"], g[column], yerr=g[f"{column}_se"].fillna(0), fmt=style, ms=3, capsize=2, color=f"C{i}",
+                            alpha=1 if arm == EPOCHS else 0.6, label=f"B={int(b)}, {arm}")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate / batch size")
+        ax.set_title(f"{column} accuracy" if column in FAMILIES else "held-out pretraining loss", fontsize=9)
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,179 @@
+"""Supervised fine-tuning on a task set: prompt -> completion examples, and held-out items scored by accuracy.
+
+A task set is plain data, written once as `<cache>/tasks/<hash>.json` and named by the hash of its content
+(`RunSpec.tasks`), so the examples a run trained on are part of its identity. It holds:
+- `train`: examples {"prompt", "completion"}; a run trains on them with the loss on the completion tokens
+  only (and the end-of-text token after them), one example per sequence padded to `seq_len`, in a fresh
+  seeded order every epoch;
+- `eval`: {task name: items}; an item is either {"prompt", "answer"}, correct when greedy decoding from the
+  prompt yields exactly the answer and then stops (read off one teacher-forced pass: greedy decoding
+  reproduces the answer exactly when every answer token, and the end-of-text token after it, is the
+  model's most likely next token), or {"prompt", "choices", "correct"}, correct when the right choice's
+  continuation has the highest log-likelihood (ties count against it).
+The engine knows no task; a paper's topic builds the set (e.g. `replication.papers.smoltulu.tasks`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from replication.data import EOS, DataError, cache_dir
+
+IGNORE = -100  # a target the loss skips (F.cross_entropy's ignore_index): prompt tokens and padding
+EVAL_CHUNK_ELEMENTS = 2**25  # logits elements per forward when scoring items
+
+
+def task_set_path(digest: str) -> Path:
+    return cache_dir() / "tasks" / f"{digest}.json"
+
+
+def write_task_set(train: list[dict], evaluation: dict[str, list[dict]]) -> str:
+    """Write a task set (if not there yet) and return its hash, the value of `RunSpec.tasks`."""
+    for i, ex in enumerate(train):
+        if set(ex) != {"prompt", "completion"}:
+            raise ValueError(f"task set: train example {i} has keys {sorted(ex)}; expected prompt, completion")
+    for task, items in evaluation.items():
+        for i, item in enumerate(items):
+            if set(item) not in ({"prompt", "answer"}, {"prompt", "choices", "correct"}):
+                raise ValueError(f"task set: item {i} of {task!r} has keys {sorted(item)}; expected prompt + answer, "
+                                 "or prompt + choices + correct")
+    text = json.dumps({"train": train, "eval": evaluation}, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = task_set_path(digest)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return digest
+
+
+@lru_cache(maxsize=4)
+def load_task_set(digest: str) -> dict:
+    path = task_set_path(digest)
+    if not path.is_file():
+        raise DataError(f"tasks: no task set {digest!r} at {str(path)!r}; it is written by the topic that declares the runs "
+                        "(`python -m replication sweep <experiment>` writes it)")
+    data = json.loads(path.read_text())
+    if hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16] != digest:
+        raise DataError(f"tasks: {str(path)!r} does not hash to {digest!r} (edited or corrupt); delete it and sweep again")
+    return data
+
+
+def _tokenizer(path: Path):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path))
+
+
+def _ids(tok, text: str) -> list[int]:
+    return tok.encode(text).ids
+
+
+def encode_examples(examples: list[dict], tokenizer_path: Path, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets [n, seq_len]: prompt + completion + end-of-text, the loss on the completion and
+    the end-of-text token only, padded (inputs with end-of-text, targets ignored)."""
+    tok = _tokenizer(tokenizer_path)
+    eos = tok.token_to_id(EOS)
+    x = torch.full((len(examples), seq_len), eos, dtype=torch.int64)
+    y = torch.full((len(examples), seq_len), IGNORE, dtype=torch.int64)
+    for i, ex in enumerate(examples):
+        prompt, completion = _ids(tok, ex["prompt"]), _ids(tok, ex["completion"]) + [eos]
+        ids = prompt + completion
+        if len(ids) > seq_len + 1:
+            raise DataError(f"tasks: example {i} ({ex['prompt'][:40]!r}...) is {len(ids)} tokens, longer than data.seq_len + 1 = {seq_len + 1}")
+        x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
+        y[i, len(prompt) - 1:len(ids) - 1] = torch.tensor(completion)
+    return x, y
+
+
+class ExampleSampler:
+    """Batches of whole examples, a pure function of (seed, step): each epoch visits every example once in a
+    fresh seeded order (the same contract as `data.BatchSampler`, so checkpoints resume exactly)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.n = len(x)
+        if self.n < 1:
+            raise DataError("tasks: the task set has no training examples")
+        self._perms: dict[int, np.ndarray] = {}
+
+    def epochs_for(self, steps: int) -> float:
+        return steps * self.batch_size / self.n
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        first = step * self.batch_size
+        idx = np.empty(self.batch_size, dtype=np.int64)
+        for j in range(self.batch_size):
+            epoch, pos = divmod(first + j, self.n)
+            if epoch not in self._perms:
+                self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+            idx[j] = self._perms[epoch][pos]
+        return self.x[idx], self.y[idx]
+
+
+def _scored_sequences(items: list[dict], tok, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int, int]]]:
+    """Every sequence an item needs scored: (inputs, targets with IGNORE outside the scored part) and, per
+    sequence, (item index, choice index or -1, scored length). Right-padded: causal attention never lets
+    padding reach the scored positions."""
+    eos = tok.token_to_id(EOS)
+    rows, owners = [], []
+    for i, item in enumerate(items):
+        prompt = _ids(tok, item["prompt"])
+        endings = [(-1, _ids(tok, item["answer"]) + [eos])] if "answer" in item else [(c, _ids(tok, t)) for c, t in enumerate(item["choices"])]
+        for c, ending in endings:
+            ids = (prompt + ending)[-(seq_len + 1):]  # an over-long prompt keeps its end
+            rows.append((ids, len(ending)))
+            owners.append((i, c, len(ending)))
+    width = max(len(ids) for ids, _ in rows) - 1
+    x = torch.full((len(rows), width), eos, dtype=torch.int64)
+    y = torch.full((len(rows), width), IGNORE, dtype=torch.int64)
+    for r, (ids, n_end) in enumerate(rows):
+        x[r, :len(ids) - 1] = torch.tensor(ids[:-1])
+        y[r, len(ids) - 1 - n_end:len(ids) - 1] = torch.tensor(ids[-n_end:])
+    return x, y, owners
+
+
+@torch.no_grad()
+def task_accuracy(model, task_set: dict, tokenizer_path: Path, seq_len: int, device: torch.device) -> list[dict[str, float]]:
+    """Accuracy of every member of `model` (its `active` ones) on every evaluation task: [{task: accuracy}]."""
+    tok = _tokenizer(tokenizer_path)
+    members = len(model.active)
+    out = [{} for _ in range(members)]
+    for task, items in sorted(task_set["eval"].items()):
+        x, y, owners = _scored_sequences(items, tok, seq_len)
+        chunk = max(1, EVAL_CHUNK_ELEMENTS // (members * x.shape[1] * model.vocab_size))
+        loglik, greedy = [], []
+        for start in range(0, len(x), chunk):
+            xs = x[start:start + chunk].to(device).expand(members, -1, -1)
+            ys = y[start:start + chunk].to(device)
+            logp = torch.log_softmax(model.logits(xs).float(), dim=-1)  # [M, n, T, V]
+            scored = ys != IGNORE
+            picked = logp.gather(-1, ys.clamp(min=0).expand(members, -1, -1).unsqueeze(-1)).squeeze(-1)
+            loglik.append((picked * scored).sum(-1).double().cpu())
+            hits = (logp.argmax(-1) == ys) | ~scored
+            greedy.append(hits.all(-1).cpu())
+        loglik, greedy = torch.cat(loglik, dim=1), torch.cat(greedy, dim=1)
+        rows_of: dict[int, list[int]] = {}
+        for r, (owner, _, _) in enumerate(owners):
+            rows_of.setdefault(owner, []).append(r)
+        for m in range(members):
+            correct = []
+            for i, item in enumerate(items):
+                rows = rows_of[i]
+                if "answer" in item:
+                    correct.append(bool(greedy[m, rows[0]]))
+                else:
+                    ll = loglik[m, rows].numpy()
+                    right = item["correct"]
+                    correct.append(bool(ll[right] > np.delete(ll, right).max()))
+            out[m][task] = float(np.mean(correct))
+    return out
