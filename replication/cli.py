@@ -10,6 +10,7 @@ from pathlib import Path
 from replication.data import DataError
 from replication.params import experiment, load_params
 from replication.spec import ConfigError
+from replication.store import MergeConflict
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-members", type=int, default=None, help="largest ensemble trained as one computation")
     sweep.add_argument("--workers", type=int, default=None, help="worker processes (default: what metrics/bench.json measured faster)")
     sweep.add_argument("--checkpoint-every-tokens", type=int, default=None, help="checkpoint long runs at this interval so a killed sweep resumes mid-run")
+    sweep.add_argument("--max-minutes", type=float, default=None,
+                       help="start no training after this many minutes; runs in flight finish and are stored (exit 3 while runs are left)")
+
+    store = sub.add_parser("store", help="operate on result stores")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    merge = store_sub.add_parser("merge", help="copy the records of store SOURCE that store TARGET lacks (a run with different results in both is an error, and nothing is merged)")
+    merge.add_argument("source", help="a store root, e.g. another machine's results/")
+    merge.add_argument("target", help="the store root to merge into, e.g. results/")
 
     show = sub.add_parser("show", help="summarise the store: runs per experiment and status")
     show.add_argument("--profile")
@@ -43,16 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ConfigError, DataError, FileNotFoundError) as err:  # bad input, found before any training
+    except (ConfigError, DataError, FileNotFoundError, MergeConflict) as err:  # bad input, found before any training or merge
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
 def _dispatch(args) -> int:
     from replication import papers
-    from replication.store import Store
-    from replication.sweep import DEFAULT_MAX_MEMBERS, finetuning, run_finetuning, run_more
+    from replication.store import Store, merge
+    from replication.sweep import DEFAULT_MAX_MEMBERS, deadline_in, finetuning, run_finetuning, run_more
 
+    if args.command == "store":  # merge
+        counts = merge(args.source, args.target)
+        print(f"merged {args.source} into {args.target}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+        return 0
     if args.command == "show":
         root = Path(args.results)
         profiles = [args.profile] if args.profile else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -69,8 +82,15 @@ def _dispatch(args) -> int:
     profile = _profile(args, params)
     if args.command == "sweep":  # every run the experiment's notebook reads, follow-ups included
         df = papers.sweep(args.experiment, params, profile, args.results, max_members=args.max_members or DEFAULT_MAX_MEMBERS,
-                          workers=args.workers, checkpoint_every_tokens=args.checkpoint_every_tokens)
-        return _report(df)
+                          workers=args.workers, checkpoint_every_tokens=args.checkpoint_every_tokens,
+                          deadline=deadline_in(args.max_minutes))
+        status = _report(df)
+        left = papers.missing_runs(args.experiment, params, profile, args.results) if args.max_minutes is not None else 0
+        if left:
+            print(f"stopped at the {args.max_minutes:g}-minute limit with {left} run(s) left; the same command continues "
+                  "(finished runs are stored)", file=sys.stderr)
+            return status or 3  # a run that failed (1) says more than one left to do
+        return status
     exp = experiment(params, args.experiment, profile)
     overrides = {}
     for item in args.set:

@@ -83,7 +83,7 @@ class Experiment:
         return specs
 
 
-_TOP_KEYS = ("profile", "run", "profiles", "experiments")
+_TOP_KEYS = ("profile", "run", "profiles", "experiments", "executor")
 _EXPERIMENT_KEYS = ("run", "grid", "settings", "profiles", "lr_batch_exponent")
 
 

@@ -173,3 +173,58 @@ class Store:
         except (PermissionError, TypeError):
             return not isinstance(pid, int)
         return False
+
+
+# ------------------------------------------------------------ merging stores from several machines
+
+AUDIT_FIELDS = ("timing", "environment")  # how and where a run executed: may differ between two copies of one result
+
+
+class MergeConflict(ValueError):
+    """Two stores hold different results under one run id; nothing was merged."""
+
+
+def same_result(a: dict, b: dict) -> bool:
+    """Whether two records of one run hold the same result (everything but where and how fast it ran)."""
+    strip = lambda r: {k: v for k, v in r.items() if k not in AUDIT_FIELDS}
+    return strip(a) == strip(b)
+
+
+def merge(source: str | Path, target: str | Path) -> dict[str, int]:
+    """Copy every record of the store tree `source` (`<profile>/<experiment>/<run id>.json`) that `target` lacks.
+
+    A run in both with the same result (audit fields aside) is left alone; a `failed` record in `target` is
+    replaced by a finished one from `source`. A run with different results in the two stores is a conflict:
+    every conflict is named and nothing is written, so a merge never mixes results. Records are validated
+    on the way (an untrustworthy one is quarantined where it lies, as any read does) and written atomically.
+    """
+    source, target = Path(source), Path(target)
+    if not source.is_dir():
+        raise FileNotFoundError(f"store merge: no store at {str(source)!r}")
+    plan, conflicts, counts = [], [], {"copied": 0, "identical": 0, "replaced_failed": 0, "kept_target": 0}
+    for folder in sorted(p for p in source.glob("*/*") if p.is_dir() and not p.name.startswith("_")):
+        profile, experiment = folder.parent.name, folder.name
+        theirs, ours = Store(source, profile, experiment), Store(target, profile, experiment)
+        for run_id in theirs.ids():
+            record = theirs.read(run_id)
+            if record is None:
+                continue
+            present = ours.read(run_id)
+            if present is None:
+                plan.append((ours, record))
+                counts["copied"] += 1
+            elif same_result(present, record):
+                counts["identical"] += 1
+            elif present["status"] == "failed" and record["status"] != "failed":
+                plan.append((ours, record))
+                counts["replaced_failed"] += 1
+            elif record["status"] == "failed":
+                counts["kept_target"] += 1  # a failed attempt never replaces a result
+            else:
+                conflicts.append(f"{profile}/{experiment}/{run_id}")
+    if conflicts:
+        raise MergeConflict(f"store merge: {len(conflicts)} run(s) hold different results in {source} and {target}: "
+                            f"{', '.join(conflicts[:10])}{' ...' if len(conflicts) > 10 else ''}; nothing was merged")
+    for store, record in plan:
+        store.write(record)
+    return counts

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import threading
 import time
 import traceback
 import warnings
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from replication.data import load_tokens
 from replication.ensemble import plan, recommended_workers
+from replication.executor import ExecutorConfig, executor_config, train_on_ray
 from replication.finetune import weights_file
 from replication.params import Experiment
 from replication.record import new_record
@@ -30,6 +32,7 @@ from replication.store import Store
 from replication.train import environment, resolve_device, train_members
 
 DEFAULT_MAX_MEMBERS = 8
+_now = time.monotonic  # the clock deadlines are read on (a test replaces it)
 _runs_trained = 0  # in this process (a notebook's kernel): what its timing block reports
 
 
@@ -69,6 +72,8 @@ def run_specs(
     poll_s: float = 1.0,
     checkpoint_every_tokens: int | None = None,
     save_weights: bool = False,
+    deadline: float | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> list[dict]:
     """Ensure every spec has a record in `store`; return the records in spec order.
 
@@ -78,7 +83,12 @@ def run_specs(
     `replication.bench` measured faster on this machine. Each record is written the moment its group ends;
     with `checkpoint_every_tokens`, long runs also checkpoint to `<store>/_checkpoints/` and resume. With
     `save_weights`, each run's final weights go to `<store>/_weights/<run id>.pt` (what `init_from` reads).
+    With a `deadline` (on `sweep._now`'s clock, see `deadline_in`), no group starts after it: the groups in
+    flight finish and are written, and the records stored so far are returned (a later sweep does the rest).
+    `executor` (default: `REPLICATION_EXECUTOR`, else local) may send the groups to Ray instead, whose tasks
+    write their records to the store themselves (see `replication.executor`).
     """
+    executor = executor or executor_config()
     if workers is None:
         workers = recommended_workers()
     train_kwargs = {}
@@ -94,16 +104,23 @@ def run_specs(
             mine = [s for s in pending if store.claim(s.hash)]
             try:
                 global _runs_trained
-                for records in _train_all(mine, max_members, workers, train_kwargs):
+                groups = (_train_on_ray(mine, store, max_members, executor, train_kwargs, deadline) if executor.backend == "ray"
+                          else _train_all(mine, max_members, workers, train_kwargs, deadline))
+                for records in groups:
                     _runs_trained += len(records)
                     for record in records:
-                        store.write(record)
+                        stored = store.read(record["id"])
+                        if stored is None or stored["status"] == "failed":  # a Ray task has stored its own
+                            store.write(record)
                         store.release(record["id"])
                     bar.update(len(records))
             finally:
                 for s in mine:
                     store.release(s.hash)
-            pending = [s for s in pending if s not in mine and needs_run(store, s)]
+            pending = [s for s in pending if needs_run(store, s)]
+            if pending and expired(deadline):
+                break
+            pending = [s for s in pending if s not in mine]
             if pending:  # held by another sweep: wait for its records (or take over if it died)
                 time.sleep(poll_s)
                 bar.update(0)
@@ -131,17 +148,51 @@ def needs_run(store: Store, spec: RunSpec) -> bool:
     return record is None or record["status"] == "failed"  # failed runs (not diverged ones) are retried
 
 
-def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwargs: dict):
-    """Yield the records of each trained group as it finishes."""
+def _train_on_ray(specs: list[RunSpec], store: Store, max_members: int, executor: ExecutorConfig, train_kwargs: dict,
+                  deadline: float | None):
+    """Yield the records of each group a Ray task trained (and stored) as it ends."""
+    for ids in train_on_ray(plan(specs, max_members), store, executor, train_kwargs, lambda: expired(deadline)):
+        yield [r for r in (store.read(i) for i in ids) if r is not None]
+
+
+def deadline_in(minutes: float | None) -> float | None:
+    """The deadline `minutes` from now (None: no limit), for `run_specs` and `papers.sweep`."""
+    return None if minutes is None else _now() + 60 * minutes
+
+
+def expired(deadline: float | None) -> bool:
+    return deadline is not None and _now() >= deadline
+
+
+def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwargs: dict, deadline: float | None = None):
+    """Yield the records of each trained group as it finishes; start no group after `deadline`."""
     if workers > 1 and specs:  # enough groups to keep every worker busy
         max_members = max(1, min(max_members, -(-len(specs) // workers)))
     groups = plan(specs, max_members)
     if workers > 1 and len(groups) > 1:
         threads = max(1, torch.get_num_threads() // workers)
+        slots, stop = threading.Semaphore(workers), threading.Event()
+
+        def feed():  # hands the pool a group only when a worker is free, so a deadline stops what has not started
+            for group in groups:
+                while not slots.acquire(timeout=0.2):
+                    if stop.is_set():
+                        return
+                if stop.is_set() or expired(deadline):
+                    return
+                yield group, threads, train_kwargs
+
         with mp.get_context("spawn").Pool(workers) as pool:
-            yield from pool.imap_unordered(_train_group_in_worker, [(g, threads, train_kwargs) for g in groups])
+            try:
+                for records in pool.imap_unordered(_train_group_in_worker, feed()):
+                    slots.release()
+                    yield records
+            finally:
+                stop.set()
     else:
         for group in groups:
+            if expired(deadline):
+                return
             yield train_group(group, **train_kwargs)
 
 

@@ -17,10 +17,11 @@ from types import ModuleType
 
 import pandas as pd
 
+from replication.executor import executor_config
 from replication.params import experiment
 from replication.spec import RunSpec
 from replication.store import Store
-from replication.sweep import finetuning, needs_run, run_finetuning, run_more, table
+from replication.sweep import expired, finetuning, needs_run, run_finetuning, run_more, table
 
 
 def topic(name: str) -> ModuleType | None:
@@ -49,7 +50,10 @@ def declared_runs(exp, params: dict, results_root="results") -> list[RunSpec]:
 
 def sweep(name: str, params: dict, profile: str, results_root="results", **kwargs) -> pd.DataFrame:
     """Train every run experiment `name` declares, its requirements first, until nothing is missing; return
-    the table of its runs. A run that fails is tried once per call (its record says why)."""
+    the table of its runs. A run that fails is tried once per call (its record says why). With
+    `deadline=` (`sweep.deadline_in(minutes)`), no group starts after it and the table holds what is stored
+    (`missing_runs` says what is left for the next call)."""
+    kwargs.setdefault("executor", executor_config(params))  # params.yaml's `executor:` (local or Ray)
     for other in requires(name):
         sweep(other, params, profile, results_root, **kwargs)
     if name not in params.get("experiments", {}) and topic(name) is not None:
@@ -62,7 +66,7 @@ def sweep(name: str, params: dict, profile: str, results_root="results", **kwarg
     while True:
         specs = declared_runs(exp, params, results_root)
         missing = [s for s in specs if s.hash not in tried and needs_run(store, s)]
-        if not missing:
+        if not missing or expired(kwargs.get("deadline")):
             break
         tried |= {s.hash for s in missing}
         if ft is not None:
@@ -73,3 +77,18 @@ def sweep(name: str, params: dict, profile: str, results_root="results", **kwarg
             run_more(exp, missing, results_root=results_root, **kwargs)
     records = [r for r in (store.read(s.hash) for s in specs) if r is not None]
     return table(records, grid_keys=exp.grid_keys)
+
+
+def missing_runs(name: str, params: dict, profile: str, results_root="results") -> int:
+    """How many runs experiment `name` and the experiments it requires declare, given what is stored, and
+    lack (a lower bound: follow-ups appear once the runs they follow are stored)."""
+    left = sum(missing_runs(other, params, profile, results_root) for other in requires(name))
+    if name not in params.get("experiments", {}):
+        return left
+    exp = experiment(params, name, profile)
+    try:
+        specs = declared_runs(exp, params, results_root)
+    except (RuntimeError, FileNotFoundError):  # its runs follow from runs not stored yet
+        return max(left, 1)
+    store = Store(results_root, profile, name)
+    return left + sum(needs_run(store, s) for s in specs)

@@ -1,0 +1,153 @@
+"""Scale-out, first piece: a sweep that stops at a time limit and resumes, and merging stores from several machines."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from replication import sweep as sweep_module
+from replication.record import new_record
+from replication.spec import DataConfig, ModelConfig, RunSpec
+from replication.store import MergeConflict, Store, merge
+from replication.sweep import run_specs
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = RunSpec(model=ModelConfig(width=16, depth=1, head_dim=8), data=DataConfig(vocab_size=300, seq_len=16, val_tokens=512),
+               tokens=512, log_every_tokens=128, eval_every_tokens=512, compile="false")
+
+
+def _record(spec: RunSpec, loss: float = 3.0, status: str = "ok", wall: float = 1.0) -> dict:
+    r = new_record(spec, {"device": "cpu"}, status=status)
+    r.update(final_val_loss=loss, best_val_loss=loss, timing={"wall_time_s": wall})
+    return r
+
+
+def _stores(tmp_path):
+    a, b = Store(tmp_path / "a", "cpu", "demo"), Store(tmp_path / "b", "cpu", "demo")
+    return a, b, [TINY.replace(seed=s) for s in range(4)]
+
+
+def test_merge_copies_what_is_missing_and_ignores_where_a_run_ran(tmp_path):
+    a, b, specs = _stores(tmp_path)
+    for s in specs[:3]:
+        a.write(_record(s, wall=1.0))
+    b.write(_record(specs[0], wall=9.0))  # the same result, trained elsewhere at another speed
+    b.write(_record(specs[1], status="failed"))  # a failed attempt here, a result there
+    b.write(_record(specs[3]))
+    counts = merge(tmp_path / "a", tmp_path / "b")
+    assert counts == {"copied": 1, "identical": 1, "replaced_failed": 1, "kept_target": 0}
+    assert b.read(specs[1].hash)["status"] == "ok" and b.read(specs[2].hash) is not None and len(b.ids()) == 4
+    assert merge(tmp_path / "a", tmp_path / "b")["identical"] == 3  # merging again changes nothing
+
+
+def test_merge_refuses_different_results_under_one_run_and_writes_nothing(tmp_path):
+    a, b, specs = _stores(tmp_path)
+    a.write(_record(specs[0], loss=3.0))
+    a.write(_record(specs[1]))
+    b.write(_record(specs[0], loss=3.5))
+    with pytest.raises(MergeConflict, match=f"cpu/demo/{specs[0].hash}.*nothing was merged"):
+        merge(tmp_path / "a", tmp_path / "b")
+    assert b.ids() == [specs[0].hash]  # specs[1] was not copied either
+    out = subprocess.run([sys.executable, "-m", "replication", "store", "merge", str(tmp_path / "a"), str(tmp_path / "b")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "different results" in out.stderr and specs[0].hash in out.stderr
+
+
+def test_a_deadline_stops_before_the_next_group_and_the_next_sweep_finishes(tmp_path, monkeypatch):
+    specs = [TINY.replace(batch_size=b) for b in (1, 2, 4)]  # three groups
+    store = Store(tmp_path, "smoke", "demo")
+    clock = iter([0.0] + [10.0] * 100)  # the first group starts at 0; every later look at the clock is past the deadline
+    monkeypatch.setattr(sweep_module, "_now", lambda: next(clock))
+    first = run_specs(specs, store, workers=1, progress=False, deadline=5.0)
+    assert len(first) == 1 and len(store.ids()) == 1
+    monkeypatch.setattr(sweep_module, "_now", lambda: 0.0)
+    kept = json.loads(store.path(first[0]["id"]).read_text())
+    done = run_specs(specs, store, workers=1, progress=False)
+    assert len(done) == 3 and len(store.ids()) == 3
+    assert json.loads(store.path(first[0]["id"]).read_text()) == kept  # not trained twice
+
+
+def test_a_past_deadline_starts_nothing_in_worker_processes(tmp_path):
+    store = Store(tmp_path, "smoke", "demo")
+    specs = [TINY.replace(batch_size=b) for b in (1, 2, 4)]
+    assert run_specs(specs, store, workers=2, progress=False, deadline=sweep_module.deadline_in(0)) == []
+    assert store.ids() == []
+
+
+def test_the_cli_stops_at_max_minutes_and_the_same_command_continues(tmp_path):
+    cmd = [sys.executable, "-m", "replication", "--results", str(tmp_path), "sweep", "quickstart", "--profile", "smoke"]
+    stopped = subprocess.run([*cmd, "--max-minutes", "0"], capture_output=True, text=True, cwd=ROOT)
+    assert stopped.returncode == 3 and "2 run(s) left" in stopped.stderr
+    finished = subprocess.run([*cmd, "--max-minutes", "60"], capture_output=True, text=True, cwd=ROOT)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert len(Store(tmp_path, "smoke", "quickstart").ids()) == 2
+
+
+def test_the_executor_comes_from_params_or_the_environment(monkeypatch):
+    from replication.executor import executor_config
+    from replication.spec import ConfigError
+
+    monkeypatch.delenv("REPLICATION_EXECUTOR", raising=False)
+    assert executor_config({}).backend == "local"
+    assert executor_config({"executor": {"backend": "ray", "num_gpus": 1}}).num_gpus == 1
+    monkeypatch.setenv("REPLICATION_EXECUTOR", "ray")
+    assert executor_config({"executor": {"backend": "local"}}).backend == "ray"
+    monkeypatch.setenv("REPLICATION_EXECUTOR", "slurm")
+    with pytest.raises(ConfigError, match="executor.backend: 'slurm' is unknown; choose one of: local, ray"):
+        executor_config({})
+    monkeypatch.delenv("REPLICATION_EXECUTOR")
+    with pytest.raises(ConfigError, match="executor.num_cpu: unknown key \\(did you mean 'num_cpus'"):
+        executor_config({"executor": {"num_cpu": 2}})
+
+
+# ------------------------------------------------------------------------------------------------ Ray
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray instance of 2 CPUs (Ray has no local mode any more), shared by the Ray tests."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_gives_the_records_the_local_backend_gives(tmp_path, local_ray):
+    from replication.executor import ExecutorConfig
+    from replication.store import same_result
+
+    specs = [TINY.replace(batch_size=b, seed=s) for b in (1, 2) for s in (0, 1)]
+    local = run_specs(specs, Store(tmp_path / "local", "smoke", "demo"), workers=1, progress=False)
+    remote = run_specs(specs, Store(tmp_path / "ray", "smoke", "demo"), progress=False, executor=ExecutorConfig(backend="ray"))
+    assert [r["id"] for r in remote] == [r["id"] for r in local]
+    assert all(same_result(a, b) for a, b in zip(local, remote))
+
+
+def test_a_ray_worker_that_dies_loses_only_its_own_runs_and_none_is_written_twice(tmp_path, local_ray):
+    from replication.executor import ExecutorConfig, train_on_ray
+    from replication.ensemble import plan
+
+    marker = tmp_path / "die-once"
+    marker.touch()
+    writes = tmp_path / "writes"
+
+    def dies_once(group, **kwargs):  # pickled by value into the Ray worker
+        import os
+
+        from replication.sweep import train_group
+
+        if marker.exists():
+            marker.unlink()
+            os._exit(1)  # the worker process dies mid-task; Ray retries the task
+        records = train_group(group, **kwargs)
+        with open(writes, "a") as f:
+            f.writelines(f"{r['id']}\n" for r in records)
+        return records
+
+    store = Store(tmp_path, "smoke", "demo")
+    specs = [TINY.replace(batch_size=b) for b in (1, 2, 4)]
+    done = list(train_on_ray(plan(specs, 8), store, ExecutorConfig(backend="ray", max_retries=2), {}, lambda: False, train=dies_once))
+    assert sorted(i for ids in done for i in ids) == sorted(s.hash for s in specs)
+    assert sorted(store.ids()) == sorted(s.hash for s in specs)
+    assert not marker.exists()  # a worker did die
+    assert sorted(writes.read_text().split()) == sorted(s.hash for s in specs)  # each run trained (and written) once
