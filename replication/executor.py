@@ -85,7 +85,7 @@ def train_on_ray(groups: list, store, cfg: ExecutorConfig, train_kwargs: dict, e
     if cfg.memory_gb:
         options["memory"] = int(cfg.memory_gb * 2**30)
     task = ray.remote(_run_group).options(**options)
-    where = (store.root.parent.parent, store.root.parent.name, store.root.name)
+    where = (str(store.root.parent.parent.resolve()), store.root.parent.name, store.root.name)  # workers' cwd may differ
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.num_cpus))
     if cfg.num_gpus:
         slots = min(slots, max(1, int(ray.cluster_resources().get("GPU", 0) // cfg.num_gpus)))

@@ -19,6 +19,21 @@ def test_environment_yml_installs_what_pyproject_declares():
     assert "python=3.11" in env["dependencies"]
 
 
+def test_the_locks_pin_every_dependency_and_torch_per_variant():
+    """requirements/lock-*.txt: the whole resolved set, one exact version per package, every dependency of
+    pyproject.toml (and its test extra) among them; torch 2.13.0 as the CPU wheel or the CUDA one."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    direct = [re.split(r"[=<>\[ ]", d)[0].lower() for d in project["dependencies"] + project["optional-dependencies"]["test"]]
+    for variant, torch in (("cpu", "2.13.0+cpu"), ("cuda", "2.13.0")):
+        pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", (ROOT / "requirements" / f"lock-{variant}.txt").read_text(), flags=re.M))
+        pins = {k.lower(): v for k, v in pins.items()}
+        assert not [d for d in direct if d not in pins], variant
+        assert pins["torch"] == torch
+        assert any(k.startswith("nvidia-") for k in pins) == (variant == "cuda")
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "-r requirements/lock-cpu.txt" in next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+
+
 def test_torch_is_pinned_exactly():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert "torch==2.13.0" in deps
