@@ -78,6 +78,8 @@ def test_continuation_items_rank_the_true_next_words():
     assert items == tasks.continuation_items(text, 30, seed=0, context_words=5, ending_words=3)
     with pytest.raises(ValueError, match="too few"):
         tasks.continuation_items("a b c", 5, seed=0)
+    with pytest.raises(ValueError, match="too few for 600 items"):  # 4 distinct passages per item
+        tasks.continuation_items(text, 600, seed=0, context_words=5, ending_words=3)
 
 
 def test_seeded_distinct_and_split_disjoint():

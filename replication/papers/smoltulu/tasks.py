@@ -163,8 +163,8 @@ def continuation_items(text: str, n: int, seed: int, context_words: int = 12, en
     elsewhere in the text, ranked by likelihood. Never fine-tuned on: it measures what pretraining knew."""
     words = text.split()
     span = context_words + ending_words
-    if len(words) < 8 * span:
-        raise ValueError(f"continuation_items: the text has {len(words)} words, too few for items of {span}")
+    if len(words) - span < max(4 * n, 8 * span):  # each item draws 4 distinct passages
+        raise ValueError(f"continuation_items: the text has {len(words)} words, too few for {n} items of {span} words")
     rng = np.random.default_rng([seed, len(TASKS)])
     starts = rng.choice(len(words) - span, size=4 * n, replace=False)
     items = []
