@@ -100,7 +100,10 @@ def train_on_ray(groups: list, store, cfg: ExecutorConfig, train_kwargs: dict, e
         group = running.pop(done)
         try:
             yield ray.get(done)
-        except ray.exceptions.RayError as err:  # retries spent: its runs stay missing, and the next sweep trains them
-            warnings.warn(f"a Ray task of {len(group)} run(s) failed after {cfg.max_retries} retries ({type(err).__name__}); "
+        except ray.exceptions.RayError as err:  # its runs stay missing, and the next sweep trains them
+            cause = getattr(err, "cause", None) or err  # a task's own exception, or Ray's (a lost worker)
+            how = ("raised an error (not retried)" if isinstance(err, ray.exceptions.RayTaskError)
+                   else f"lost its worker {cfg.max_retries + 1} times")
+            warnings.warn(f"a Ray task of {len(group)} run(s) {how}: {type(cause).__name__}: {str(cause).strip()[:200]}; "
                           "the next sweep trains them", stacklevel=2)
             yield [s.hash for s in group]

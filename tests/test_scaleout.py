@@ -136,8 +136,11 @@ def test_a_ray_worker_that_dies_loses_only_its_own_runs_and_none_is_written_twic
 
         from replication.sweep import train_group
 
-        if marker.exists():
-            marker.unlink()
+        try:
+            os.unlink(marker)  # atomic: of the tasks in flight together, exactly one claims the death
+        except FileNotFoundError:
+            pass
+        else:
             os._exit(1)  # the worker process dies mid-task; Ray retries the task
         records = train_group(group, **kwargs)
         with open(writes, "a") as f:
@@ -151,3 +154,17 @@ def test_a_ray_worker_that_dies_loses_only_its_own_runs_and_none_is_written_twic
     assert sorted(store.ids()) == sorted(s.hash for s in specs)
     assert not marker.exists()  # a worker did die
     assert sorted(writes.read_text().split()) == sorted(s.hash for s in specs)  # each run trained (and written) once
+
+
+def test_a_ray_task_that_raises_leaves_its_runs_missing_and_says_so(tmp_path, local_ray):
+    from replication.executor import ExecutorConfig, train_on_ray
+    from replication.ensemble import plan
+
+    def raises(group, **kwargs):
+        raise ValueError("bad group")
+
+    store = Store(tmp_path, "smoke", "demo")
+    specs = [TINY.replace(batch_size=b) for b in (1, 2)]
+    with pytest.warns(UserWarning, match=r"raised an error \(not retried\).*bad group.*the next sweep trains them"):
+        list(train_on_ray(plan(specs, 1), store, ExecutorConfig(backend="ray", max_retries=2), {}, lambda: False, train=raises))
+    assert store.ids() == []
