@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train one run of an experiment (its base spec) and print its record summary")
     run.add_argument("experiment", help="experiment name in params.yaml, e.g. quickstart")
-    run.add_argument("--profile", help="smoke | cpu | gpu (default: params.yaml's profile)")
+    run.add_argument("--profile", help="smoke | cpu | gpu | paper (default: params.yaml's profile)")
     run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override spec keys, e.g. optimizer.lr=1e-3 batch_size=4")
 
     sweep = sub.add_parser("sweep", help="train every run an experiment's notebook reads (grid and follow-ups) that the store lacks; print the table")
@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="summarise the store: runs per experiment and status")
     show.add_argument("--profile")
+
+    tokens = sub.add_parser("tokens", help="tokenize every corpus a profile's experiments read (cached, memory-mapped) and write the manifest")
+    tokens.add_argument("--profile")
+    tokens.add_argument("--out", default=None, help="manifest path (default: metrics/tokens/<profile>.json)")
+
+    cost = sub.add_parser("cost", help="estimate each stage's GPU time on a profile from the measured GPU benchmark")
+    cost.add_argument("--profile", help="gpu | paper | ... (default: params.yaml's profile)")
+    cost.add_argument("--bench", default="metrics/bench_gpu.json", help="the GPU benchmark to price with")
+    cost.add_argument("--hours", action="store_true", help="GPU-hours instead of GPU-minutes")
     return p
 
 
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     from replication import papers
     from replication.store import Store, merge
-    from replication.sweep import DEFAULT_MAX_MEMBERS, deadline_in, finetuning, run_finetuning, run_more
+    from replication.sweep import deadline_in, finetuning, run_finetuning, run_more
 
     if args.command == "store":  # merge
         counts = merge(args.source, args.target)
@@ -80,8 +89,21 @@ def _dispatch(args) -> int:
 
     params = load_params(args.params)
     profile = _profile(args, params)
+    if args.command == "tokens":
+        from replication.tokens import write_manifest
+
+        out = write_manifest(params, profile, args.out or f"metrics/tokens/{profile}.json")
+        print(f"wrote {out}: {len(json.loads(out.read_text())['corpora'])} corpora tokenized for profile {profile}")
+        return 0
+    if args.command == "cost":
+        from replication.cost import format_costs, stage_costs
+
+        rows = stage_costs(params, profile, args.bench, args.results)
+        print(f"profile {profile}, priced on {rows[0]['gpu'] if rows else 'the benchmarked GPU'} (eager steps; see replication/cost.py)")
+        print(format_costs(rows, hours=args.hours))
+        return 0
     if args.command == "sweep":  # every run the experiment's notebook reads, follow-ups included
-        df = papers.sweep(args.experiment, params, profile, args.results, max_members=args.max_members or DEFAULT_MAX_MEMBERS,
+        df = papers.sweep(args.experiment, params, profile, args.results, max_members=args.max_members,
                           workers=args.workers, checkpoint_every_tokens=args.checkpoint_every_tokens,
                           deadline=deadline_in(args.max_minutes))
         status = _report(df)

@@ -12,6 +12,7 @@ import hashlib
 import importlib.resources
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -91,10 +92,28 @@ def _parts_by_position(name: str, text: str, n_parts: int = 20) -> dict[str, str
     return {f"{name}#{i}": text[a:b] for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))}
 
 
+_offline = False  # set within `offline()`
+
+
+@contextmanager
+def offline():
+    """Within it, a hub corpus is a DataError at once: corpora are streamed, which `datasets` never caches,
+    so without the network they could only fail, after minutes of retries (the report and the cost
+    estimates declare runs this way)."""
+    global _offline
+    saved, _offline = _offline, True
+    try:
+        yield
+    finally:
+        _offline = saved
+
+
 def _hub_documents(cfg: DataConfig) -> dict[str, str]:
+    name = cfg.corpus[len("hf:"):]
+    if _offline:
+        raise DataError(f"dataset {name!r} is streamed from the hub, and this step does not touch the network")
     import datasets
 
-    name = cfg.corpus[len("hf:"):]
     limit = cfg.max_documents or HF_DEFAULT_MAX_DOCUMENTS
     try:
         stream = datasets.load_dataset(name, cfg.hf_config, split=cfg.hf_split, streaming=True)
@@ -191,7 +210,8 @@ class TokenData:
 
 
 def load_tokens(cfg: DataConfig) -> TokenData:
-    """Token arrays for train and validation, built once per (corpus, vocab size) and cached."""
+    """Token arrays for train and validation, built once per (corpus, vocab size) and cached on disk (the
+    `tokens` stage builds every one a profile uses up front); read back memory-mapped."""
     return _load_tokens_cached(cfg, str(cache_dir().resolve()))
 
 
@@ -227,7 +247,8 @@ def _load_tokens_cached(cfg: DataConfig, cache_root: str) -> TokenData:
             tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
             np.save(tmp, _encode(tok, [docs[n] for n in chosen]))
             os.replace(tmp, path)
-    return TokenData(np.load(train_path), np.load(val_path), tok.get_vocab_size(), tok_path)
+    # memory-mapped: worker processes share the pages instead of each holding a copy of the corpus
+    return TokenData(np.load(train_path, mmap_mode="r"), np.load(val_path, mmap_mode="r"), tok.get_vocab_size(), tok_path)
 
 
 def _slug(text: str) -> str:

@@ -25,7 +25,7 @@ def setup(profile: str) -> Path:
     whether papermill (``--cwd .``), nbval (the notebook's folder) or JupyterLab started the kernel."""
     if profile not in PROFILES:  # papermill only warns on a misspelled parameter; fail loudly instead
         raise ConfigError(f"profile: {profile!r} is unknown; choose one of: {', '.join(PROFILES)}")
-    _clock.update(start=time.perf_counter(), trained=runs_trained(), profile=profile)
+    _clock.update(start=time.perf_counter(), trained=runs_trained(), profile=profile, missing=0)
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
@@ -67,6 +67,46 @@ def quickstart_summary(runs: pd.DataFrame) -> Markdown:
     )
 
 
+class PartialStore(RuntimeError):
+    """A stage ran with runs missing (a bounded sweep stopped): its analysis is shown, but it is not done."""
+
+
+def coverage(name: str, params: dict, profile: str, results_root="results") -> Markdown:
+    """What the store holds of the runs this notebook reads. Complete: one line. Partial (a sweep stopped by
+    `REPLICATION_MAX_MINUTES` or `--max-minutes`): what is missing, by experiment and batch size, so the
+    tables and figures below are read as drawn from the stored runs only; `require_complete` then fails the stage."""
+    from replication.papers import missing_specs
+
+    missing, waiting = missing_specs(name, params, profile, results_root)
+    _clock["missing"] = len(missing) + len(waiting)
+    if not _clock["missing"]:
+        return Markdown("Store complete: every run this notebook reads is stored.")
+    counts: dict[tuple, int] = {}
+    for exp_name, spec in missing:
+        key = (exp_name, spec.optimizer.name, spec.batch_size)
+        counts[key] = counts.get(key, 0) + 1
+    rows = "\n".join(f"| {e} | {o} | {b} | {n} |" for (e, o, b), n in sorted(counts.items()))
+    later = (f" The follow-up runs of {', '.join(waiting)} cannot be listed until the runs they follow are stored." if waiting else "")
+    return Markdown(
+        f"**Partial store: {len(missing)} run(s) this notebook reads are not stored yet.**{later} Every table, figure and "
+        "verdict below is computed from the stored runs only (a verdict short of its seeds or cells says so), and the "
+        "stage fails at its end until the same command has trained the rest.\n\n"
+        "| experiment | optimizer | batch size | missing runs |\n|---|---|---|---|\n" + rows
+    )
+
+
+def require_complete(name: str, params: dict, profile: str, results_root="results") -> None:
+    """The notebook's last cell: fail the stage (so `dvc repro` runs it again) while runs it reads are missing."""
+    from replication.papers import missing_specs
+
+    missing, waiting = missing_specs(name, params, profile, results_root)
+    if missing or waiting:
+        raise PartialStore(f"{len(missing)} run(s) this notebook reads are not stored yet"
+                           + (f" (and the follow-ups of {', '.join(waiting)})" if waiting else "")
+                           + "; the analysis above used the stored ones. Run the same command again to train the rest "
+                           "(finished runs are kept).")
+
+
 def timing(previous: dict | None) -> dict | None:
     """The notebook's wall time since `setup`, for its metrics file.
 
@@ -106,6 +146,8 @@ def write_metrics(path: str | Path, metrics: dict) -> Path:
     path = Path(path)
     previous = json.loads(path.read_text()).get("timing") if path.is_file() else None
     metrics = {**metrics, "timing": timing(previous)}
+    if _clock.get("missing"):  # drawn from a partial store: say so beside the numbers
+        metrics["missing_runs"] = _clock["missing"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plain(metrics), indent=1, sort_keys=True) + "\n")
     return path

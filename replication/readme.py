@@ -6,13 +6,16 @@
   `metrics/bench_gpu.json`;
 - `compiled`: compiled against eager training steps, from `metrics/bench.json`;
 - `gallery`: a thumbnail of every figure under figures/, grouped by paper;
-- `verdicts`: claims per paper and verdict, from `metrics/report.json`
+- `verdicts`: claims per paper and verdict, from `metrics/report.json`;
+- `cost_gpu` and `cost_paper`: each stage's estimated GPU time on the `gpu` and `paper` profiles
+  (`replication.cost`, from params.yaml, `metrics/bench_gpu.json` and the committed cpu records)
 (the report stage rewrites `gallery` and `verdicts`).
 tests/test_readme.py fails when a block and the metrics disagree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -117,8 +120,19 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
+def cost_table(root: str | Path = ".", profile: str = "gpu") -> str:
+    """Each stage's estimated GPU time on `profile`, priced from `metrics/bench_gpu.json` (replication.cost)."""
+    from replication.cost import format_costs, stage_costs
+    from replication.params import load_params
+
+    with contextlib.chdir(root):  # run ids of runs started from stored weights name the store as "results/..."
+        rows = stage_costs(load_params("params.yaml"), profile, "metrics/bench_gpu.json", "results")
+    return format_costs(rows, hours=profile == "paper")
+
+
 BLOCKS = {"timings": timings_table, "ensembles": ensembles_table,
-          "ensembles_gpu": lambda root=".": ensembles_table(root, bench="metrics/bench_gpu.json"), "compiled": compiled_table, "gallery": gallery, "verdicts": verdicts_table}
+          "ensembles_gpu": lambda root=".": ensembles_table(root, bench="metrics/bench_gpu.json"), "compiled": compiled_table, "gallery": gallery, "verdicts": verdicts_table,
+          "cost_gpu": cost_table, "cost_paper": lambda root=".": cost_table(root, "paper")}
 
 
 def block(name: str, root: str | Path = ".") -> str:

@@ -90,10 +90,13 @@ def _hub_offline():
     """The report never downloads: a topic that declares its runs from its corpus (`smoltulu_ratio` reads held-out
     text into its task set) reads a hub dataset from the local cache or fails at once, instead of retrying the
     network (effective where `datasets` is first imported inside, as in the report's own kernel)."""
+    from replication.data import offline
+
     saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
     os.environ.update({k: "1" for k in saved})
     try:
-        yield
+        with offline():
+            yield
     finally:
         for k, v in saved.items():
             if v is None:

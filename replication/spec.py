@@ -23,7 +23,7 @@ SCHEDULES = ("constant", "cosine", "wsd", "power")
 DECAY_SHAPES = ("linear", "exponential", "1-sqrt")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 COMPILE_MODES = ("auto", "true", "false")
-PROFILES = ("smoke", "cpu", "gpu")
+PROFILES = ("smoke", "cpu", "gpu", "paper")  # paper: the papers' own configurations, priced by `replication.cost`
 
 # Non-embedding sizes: 12 * depth * width**2 (see model.count_parameters).
 MODEL_PRESETS: dict[str, dict[str, int]] = {

@@ -49,8 +49,9 @@ class TrainStep:
     Gradients accumulate in the model; the caller runs the optimizer and zeroes them.
     """
 
-    def __init__(self, model: GPT, device: torch.device, compile: bool, reason: str = ""):
+    def __init__(self, model: GPT, device: torch.device, compile: bool, reason: str = "", bf16: bool | None = None):
         self.model, self.device = model, device
+        self.bf16 = device.type == "cuda" if bf16 is None else bf16  # bf16 autocast: on GPU; on CPU only when asked (tests)
         self.losses = model.losses  # after the embedding lookup, which stays eager (see GPT.losses)
         self.compiled, self.reason = compile, reason
         self.compile_s: float | None = None  # wall time of the first compiled step (compilation included)
@@ -82,7 +83,7 @@ class TrainStep:
         step_loss = torch.zeros(x.shape[0], device=x.device)
         for k in range(n_micro):
             xs, ys = x[:, k * micro:(k + 1) * micro], y[:, k * micro:(k + 1) * micro]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):  # bf16 matmuls on GPU only
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 losses = self.losses(self.model.embed(xs), ys)
             (losses.sum() / n_micro).backward()
             step_loss += losses.detach() / n_micro

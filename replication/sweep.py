@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import os
 import threading
 import time
 import traceback
@@ -27,11 +28,12 @@ from replication.finetune import weights_file
 from replication.params import Experiment
 from replication.record import new_record
 from replication.sft import load_task_set
-from replication.spec import RunSpec, get_dotted
+from replication.spec import ConfigError, RunSpec, get_dotted
 from replication.store import Store
 from replication.train import environment, resolve_device, train_members
 
 DEFAULT_MAX_MEMBERS = 8
+GPU_MAX_MEMBERS = 32  # small-batch steps are latency-bound on a GPU: 32 members ran 2.5x the tokens/s of 8 (bench_gpu.json)
 _now = time.monotonic  # the clock deadlines are read on (a test replaces it)
 _runs_trained = 0  # in this process (a notebook's kernel): what its timing block reports
 
@@ -63,10 +65,15 @@ def _train_group_in_worker(args: tuple[list[RunSpec], int, dict]) -> list[dict]:
     return train_group(group, **train_kwargs)
 
 
+def default_max_members() -> int:
+    """The largest ensemble by default: more on a GPU, where a small batch leaves most of it idle."""
+    return GPU_MAX_MEMBERS if torch.cuda.is_available() else DEFAULT_MAX_MEMBERS
+
+
 def run_specs(
     specs: list[RunSpec],
     store: Store,
-    max_members: int = DEFAULT_MAX_MEMBERS,
+    max_members: int | None = None,
     workers: int | None = None,
     progress: bool = True,
     poll_s: float = 1.0,
@@ -83,12 +90,14 @@ def run_specs(
     `replication.bench` measured faster on this machine. Each record is written the moment its group ends;
     with `checkpoint_every_tokens`, long runs also checkpoint to `<store>/_checkpoints/` and resume. With
     `save_weights`, each run's final weights go to `<store>/_weights/<run id>.pt` (what `init_from` reads).
-    With a `deadline` (on `sweep._now`'s clock, see `deadline_in`), no group starts after it: the groups in
+    With a `deadline` (on `sweep._now`'s clock, see `deadline_in`; default `stage_deadline()`), no group starts after it: the groups in
     flight finish and are written, and the records stored so far are returned (a later sweep does the rest).
     `executor` (default: `REPLICATION_EXECUTOR`, else local) may send the groups to Ray instead, whose tasks
     write their records to the store themselves (see `replication.executor`).
     """
     executor = executor or executor_config()
+    max_members = max_members or default_max_members()
+    deadline = deadline_or_stage(deadline)
     if workers is None:
         workers = recommended_workers()
     train_kwargs = {}
@@ -160,6 +169,33 @@ def deadline_in(minutes: float | None) -> float | None:
     return None if minutes is None else _now() + 60 * minutes
 
 
+MAX_MINUTES_ENV = "REPLICATION_MAX_MINUTES"
+_stage_deadline: dict[str, float] = {}
+
+
+def stage_deadline() -> float | None:
+    """The deadline `REPLICATION_MAX_MINUTES` sets, counted from this process's first sweep (in a notebook
+    kernel: the stage's); None without it. `REPLICATION_MAX_MINUTES=25 dvc repro -S profile=gpu` then runs
+    each stage in bounded chunks: its notebook analyses what is stored, and the stage fails while runs are left."""
+    raw = os.environ.get(MAX_MINUTES_ENV, "").strip()
+    if not raw:
+        return None
+    if raw not in _stage_deadline:
+        try:
+            minutes = float(raw)
+        except ValueError:
+            minutes = -1.0
+        if not minutes >= 0:
+            raise ConfigError(f"{MAX_MINUTES_ENV}={raw!r}: expected a number of minutes >= 0")
+        _stage_deadline[raw] = deadline_in(minutes)
+    return _stage_deadline[raw]
+
+
+def deadline_or_stage(deadline: float | None) -> float | None:
+    """An explicit deadline, else the one `REPLICATION_MAX_MINUTES` sets (`stage_deadline`)."""
+    return deadline if deadline is not None else stage_deadline()
+
+
 def expired(deadline: float | None) -> bool:
     return deadline is not None and _now() >= deadline
 
@@ -224,7 +260,8 @@ def table(records: list[dict], grid_keys: list[str] | None = None) -> pd.DataFra
             id=r["id"],
         )
         rows.append(row)
-    return pd.DataFrame(rows)
+    columns = [*keys, "status", "error", "final_val_loss", "best_val_loss", "steps", "tokens", "wall_time_s", "peak_memory_mb", "id"]
+    return pd.DataFrame(rows, columns=columns)  # the columns even with no runs stored yet (a bounded sweep's first chunk)
 
 
 def combine(*tables: pd.DataFrame) -> pd.DataFrame:
@@ -271,7 +308,11 @@ def run_finetuning(exp: Experiment, pretrain: RunSpec, specs: list[RunSpec] | No
     if any(s.init_from != str(weights) for s in specs):
         raise ValueError(f"fine-tuning runs of {exp.name} must start from {weights} (make them with sweep.finetuning)")
     record = store.read(pretrain.hash)
-    if record is None or (not weights.exists() and any(needs_run(store, s) for s in specs)):
+    if expired(deadline_or_stage(kwargs.get("deadline"))):  # a bounded sweep's time is up: start nothing, not even the pretraining
+        if record is None:
+            raise RuntimeError(f"{exp.name}: nothing to analyse yet: the time limit passed before its pretraining run "
+                               f"{pretrain.hash}. Run the same command again; finished runs are kept")
+    elif record is None or (not weights.exists() and any(needs_run(store, s) for s in specs)):
         global _runs_trained
         record = train_members([pretrain], progress=progress, weights_dir=weights.parent)[0]
         _runs_trained += 1

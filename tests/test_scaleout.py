@@ -168,3 +168,82 @@ def test_a_ray_task_that_raises_leaves_its_runs_missing_and_says_so(tmp_path, lo
     with pytest.warns(UserWarning, match=r"raised an error \(not retried\).*bad group.*the next sweep trains them"):
         list(train_on_ray(plan(specs, 1), store, ExecutorConfig(backend="ray", max_retries=2), {}, lambda: False, train=raises))
     assert store.ids() == []
+
+
+def test_replication_max_minutes_bounds_every_sweep_of_the_process_and_bad_values_are_named(tmp_path, monkeypatch):
+    from replication.spec import ConfigError
+
+    monkeypatch.setattr(sweep_module, "_stage_deadline", {})
+    monkeypatch.setenv("REPLICATION_MAX_MINUTES", "soon")
+    with pytest.raises(ConfigError, match="REPLICATION_MAX_MINUTES='soon'"):
+        sweep_module.stage_deadline()
+    monkeypatch.setenv("REPLICATION_MAX_MINUTES", "0")
+    store = Store(tmp_path, "smoke", "demo")
+    assert run_specs([TINY], store, progress=False) == [] and store.ids() == []  # the limit is already past: nothing starts
+    monkeypatch.delenv("REPLICATION_MAX_MINUTES")
+    assert sweep_module.stage_deadline() is None
+    assert [r["id"] for r in run_specs([TINY], store, progress=False)] == [TINY.hash]
+
+
+def test_a_notebook_on_a_partial_store_lists_what_is_missing_and_fails_its_stage_until_complete(tmp_path, monkeypatch):
+    from replication import papers
+    from replication.notebook import PartialStore, coverage, require_complete
+    from replication.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    monkeypatch.setattr(sweep_module, "_stage_deadline", {})
+    monkeypatch.setenv("REPLICATION_MAX_MINUTES", "0")
+    assert papers.sweep("quickstart", params, "smoke", tmp_path, progress=False).empty  # stopped before any run
+    banner = coverage("quickstart", params, "smoke", tmp_path).data
+    assert "Partial store: 2 run(s)" in banner and "| quickstart | adamw | 4 | 1 |" in banner
+    with pytest.raises(PartialStore, match="2 run\\(s\\) this notebook reads are not stored yet"):
+        require_complete("quickstart", params, "smoke", tmp_path)
+    monkeypatch.delenv("REPLICATION_MAX_MINUTES")
+    assert len(papers.sweep("quickstart", params, "smoke", tmp_path, progress=False)) == 2
+    assert coverage("quickstart", params, "smoke", tmp_path).data.startswith("Store complete")
+    require_complete("quickstart", params, "smoke", tmp_path)
+
+
+def test_an_empty_run_table_keeps_its_columns():
+    from replication.sweep import table
+
+    assert {"batch_size", "optimizer.lr", "final_val_loss", "status", "id"} <= set(table([], ["batch_size"]).columns)
+
+
+def test_after_the_time_limit_a_fine_tuning_sweep_starts_not_even_its_pretraining(tmp_path, monkeypatch):
+    from replication.params import experiment, load_params
+    from replication.sweep import finetuning, run_finetuning
+
+    exp = experiment(load_params(ROOT / "params.yaml"), "marek_finetune", "smoke")
+    pretrain, ft = finetuning(exp, tmp_path)
+    monkeypatch.setattr(sweep_module, "_stage_deadline", {})
+    monkeypatch.setenv("REPLICATION_MAX_MINUTES", "0")
+    with pytest.raises(RuntimeError, match="nothing to analyse yet: the time limit passed before its pretraining run"):
+        run_finetuning(ft, pretrain, results_root=tmp_path, progress=False)
+    assert not any(tmp_path.rglob("*.json"))
+
+
+def test_a_notebook_run_in_a_bounded_chunk_shows_what_is_missing_and_fails_its_stage(tmp_path, monkeypatch):
+    import shutil
+
+    import nbformat
+    import papermill
+
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(ROOT / "notebooks" / "quickstart.ipynb", tmp_path / "notebooks")
+    done = subprocess.run([sys.executable, "-m", "replication", "sweep", "quickstart", "--profile", "smoke"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    stored = sorted((tmp_path / "results" / "smoke" / "quickstart").glob("*.json"))
+    stored[0].unlink()  # one of the two runs is not trained yet
+    monkeypatch.setenv("REPLICATION_MAX_MINUTES", "0")  # and this chunk's time is up
+    out = tmp_path / "executed.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError, match="PartialStore"):
+        papermill.execute_notebook(str(tmp_path / "notebooks" / "quickstart.ipynb"), str(out), parameters={"profile": "smoke"},
+                                   kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    text = json.dumps(nbformat.read(out, 4).cells)
+    assert "Partial store: 1 run(s)" in text and "loss_curves" in text  # the analysis ran on the stored run
+    assert json.loads((tmp_path / "metrics" / "quickstart.json").read_text())["missing_runs"] == 1
+    assert len(list((tmp_path / "results" / "smoke" / "quickstart").glob("*.json"))) == 1  # nothing trained after the limit

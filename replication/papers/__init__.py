@@ -21,7 +21,7 @@ from replication.executor import executor_config
 from replication.params import experiment
 from replication.spec import RunSpec
 from replication.store import Store
-from replication.sweep import expired, finetuning, needs_run, run_finetuning, run_more, table
+from replication.sweep import deadline_or_stage, expired, finetuning, needs_run, run_finetuning, run_more, table
 
 
 def topic(name: str) -> ModuleType | None:
@@ -63,10 +63,17 @@ def sweep(name: str, params: dict, profile: str, results_root="results", **kwarg
     if "pretrain" in exp.settings:
         pretrain, ft = finetuning(exp, results_root)
     store, tried = Store(results_root, profile, name), set()
+    deadline = kwargs["deadline"] = deadline_or_stage(kwargs.get("deadline"))
     while True:
-        specs = declared_runs(exp, params, results_root)
+        try:
+            specs = declared_runs(exp, params, results_root)
+        except (RuntimeError, FileNotFoundError) as err:
+            if not expired(deadline):
+                raise
+            raise RuntimeError(f"{name}: nothing to analyse yet: its runs follow from runs the time limit left untrained "
+                               f"({err}). Run the same command again; finished runs are kept") from err
         missing = [s for s in specs if s.hash not in tried and needs_run(store, s)]
-        if not missing or expired(kwargs.get("deadline")):
+        if not missing or expired(deadline):
             break
         tried |= {s.hash for s in missing}
         if ft is not None:
@@ -79,16 +86,26 @@ def sweep(name: str, params: dict, profile: str, results_root="results", **kwarg
     return table(records, grid_keys=exp.grid_keys)
 
 
-def missing_runs(name: str, params: dict, profile: str, results_root="results") -> int:
-    """How many runs experiment `name` and the experiments it requires declare, given what is stored, and
-    lack (a lower bound: follow-ups appear once the runs they follow are stored)."""
-    left = sum(missing_runs(other, params, profile, results_root) for other in requires(name))
+def missing_specs(name: str, params: dict, profile: str, results_root="results") -> tuple[list[tuple[str, RunSpec]], list[str]]:
+    """The runs experiment `name` and the experiments it requires declare, given what is stored, and lack,
+    as (experiment, spec) pairs; and the experiments whose follow-ups cannot be declared yet (their runs
+    follow from runs not stored). A lower bound: follow-ups appear once the runs they follow are stored."""
+    missing, waiting = [], []
+    for other in requires(name):
+        m, w = missing_specs(other, params, profile, results_root)
+        missing, waiting = missing + m, waiting + w
     if name not in params.get("experiments", {}):
-        return left
+        return missing, waiting
     exp = experiment(params, name, profile)
     try:
         specs = declared_runs(exp, params, results_root)
     except (RuntimeError, FileNotFoundError):  # its runs follow from runs not stored yet
-        return max(left, 1)
+        return missing, waiting + [name]
     store = Store(results_root, profile, name)
-    return left + sum(needs_run(store, s) for s in specs)
+    return missing + [(name, s) for s in specs if needs_run(store, s)], waiting
+
+
+def missing_runs(name: str, params: dict, profile: str, results_root="results") -> int:
+    """How many runs `missing_specs` finds (at least 1 while some experiment's runs cannot be declared yet)."""
+    missing, waiting = missing_specs(name, params, profile, results_root)
+    return max(len(missing), 1) if waiting else len(missing)

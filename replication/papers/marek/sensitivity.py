@@ -108,6 +108,9 @@ def sensitivity_table(runs: pd.DataFrame, centres: dict[int, dict]) -> pd.DataFr
         rows.append({"batch_size": b, "hyperparameter": label, "multiplier": m, "n_seeds": len(losses),
                      "delta_loss": (losses.mean() if losses.notna().all() else np.inf) - centre_loss,
                      "delta_se": finite.std(ddof=1) / np.sqrt(len(finite)) if len(finite) > 1 else np.nan})
+    if not rows:
+        raise FileNotFoundError("marek_sensitivity: no run around the current centres (marek_optimizers' best cells) is "
+                                "stored yet; run the stage again to train them (finished runs are kept)")
     return pd.DataFrame(rows)
 
 

@@ -86,16 +86,19 @@ def run_table(exp, results_root="results") -> tuple[dict, pd.DataFrame]:
     pretrain, arms = arm_specs(exp, results_root)
     store = Store(results_root, exp.profile, exp.name)
     pre, rows = store.read(pretrain.hash), []
+    stored = [store.read(x.hash) for specs in arms.values() for x in specs]
+    if pre is None or not any(stored):
+        raise FileNotFoundError(f"{store.root}: runs of {exp.name} are missing; run its stage "
+                                f"(or `python -m replication sweep {exp.name}`)")
     for arm, specs in arms.items():
         for x in specs:
             r = store.read(x.hash)
-            if r is None or pre is None:
-                raise FileNotFoundError(f"{store.root}: runs of {exp.name} are missing; run its stage "
-                                        f"(or `python -m replication sweep {exp.name}`)")
+            if r is None:  # not stored yet (a bounded sweep): the tables use the stored runs
+                continue
             rows.append({"arm": arm, "batch_size": x.batch_size, "lr": x.optimizer.lr, "ratio": x.optimizer.lr / x.batch_size,
                          "seed": x.seed, "status": r["status"], "steps": r["steps"], "epochs": r.get("epochs"),
                          "heldout_loss": r["final_val_loss"], **(r.get("task_accuracy") or {})})
-    first = store.read(arms[EPOCHS][0].hash)
+    first = next(r for r in stored if r is not None and "task_accuracy_before" in r)
     names = sorted(first["task_accuracy_before"])
     df = pd.DataFrame(rows)
     for name in names:  # a column even if every run diverged

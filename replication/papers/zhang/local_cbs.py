@@ -22,7 +22,7 @@ from replication.finetune import weights_file
 from replication.papers.zhang import common
 from replication.spec import ConfigError, RunSpec
 from replication.store import Store
-from replication.sweep import needs_run, run_more
+from replication.sweep import deadline_or_stage, expired, needs_run, run_more
 from replication.train import train_members
 from replication.verdicts import compare
 
@@ -85,6 +85,9 @@ def branch_table(exp, results_root="results") -> pd.DataFrame | None:
 def local_cbs(branches: pd.DataFrame, tolerance: float, reference_batch_size: int) -> pd.DataFrame:
     """Per branch point: the largest batch size whose mean branch loss is within `tolerance` of the
     reference batch size's (a diverged branch is beyond it), with the gap of every batch size."""
+    if branches is None:  # branch_table's answer while a branch is missing
+        raise FileNotFoundError("zhang_local_cbs: some branch runs are not stored yet, and the local CBS compares every "
+                                "batch size at every branch point; run the stage again to train them (finished runs are kept)")
     rows = []
     for t, g in branches.groupby("branch_tokens"):
         means = g.groupby("batch_size")["final_val_loss"].mean()
@@ -143,8 +146,11 @@ def train(exp, missing: list[RunSpec], results_root="results", **kwargs) -> None
     record exists but whose weights (a cache, not committed) do not is retrained with its weights saved."""
     store = Store(results_root, exp.profile, exp.name)
     producers = {str(weights_file(store.root, x.hash)): x for x in runs(exp, {}, results_root) + missing}
+    deadline = deadline_or_stage(kwargs.get("deadline"))
 
     def ensure(path: str) -> None:
+        if expired(deadline):  # a bounded sweep's time is up: remake no weights either
+            return
         producer = producers.get(path)
         if producer is None:
             raise FileNotFoundError(f"{exp.name}: no run of this experiment writes {path}")
