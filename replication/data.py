@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import importlib.resources
+import json
 import os
 import re
 from contextlib import contextmanager
@@ -221,14 +222,23 @@ def _load_tokens_cached(cfg: DataConfig, cache_root: str) -> TokenData:
     pretrained on one domain reads a fine-tuning domain of the same corpus with the same vocabulary."""
     from tokenizers import Tokenizer
 
+    suffix = "" if cfg.domain is None else "-" + hashlib.sha256(cfg.domain.encode()).hexdigest()[:8]
+
+    def paths(folder: Path) -> tuple[Path, Path, Path]:
+        return folder / "tokenizer.json", folder / f"train{suffix}.npy", folder / f"val{suffix}.npy"
+
+    hub = cfg.corpus.startswith("hf:")
+    folder = _hub_folder(cfg, cache_root) if hub else None
+    if hub and all(p.exists() for p in paths(folder)):
+        return _token_data(*paths(folder))  # built before (the `tokens` stage): no network
     docs = load_documents(cfg)
     train_names, val_names = split_names(list(docs), cfg.val_fraction)
-    digest = hashlib.sha256()
-    for part in (str(TOKENIZER_FORMAT), str(cfg.vocab_size), *(docs[n] for n in train_names), "\x00val\x00", *(docs[n] for n in val_names)):
-        digest.update(part.encode("utf-8", errors="replace"))
-    folder = Path(cache_root) / f"{_slug(cfg.corpus)}-v{cfg.vocab_size}-{digest.hexdigest()[:12]}"
-    suffix = "" if cfg.domain is None else "-" + hashlib.sha256(cfg.domain.encode()).hexdigest()[:8]
-    tok_path, train_path, val_path = folder / "tokenizer.json", folder / f"train{suffix}.npy", folder / f"val{suffix}.npy"
+    if not hub:  # local text is read every time anyway: key its arrays by its content
+        digest = hashlib.sha256()
+        for part in (str(TOKENIZER_FORMAT), str(cfg.vocab_size), *(docs[n] for n in train_names), "\x00val\x00", *(docs[n] for n in val_names)):
+            digest.update(part.encode("utf-8", errors="replace"))
+        folder = Path(cache_root) / f"{_slug(cfg.corpus)}-v{cfg.vocab_size}-{digest.hexdigest()[:12]}"
+    tok_path, train_path, val_path = paths(folder)
     if not tok_path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         tok = train_tokenizer([docs[n] for n in train_names], cfg.vocab_size)
@@ -247,8 +257,24 @@ def _load_tokens_cached(cfg: DataConfig, cache_root: str) -> TokenData:
             tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
             np.save(tmp, _encode(tok, [docs[n] for n in chosen]))
             os.replace(tmp, path)
-    # memory-mapped: worker processes share the pages instead of each holding a copy of the corpus
-    return TokenData(np.load(train_path, mmap_mode="r"), np.load(val_path, mmap_mode="r"), tok.get_vocab_size(), tok_path)
+    return _token_data(tok_path, train_path, val_path)
+
+
+def _token_data(tok_path: Path, train_path: Path, val_path: Path) -> TokenData:
+    """Memory-mapped: worker processes share the pages instead of each holding a copy of the corpus."""
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tok_path)).get_vocab_size()
+    return TokenData(np.load(train_path, mmap_mode="r"), np.load(val_path, mmap_mode="r"), vocab, tok_path)
+
+
+def _hub_folder(cfg: DataConfig, cache_root: str) -> Path:
+    """Where a hub corpus's arrays live, keyed by what selects its documents. Streamed datasets are never cached
+    by `datasets`, so keying by content would stream the corpus at every start; a dataset revised upstream
+    keeps its old arrays here until this folder is deleted (the `tokens` manifest records their hashes)."""
+    key = json.dumps([TOKENIZER_FORMAT, cfg.corpus, cfg.hf_config, cfg.hf_split, cfg.text_column,
+                      cfg.max_documents or HF_DEFAULT_MAX_DOCUMENTS, cfg.val_fraction, cfg.vocab_size])
+    return Path(cache_root) / f"{_slug(cfg.corpus)}-v{cfg.vocab_size}-hub{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def _slug(text: str) -> str:

@@ -131,3 +131,21 @@ def test_a_domain_selects_whole_documents_and_shares_the_tokenizer():
 def test_a_domain_matching_nothing_is_a_clear_error():
     with pytest.raises(DataError, match="data.domain: 'poems/\\*' matches none of the 34 training documents"):
         load_tokens(DataConfig(vocab_size=300, seq_len=16, val_tokens=1024, domain="poems/*"))
+
+
+def test_a_hub_corpus_is_read_once_then_loads_from_its_token_arrays_offline(tmp_path):
+    from replication import data
+
+    folder = tmp_path / "tiny_ds"
+    folder.mkdir()
+    rows = [{"text": f"document number {i} of a streamed corpus " * 20} for i in range(30)]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = DataConfig(corpus=f"hf:{folder}", vocab_size=300, max_documents=30)
+    first = load_tokens(cfg)
+    data._load_tokens_cached.cache_clear()
+    (folder / "train.jsonl").unlink()  # the dataset is gone (offline): the arrays built from it still load
+    with data.offline():
+        again = load_tokens(cfg)
+    assert isinstance(again.train, np.memmap) and np.array_equal(first.train, again.train)
+    with data.offline(), pytest.raises(DataError, match="does not touch the network"):
+        load_tokens(DataConfig(corpus=f"hf:{folder}", vocab_size=320))  # never built: it would have to be read
