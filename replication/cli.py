@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     from replication import papers
     from replication.store import Store, merge
-    from replication.sweep import deadline_in, finetuning, run_finetuning, run_more
+    from replication.sweep import deadline_in, finetuning, run_finetuning, run_more, stage_deadline
 
     if args.command == "store":  # merge
         counts = merge(args.source, args.target)
@@ -107,9 +107,10 @@ def _dispatch(args) -> int:
                           workers=args.workers, checkpoint_every_tokens=args.checkpoint_every_tokens,
                           deadline=deadline_in(args.max_minutes))
         status = _report(df)
-        left = papers.missing_runs(args.experiment, params, profile, args.results) if args.max_minutes is not None else 0
+        bounded = args.max_minutes is not None or stage_deadline() is not None  # --max-minutes or REPLICATION_MAX_MINUTES
+        left = papers.missing_runs(args.experiment, params, profile, args.results) if bounded else 0
         if left:
-            print(f"stopped at the {args.max_minutes:g}-minute limit with {left} run(s) left; the same command continues "
+            print(f"stopped at the time limit with {left} run(s) left; the same command continues "
                   "(finished runs are stored)", file=sys.stderr)
             return status or 3  # a run that failed (1) says more than one left to do
         return status

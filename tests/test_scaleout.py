@@ -1,6 +1,7 @@
 """Scale-out, first piece: a sweep that stops at a time limit and resumes, and merging stores from several machines."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,11 @@ def test_the_cli_stops_at_max_minutes_and_the_same_command_continues(tmp_path):
     cmd = [sys.executable, "-m", "replication", "--results", str(tmp_path), "sweep", "quickstart", "--profile", "smoke"]
     stopped = subprocess.run([*cmd, "--max-minutes", "0"], capture_output=True, text=True, cwd=ROOT)
     assert stopped.returncode == 3 and "2 run(s) left" in stopped.stderr
+    env = {**os.environ, "REPLICATION_MAX_MINUTES": "0"}  # the stage-wide limit counts the same
+    stopped = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert stopped.returncode == 3 and "2 run(s) left" in stopped.stderr
+    bad = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "REPLICATION_MAX_MINUTES": "-1"})
+    assert bad.returncode == 2 and "REPLICATION_MAX_MINUTES='-1'" in bad.stderr
     finished = subprocess.run([*cmd, "--max-minutes", "60"], capture_output=True, text=True, cwd=ROOT)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert len(Store(tmp_path, "smoke", "quickstart").ids()) == 2
