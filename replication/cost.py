@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from replication.bench import GPU_MODELS
-from replication.ensemble import group_key
+from replication.ensemble import plan
 from replication.model import flops_per_token
 from replication.params import experiment
 from replication.spec import ConfigError, RunSpec
@@ -82,11 +82,7 @@ def load_throughput(path: str | Path = GPU_BENCH) -> Throughput:
 
 def groups(specs: list[RunSpec], max_members: int = GPU_MAX_MEMBERS) -> list[list[RunSpec]]:
     """The ensembles a GPU sweep trains (`ensemble.plan` without the memory check of this machine)."""
-    by_key: dict[str, list[RunSpec]] = {}
-    for s in specs:
-        by_key.setdefault(group_key(s), []).append(s)
-    size = lambda g: 1 if g[0].lora_rank else max_members  # noqa: E731
-    return [g[i:i + size(g)] for g in by_key.values() for i in range(0, len(g), size(g))]
+    return plan(specs, max_members, fit=lambda spec, most: most)
 
 
 def group_seconds(group: list[RunSpec], tp: Throughput) -> float:

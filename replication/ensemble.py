@@ -54,14 +54,15 @@ def members_that_fit(spec: RunSpec, max_members: int) -> int:
     return max(1, min(max_members, int(budget // member_memory_bytes(spec))))
 
 
-def plan(specs: list[RunSpec], max_members: int) -> list[list[RunSpec]]:
-    """Group specs into ensembles (same shape, batch size, budget and optimizer), each sized to fit memory."""
+def plan(specs: list[RunSpec], max_members: int, fit=None) -> list[list[RunSpec]]:
+    """Group specs into ensembles (same shape, batch size, budget and optimizer), each sized to fit memory:
+    `fit(spec, max_members)`, by default `members_that_fit` on this machine."""
     groups: dict[str, list[RunSpec]] = defaultdict(list)
     for s in specs:
         groups[group_key(s)].append(s)
     out = []
     for group in groups.values():
-        size = 1 if group[0].lora_rank else members_that_fit(group[0], max_members)  # adapters: one model each
+        size = 1 if group[0].lora_rank else (fit or members_that_fit)(group[0], max_members)  # adapters: one model each
         out += [group[i:i + size] for i in range(0, len(group), size)]
     return out
 

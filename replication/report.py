@@ -10,9 +10,7 @@ the metrics files it names: nothing here changes.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -24,7 +22,7 @@ from replication.model import count_parameters
 from replication.notebook import write_metrics
 from replication.papers import declared_runs
 from replication.params import experiment, load_params
-from replication.data import DataError
+from replication.data import DataError, offline
 from replication.spec import ConfigError
 
 VERDICT_COLOURS = {"confirmed": "#2e7d32", "partly": "#9ccc65", "not confirmed": "#c62828", "within noise": "#ffb300",
@@ -85,26 +83,6 @@ def summary_figure(counts: pd.DataFrame):
 
 
 # ----------------------------------------------------------------------------------------------- the scale
-@contextlib.contextmanager
-def _hub_offline():
-    """The report never downloads: a topic that declares its runs from its corpus (`smoltulu_ratio` reads held-out
-    text into its task set) reads a hub dataset from the local cache or fails at once, instead of retrying the
-    network (effective where `datasets` is first imported inside, as in the report's own kernel)."""
-    from replication.data import offline
-
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    os.environ.update({k: "1" for k in saved})
-    try:
-        with offline():
-            yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _ours(params: dict, name: str, profile: str, root: Path = Path(".")) -> dict | None:
     """Our setting of experiment `name` on `profile`, from every run its topic declares given the store
     (params.yaml's grid where it has no topic); None if params.yaml has no such experiment."""
@@ -113,7 +91,7 @@ def _ours(params: dict, name: str, profile: str, root: Path = Path(".")) -> dict
     except ConfigError:
         return None
     try:
-        with _hub_offline():
+        with offline():  # never downloads: a corpus-declared topic is a DataError at once
             specs = declared_runs(exp, params, root / "results")
     except (RuntimeError, FileNotFoundError):  # its runs follow from another experiment's, not stored here yet
         return {"model": "its runs follow from runs not stored on this profile yet", "tokens": "", "batch_sizes": "", "seeds": ""}

@@ -118,8 +118,7 @@ def run_specs(
                 for records in groups:
                     _runs_trained += len(records)
                     for record in records:
-                        stored = store.read(record["id"])
-                        if stored is None or stored["status"] == "failed":  # a Ray task has stored its own
+                        if executor.backend != "ray":  # a Ray task has written its own
                             store.write(record)
                         store.release(record["id"])
                     bar.update(len(records))
@@ -242,26 +241,26 @@ def _failed_record(spec: RunSpec, err: Exception) -> dict:
     return new_record(spec, environment(resolve_device(spec.device)), status="failed", error=error)
 
 
+# The run table's columns after the grid keys, each read off a record.
+_OUTCOME = {
+    "status": lambda r: r["status"],
+    "error": lambda r: r.get("error"),
+    "final_val_loss": lambda r: r["final_val_loss"],
+    "best_val_loss": lambda r: r["best_val_loss"],
+    "steps": lambda r: r["steps"],
+    "tokens": lambda r: r["tokens"],
+    "wall_time_s": lambda r: (r.get("timing") or {}).get("wall_time_s"),
+    "peak_memory_mb": lambda r: (r.get("peak_memory_bytes") or 0) / 2**20,
+    "id": lambda r: r["id"],
+}
+
+
 def table(records: list[dict], grid_keys: list[str] | None = None) -> pd.DataFrame:
-    """One row per run: the grid's keys, the optimizer, batch size, outcome and cost."""
+    """One row per run: the grid's keys, the optimizer, batch size, outcome and cost (the columns even with
+    no run stored yet, as after a bounded sweep's first chunk)."""
     keys = list(dict.fromkeys(["optimizer.name", "batch_size", "optimizer.lr", "seed", *(grid_keys or [])]))
-    rows = []
-    for r in records:
-        row = {k: get_dotted(r["spec"], k) for k in keys}
-        row.update(
-            status=r["status"],
-            error=r.get("error"),
-            final_val_loss=r["final_val_loss"],
-            best_val_loss=r["best_val_loss"],
-            steps=r["steps"],
-            tokens=r["tokens"],
-            wall_time_s=(r.get("timing") or {}).get("wall_time_s"),
-            peak_memory_mb=(r.get("peak_memory_bytes") or 0) / 2**20,
-            id=r["id"],
-        )
-        rows.append(row)
-    columns = [*keys, "status", "error", "final_val_loss", "best_val_loss", "steps", "tokens", "wall_time_s", "peak_memory_mb", "id"]
-    return pd.DataFrame(rows, columns=columns)  # the columns even with no runs stored yet (a bounded sweep's first chunk)
+    rows = [{**{k: get_dotted(r["spec"], k) for k in keys}, **{c: read(r) for c, read in _OUTCOME.items()}} for r in records]
+    return pd.DataFrame(rows, columns=[*keys, *_OUTCOME])
 
 
 def combine(*tables: pd.DataFrame) -> pd.DataFrame:

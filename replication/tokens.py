@@ -9,6 +9,7 @@ so a change in tokenization shows up in `dvc status`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -23,15 +24,14 @@ from replication.spec import ConfigError, DataConfig
 def data_configs(params: dict, profile: str) -> list[DataConfig]:
     """The distinct corpora (corpus, vocabulary, domain, ...) of every experiment's runs on `profile`,
     including the pretraining run a fine-tuning experiment names in its settings."""
-    seen: dict[tuple, DataConfig] = {}
+    seen: dict[DataConfig, DataConfig] = {}
     for name in params.get("experiments", {}):
         exp = experiment(params, name, profile)
         specs = exp.expand()
         if isinstance(exp.settings.get("pretrain"), dict):
             specs.append(exp.derived(exp.settings["pretrain"], "settings.pretrain"))
         for s in specs:
-            d = s.data.__class__(**{**s.data.__dict__, "seq_len": 1, "val_tokens": 1})  # neither changes the arrays
-            seen.setdefault(tuple(sorted(d.__dict__.items())), s.data)
+            seen.setdefault(dataclasses.replace(s.data, seq_len=1, val_tokens=1), s.data)  # neither changes the arrays
     return list(seen.values())
 
 
