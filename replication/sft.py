@@ -9,7 +9,10 @@ A task set is plain data, written once as `<cache>/tasks/<hash>.json` and named 
   prompt yields exactly the answer and then stops (read off one teacher-forced pass: greedy decoding
   reproduces the answer exactly when every answer token, and the end-of-text token after it, is the
   model's most likely next token), or {"prompt", "choices", "correct"}, correct when the right choice's
-  continuation has the highest log-likelihood (ties count against it).
+  continuation has the highest log-likelihood (ties count against it), or {"prompt", "pattern"}, correct
+  when the greedily decoded output (up to end-of-text, at most `PATTERN_MAX_TOKENS`, surrounding whitespace
+  stripped) matches the regular expression in full: IFEval's kind of check, where any output in the
+  asked format counts.
 The engine knows no task; a paper's topic builds the set (e.g. `replication.papers.smoltulu.tasks`).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +33,8 @@ from replication.data import EOS, DataError, cache_dir
 
 IGNORE = -100  # a target the loss skips (F.cross_entropy's ignore_index): prompt tokens and padding
 EVAL_CHUNK_ELEMENTS = 2**25  # logits elements per forward when scoring items
+PATTERN_MAX_TOKENS = 24  # the longest output decoded for a pattern item (and never past data.seq_len)
+ITEM_KEYS = ({"prompt", "answer"}, {"prompt", "choices", "correct"}, {"prompt", "pattern"})
 
 
 def task_set_path(digest: str) -> Path:
@@ -42,9 +48,14 @@ def write_task_set(train: list[dict], evaluation: dict[str, list[dict]]) -> str:
             raise ValueError(f"task set: train example {i} has keys {sorted(ex)}; expected prompt, completion")
     for task, items in evaluation.items():
         for i, item in enumerate(items):
-            if set(item) not in ({"prompt", "answer"}, {"prompt", "choices", "correct"}):
+            if set(item) not in ITEM_KEYS:
                 raise ValueError(f"task set: item {i} of {task!r} has keys {sorted(item)}; expected prompt + answer, "
-                                 "or prompt + choices + correct")
+                                 "prompt + choices + correct, or prompt + pattern")
+            if "pattern" in item:
+                try:
+                    re.compile(item["pattern"])
+                except re.error as e:
+                    raise ValueError(f"task set: item {i} of {task!r} has a pattern that is not a regular expression: {e}") from None
     text = json.dumps({"train": train, "eval": evaluation}, sort_keys=True)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = task_set_path(digest)
@@ -149,31 +160,89 @@ def task_accuracy(model, task_set: dict, tokenizer_path: Path, seq_len: int, dev
     members = len(model.active)
     out = [{} for _ in range(members)]
     for task, items in sorted(task_set["eval"].items()):
-        x, y, owners = _scored_sequences(items, tok, seq_len)
-        chunk = max(1, EVAL_CHUNK_ELEMENTS // (members * x.shape[1] * model.vocab_size))
-        loglik, greedy = [], []
-        for start in range(0, len(x), chunk):
-            xs = x[start:start + chunk].to(device).expand(members, -1, -1)
-            ys = y[start:start + chunk].to(device)
-            logp = torch.log_softmax(model.logits(xs).float(), dim=-1)  # [M, n, T, V]
-            scored = ys != IGNORE
-            picked = logp.gather(-1, ys.clamp(min=0).expand(members, -1, -1).unsqueeze(-1)).squeeze(-1)
-            loglik.append((picked * scored).sum(-1).double().cpu())
-            hits = (logp.argmax(-1) == ys) | ~scored
-            greedy.append(hits.all(-1).cpu())
-        loglik, greedy = torch.cat(loglik, dim=1), torch.cat(greedy, dim=1)
-        rows_of: dict[int, list[int]] = {}
-        for r, (owner, _, _) in enumerate(owners):
-            rows_of.setdefault(owner, []).append(r)
+        correct = np.zeros((members, len(items)), dtype=bool)
+        decoded = [i for i, item in enumerate(items) if "pattern" in item]
+        scored = [i for i, item in enumerate(items) if "pattern" not in item]
+        if scored:
+            correct[:, scored] = _scored_correct(model, [items[i] for i in scored], tok, seq_len, device)
+        if decoded:
+            texts = greedy_outputs(model, [items[i]["prompt"] for i in decoded], tok, seq_len, device)
+            correct[:, decoded] = [[re.fullmatch(items[i]["pattern"], text.strip()) is not None for i, text in zip(decoded, row)]
+                                   for row in texts]
         for m in range(members):
-            correct = []
-            for i, item in enumerate(items):
-                rows = rows_of[i]
-                if "answer" in item:
-                    correct.append(bool(greedy[m, rows[0]]))
-                else:
-                    ll = loglik[m, rows].numpy()
-                    right = item["correct"]
-                    correct.append(bool(ll[right] > np.delete(ll, right).max()))
-            out[m][task] = float(np.mean(correct))
+            out[m][task] = float(correct[m].mean())
+    return out
+
+
+def _scored_correct(model, items: list[dict], tok, seq_len: int, device: torch.device) -> np.ndarray:
+    """[members, items]: exact greedy answers and top-ranked choices, read off one teacher-forced pass."""
+    members = len(model.active)
+    x, y, owners = _scored_sequences(items, tok, seq_len)
+    chunk = max(1, EVAL_CHUNK_ELEMENTS // (members * x.shape[1] * model.vocab_size))
+    loglik, greedy = [], []
+    for start in range(0, len(x), chunk):
+        xs = x[start:start + chunk].to(device).expand(members, -1, -1)
+        ys = y[start:start + chunk].to(device)
+        logp = torch.log_softmax(model.logits(xs).float(), dim=-1)  # [M, n, T, V]
+        scored = ys != IGNORE
+        picked = logp.gather(-1, ys.clamp(min=0).expand(members, -1, -1).unsqueeze(-1)).squeeze(-1)
+        loglik.append((picked * scored).sum(-1).double().cpu())
+        hits = (logp.argmax(-1) == ys) | ~scored
+        greedy.append(hits.all(-1).cpu())
+    loglik, greedy = torch.cat(loglik, dim=1), torch.cat(greedy, dim=1)
+    rows_of: dict[int, list[int]] = {}
+    for r, (owner, _, _) in enumerate(owners):
+        rows_of.setdefault(owner, []).append(r)
+    correct = np.zeros((members, len(items)), dtype=bool)
+    for m in range(members):
+        for i, item in enumerate(items):
+            rows = rows_of[i]
+            if "answer" in item:
+                correct[m, i] = bool(greedy[m, rows[0]])
+            else:
+                ll = loglik[m, rows].numpy()
+                right = item["correct"]
+                correct[m, i] = bool(ll[right] > np.delete(ll, right).max())
+    return correct
+
+
+@torch.no_grad()
+def greedy_outputs(model, prompts: list[str], tok, seq_len: int, device: torch.device,
+                   max_tokens: int = PATTERN_MAX_TOKENS) -> list[list[str]]:
+    """Each active member's greedy continuation of every prompt, up to end-of-text or `max_tokens` tokens
+    (and never past `seq_len` positions; an over-long prompt keeps its end): [member][prompt] -> text.
+    All prompts decode together, right-padded: causal attention keeps the padding out of every row's next token."""
+    eos = tok.token_to_id(EOS)
+    members = len(model.active)
+    ids = [_ids(tok, p)[-(seq_len - 1):] for p in prompts]
+    width = min(seq_len, max(map(len, ids)) + max_tokens)
+    x = torch.full((len(ids), width), eos, dtype=torch.int64)
+    for i, row in enumerate(ids):
+        x[i, :len(row)] = torch.tensor(row)
+    x = x.to(device).repeat(members, 1, 1)  # members decode apart
+    start = torch.tensor([len(row) for row in ids], device=device).repeat(members, 1)
+    stop = (start + max_tokens).clamp(max=width)
+    end = start.clone()  # the next position each row writes
+    done = torch.zeros_like(end, dtype=torch.bool)
+    chunk = max(1, EVAL_CHUNK_ELEMENTS // (members * width * model.vocab_size))
+    for first in range(0, len(ids), chunk):
+        part = slice(first, first + chunk)
+        for _ in range(max_tokens):
+            live = ~done[:, part] & (end[:, part] < stop[:, part])
+            if not live.any():
+                break
+            logits = model.logits(x[:, part])  # [M, n, width, V]
+            last = (end[:, part] - 1)[..., None, None].expand(-1, -1, 1, logits.shape[-1])
+            token = logits.gather(2, last).squeeze(2).argmax(-1)  # [M, n]
+            at = end[:, part].clamp(max=width - 1).unsqueeze(-1)
+            x[:, part].scatter_(2, at, torch.where(live, token, x[:, part].gather(2, at).squeeze(-1)).unsqueeze(-1))
+            done[:, part] |= live & (token == eos)
+            end[:, part] += live.long()
+    out = []
+    for m in range(members):
+        row = []
+        for i in range(len(ids)):
+            tokens = x[m, i, start[m, i]:end[m, i]].tolist()
+            row.append(tok.decode(tokens[:-1] if done[m, i] else tokens))
+        out.append(row)
     return out

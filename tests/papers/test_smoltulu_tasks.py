@@ -42,7 +42,7 @@ def test_binding_needs_every_hop_and_has_a_distractor():
         assert len(assignments) == 4 and len(digits) == 2 and len({d.split("=")[1] for d in digits}) == 2
 
 
-def test_patterns_rank_one_right_choice_and_formats_have_one_right_output():
+def test_patterns_rank_one_right_choice_and_formats_are_checked_by_their_regex_alone():
     for ex in tasks.generate("periodic_continuation", 100, seed=0):
         words = ex.prompt.split()
         period = next(p for p in range(1, len(words)) if all(words[i] == words[i % p] for i in range(len(words))))
@@ -51,9 +51,16 @@ def test_patterns_rank_one_right_choice_and_formats_have_one_right_output():
         name = ex.prompt.split()[0]
         assert ex.choices[ex.correct].strip() == tasks.FACTS[name] and len(set(ex.choices)) == 4
         assert f"{name} lives in {tasks.FACTS[name]}." in tasks.fact_statements()
-    for ex in tasks.generate("format_following", 50, seed=0):
-        words = ex.prompt.split(" in brackets")[0].removeprefix("Write ").removesuffix(" twice. A:")
-        assert ex.answer == (f"[{words}]" if "brackets" in ex.prompt else f"{words} {words}")
+    examples = tasks.generate("format_following", 60, seed=0)
+    assert {ex.pattern for ex in examples} == {pattern for _, pattern in tasks.FORMATS.values()}
+    for ex in examples:
+        words, instruction = re.fullmatch(r"Write ([a-z]+ [a-z]+) (.+)\. A:", ex.prompt).groups()
+        assert ex.answer is None and ex.target == {"in brackets": f"[{words}]", "twice": f"{words} {words}",
+                                                   "in capitals": words.upper()}[instruction]
+        # the regex verifies the format whatever the words, and no other format passes it
+        assert re.fullmatch(ex.pattern, ex.target) and re.fullmatch(ex.pattern, tasks.FORMATS[instruction][0]("gold ring"))
+        assert not any(re.fullmatch(ex.pattern, write(words)) for other, (write, _) in tasks.FORMATS.items() if other != instruction)
+        assert not re.fullmatch(ex.pattern, ex.target + " and more")
 
 
 def test_the_mixture_keeps_evaluation_prompts_out_of_fine_tuning_and_states_every_fact():
@@ -66,6 +73,7 @@ def test_the_mixture_keeps_evaluation_prompts_out_of_fine_tuning_and_states_ever
     assert {ex["completion"].strip() for ex in train if ex["prompt"] == "Fact:"} == set(tasks.fact_statements())
     assert all(ex["completion"].startswith(" ") for ex in train)  # one space between prompt and completion, as scored
     assert all(i["answer"] == " " + str(int(i["answer"])) for i in evaluation["carry_addition"])
+    assert all(set(i) == {"prompt", "pattern"} for i in evaluation["format_following"])  # scored by regex, not exact match
     assert (train, evaluation) == tasks.mixture(sizes, 0.2, seed=1)
 
 

@@ -277,7 +277,13 @@ def claims(runs: pd.DataFrame, table: pd.DataFrame) -> list[dict]:
     judged = spread[spread["within_noise"].notna()] if len(spread) else spread
     agree = (f"; along equal-ratio diagonals the reasoning cells agree within 2 SE on {int(judged['within_noise'].sum())} of {len(judged)}"
              if len(judged) else "")
-    said = (f"slope of log best LR on log B for reasoning: {ridge_m['estimate']:.2f}" if "estimate" in ridge_m else ridge_m["untestable"])
+    said = ridge_m.get("untestable", "")
+    if "estimate" in ridge_m:
+        best = pd.DataFrame(ridge_m["best"])
+        edge = best[best["on_edge"]]
+        said = (f"slope of log best LR on log B for reasoning: {ridge_m['estimate']:.2f} over batch sizes "
+                f"{', '.join(str(int(b)) for b in best.loc[~best['on_edge'], 'batch_size'])}"
+                + (f" (at {', '.join(str(int(b)) for b in edge['batch_size'])} the best LR is on the grid's edge, left out)" if len(edge) else ""))
     out.append(claim("smoltulu.ratio.ratio_not_lr_alone", said + agree, ridge_m))
     loss = forgetting(runs, table)
     out.append(claim("smoltulu.ratio.high_ratio_forgets", f"held-out pretraining loss {loss['difference']:+.3f} nats higher over the "
@@ -315,6 +321,9 @@ def _heatmap(ax, arm_cells: pd.DataFrame, column: str, title: str, cmap: str, fm
         r, g, b, _ = image.cmap(image.norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
         ax.text(j, i, "x" if not np.isfinite(v) else fmt.format(v), ha="center", va="center", fontsize=7,
                 color="k" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "w")
+    contours, finite = None, data[np.isfinite(data)]
+    if min(data.shape) >= 2 and finite.size > 3 and np.ptp(finite) > 0:  # the paper's contours, through the cell centres
+        contours = ax.contour(np.ma.masked_invalid(data), levels=5, colors="0.1", linewidths=0.7, alpha=0.7)
     steps = [np.unique(np.round(np.diff(np.log(v)), 9)) for v in (grid.columns.to_numpy(float), grid.index.to_numpy(float))]
     if all(len(d) == 1 for d in steps) and steps[0][0] == steps[1][0]:  # equal log steps: equal LR / B lies on diagonals
         for k in range(-len(grid.index) + 1, len(grid.columns)):
@@ -325,12 +334,15 @@ def _heatmap(ax, arm_cells: pd.DataFrame, column: str, title: str, cmap: str, fm
     ax.set_yticks(range(len(grid.index)), [str(int(b)) for b in grid.index])
     ax.set_title(title, fontsize=9)
     ax.grid(False)
-    plt.colorbar(image, ax=ax, fraction=0.046)
+    bar = plt.colorbar(image, ax=ax, fraction=0.046)
+    if contours is not None:
+        bar.add_lines(contours)
 
 
 def figure(table: pd.DataFrame, before: dict):
     """Rows: the two arms; columns: reasoning accuracy, pattern accuracy, held-out pretraining loss, over LR (x)
-    and batch size (y), mean over seeds. Faint lines are diagonals of equal LR / B."""
+    and batch size (y), mean over seeds, with contour lines (their levels marked on the colour bar) as in the
+    paper's Fig. 1. Faint straight lines are diagonals of equal LR / B."""
     arms = [a for a in (EPOCHS, STEPS) if a in set(table["arm"])]
     fig, axes = plt.subplots(len(arms), 3, figsize=(14, 4.2 * len(arms)), squeeze=False)
     for row, arm in zip(axes, arms):
@@ -353,6 +365,9 @@ def task_figure(table: pd.DataFrame, runs: pd.DataFrame, before: dict, arm: str 
     c = table[table["arm"] == arm]
     for ax, name in zip(axes.flat, names):
         _heatmap(ax, c, name, f"{name} ({tasks.family(name)}; pretrained {before[name]:.2f})", "viridis")
+        ax.set_xlabel("learning rate", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("batch size")
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.tight_layout()

@@ -5,8 +5,9 @@ Every task is a pure function of (seed, size): the same call gives the same exam
 `prompt` plus either an `answer` or `choices` with the index of the right one. `split` cuts one task's
 examples into a fine-tuning and an evaluation part with no prompt in both; `task_set` turns them into the
 engine's task set (`replication.sft`), which scores an answer by exact match of greedy decoding and choices
-by likelihood. Format following (IFEval's kind) has one right output per prompt, so the regex a format
-would be checked by is that output itself, and exact match is the check. The workbook's tokenizer is a
+by likelihood. Format following (IFEval's kind) is checked by a regular expression on the greedy output:
+it fine-tunes on one right output per prompt, and any output in the asked format counts, as IFEval
+verifies the instruction and not the content. The workbook's tokenizer is a
 byte-level BPE trained on the pretraining corpus, so any task text is representable (digits and brackets
 are rare in Shakespeare and mostly stay single bytes); fine-tuning teaches the formats.
 """
@@ -34,6 +35,7 @@ class Example:
     answer: str | None = None  # exact match
     choices: tuple[str, ...] = ()  # ranking: the continuation with the highest likelihood should be choices[correct]
     correct: int | None = None
+    pattern: str | None = None  # a regular expression the whole greedy output must match
     target: str = field(default="", compare=False)  # what fine-tuning trains on after the prompt
 
 
@@ -110,12 +112,19 @@ def _fact_table(n: int = 64) -> dict[str, str]:
 FACTS = _fact_table()
 
 
+# IFEval's kind: the instruction, the output fine-tuning shows for two words, and the regex any right output matches
+FORMATS = {"in brackets": (lambda w: f"[{w}]", r"\[[a-z]+ [a-z]+\]"),
+           "twice": (lambda w: f"{w} {w}", r"([a-z]+ [a-z]+) \1"),
+           "in capitals": (lambda w: w.upper(), r"[A-Z]+ [A-Z]+")}
+
+
 def format_following(rng: np.random.Generator) -> Example:
-    """Instruction following (IFEval's kind): wrap two words in brackets, or write them twice."""
+    """Instruction following: write two words in brackets, twice, or in capitals. Scored by the format's regex,
+    whatever the words: `Write red crown twice. A:` -> `red crown red crown`, and `gold ring gold ring` counts too."""
     words = f"{_WORDS[int(rng.integers(len(_WORDS)))]} {_THINGS[int(rng.integers(len(_THINGS)))]}"
-    if rng.random() < 0.5:
-        return _example("format_following", f"Write {words} in brackets. A:", answer=f"[{words}]")
-    return _example("format_following", f"Write {words} twice. A:", answer=f"{words} {words}")
+    instruction = list(FORMATS)[int(rng.integers(len(FORMATS)))]
+    write, pattern = FORMATS[instruction]
+    return _example("format_following", f"Write {words} {instruction}. A:", target=write(words), pattern=pattern)
 
 
 TASKS = {"carry_addition": (REASONING, carry_addition), "variable_binding": (REASONING, variable_binding),
@@ -181,6 +190,15 @@ def _completion(ex: Example) -> str:
     return ex.target if ex.target.startswith(" ") else " " + ex.target
 
 
+def _item(ex: Example) -> dict:
+    """An example as the engine scores it: exact answer, ranked choices, or a regex on the output."""
+    if ex.answer is not None:
+        return {"prompt": ex.prompt, "answer": " " + ex.answer}
+    if ex.pattern is not None:
+        return {"prompt": ex.prompt, "pattern": ex.pattern}
+    return {"prompt": ex.prompt, "choices": list(ex.choices), "correct": ex.correct}
+
+
 def mixture(sizes: dict[str, int], eval_fraction: float, seed: int) -> tuple[list[dict], dict[str, list[dict]]]:
     """The fine-tuning mixture of every task in `sizes` (examples per task, both splits together) and each
     task's evaluation items, in the engine's task-set form (`replication.sft.write_task_set`). Like the Tulu
@@ -194,6 +212,5 @@ def mixture(sizes: dict[str, int], eval_fraction: float, seed: int) -> tuple[lis
         else:
             tuning, held_out = split(generate(task, n, seed), eval_fraction, seed)
         train += [{"prompt": ex.prompt, "completion": _completion(ex)} for ex in tuning]
-        evaluation[task] = [{"prompt": ex.prompt, "answer": " " + ex.answer} if ex.answer is not None else
-                            {"prompt": ex.prompt, "choices": list(ex.choices), "correct": ex.correct} for ex in held_out]
+        evaluation[task] = [_item(ex) for ex in held_out]
     return train, evaluation
