@@ -277,19 +277,22 @@ def claims(runs: pd.DataFrame, table: pd.DataFrame) -> list[dict]:
     judged = spread[spread["within_noise"].notna()] if len(spread) else spread
     agree = (f"; along equal-ratio diagonals the reasoning cells agree within 2 SE on {int(judged['within_noise'].sum())} of {len(judged)}"
              if len(judged) else "")
-    said = ridge_m.get("untestable", "")
-    if "estimate" in ridge_m:
-        best = pd.DataFrame(ridge_m["best"])
-        edge = best[best["on_edge"]]
-        said = (f"slope of log best LR on log B for reasoning: {ridge_m['estimate']:.2f} over batch sizes "
-                f"{', '.join(str(int(b)) for b in best.loc[~best['on_edge'], 'batch_size'])}"
-                + (f" (at {', '.join(str(int(b)) for b in edge['batch_size'])} the best LR is on the grid's edge, left out)" if len(edge) else ""))
-    out.append(claim("smoltulu.ratio.ratio_not_lr_alone", said + agree, ridge_m))
+    out.append(claim("smoltulu.ratio.ratio_not_lr_alone", _ridge_words(ridge_m) + agree, ridge_m))
     loss = forgetting(runs, table)
     out.append(claim("smoltulu.ratio.high_ratio_forgets", f"held-out pretraining loss {loss['difference']:+.3f} nats higher over the "
                                                           f"high-ratio cells than the low-ratio ones" + (f" (SE {loss['se']:.3f})" if loss["se"] else ""), loss))
     out.append(contrast("smoltulu.ratio.survives_fixed_steps", STEPS, tasks.REASONING, "reasoning accuracy at equal steps"))
     return out
+
+
+def _ridge_words(ridge_m: dict) -> str:
+    """What the ridge slope rests on: its estimate over the batch sizes whose best LR is inside the grid."""
+    if "estimate" not in ridge_m:
+        return ridge_m["untestable"]
+    sizes = lambda on_edge: ", ".join(str(int(r["batch_size"])) for r in ridge_m["best"] if bool(r["on_edge"]) == on_edge)  # noqa: E731
+    edges = sizes(True)
+    return (f"slope of log best LR on log B for reasoning: {ridge_m['estimate']:.2f} over batch sizes {sizes(False)}"
+            + (f" (at {edges} the best LR is on the grid's edge, left out)" if edges else ""))
 
 
 def caveats(runs: pd.DataFrame, table: pd.DataFrame, before: dict) -> list[str]:
