@@ -7,14 +7,14 @@ from __future__ import annotations
 import pandas as pd
 
 from replication import ledger
-from replication.verdicts import MIN_STEPS, decide
+from replication.verdicts import MIN_STEPS, decide, edge
 
 
 def claim(claim_id: str, measured: str, measurement: dict) -> dict:
     """One claim decided by the rule its ledger entry names; `measurement` is what the rule reads and what
     the metrics file stores (so the report can decide it again), `measured` says it in words."""
     entry = ledger.entry(claim_id)
-    decision = decide(entry.rule, entry.params, measurement)
+    decision = decide(entry.rule, entry.params, measurement, entry.requires)
     return {"id": claim_id, "claim": entry.statement, "paper": entry.paper_value, "measured": measured,
             "measurement": measurement, **decision.as_dict()}
 
@@ -37,6 +37,20 @@ def claims_markdown_display(claims: list[dict], caveats: list[str] | None = None
     from IPython.display import Markdown
 
     return Markdown(claims_markdown(claims, caveats))
+
+
+def grid_edges(best: pd.DataFrame, by: list[str], names: dict[str, str] | None = None) -> list[dict]:
+    """The best cells of `best` (a `fit.best_per_group` table, already narrowed to the cells a claim
+    decides on) that sit on the edge of their grid, one entry per hyperparameter on its edge, for a
+    measurement's `edges`: the rules read them as "not testable at this scale" (the optimum may lie
+    outside the grid). `names` says a hyperparameter in words (default: its last dotted part)."""
+    if "edge_on" not in best:
+        return []
+    out = []
+    for _, r in best[best["edge_on"].fillna("") != ""].iterrows():
+        cell = ", ".join(f"{k.split('.')[-1]} {r[k]}" for k in by)
+        out += [edge((names or {}).get(k, k.split(".")[-1]), cell) for k in r["edge_on"].split(",")]
+    return out
 
 
 def grid_edge_caveat(best: pd.DataFrame, by: list[str]) -> str | None:

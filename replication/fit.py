@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from replication.verdicts import DRAWS
+
 
 def best_per_group(df: pd.DataFrame, by: list[str], over: list[str], loss: str = "final_val_loss",
                    edge_keys: list[str] | None = None, select_seed: int | None = None) -> pd.DataFrame:
@@ -17,7 +19,7 @@ def best_per_group(df: pd.DataFrame, by: list[str], over: list[str], loss: str =
 
     Returns one row per group with the best setting, its mean and standard error over seeds, the number
     of seeds, its optimizer steps (the fewest of its runs, when the table has them), how many settings of
-    the group diverged (counted, not hidden), and `best_on_edge`: whether
+    the group diverged (counted, not hidden), and `best_on_edge` (with `edge_on`, the keys that are): whether
     the best value of some key in `edge_keys` (default: all of `over`; leave out keys with a natural
     bound, like beta1 = 0) is the smallest or largest the group tried (with at least three tried), i.e.
     the true optimum may lie outside the grid. A key left unset in some runs (NaN: beta1's half-life for an
@@ -45,12 +47,12 @@ def best_per_group(df: pd.DataFrame, by: list[str], over: list[str], loss: str =
             values = cell[loss].dropna()
             row.update(dict(zip(over, best)))
             tried = {k: sorted(group[k].dropna().unique()) for k in over}
-            row["best_on_edge"] = any(len(tried[k]) >= 3 and v in (tried[k][0], tried[k][-1])
-                                      for k, v in zip(over, best) if k in (edge_keys or over))
+            on_edge = [k for k, v in zip(over, best) if k in (edge_keys or over) and len(tried[k]) >= 3 and v in (tried[k][0], tried[k][-1])]
+            row.update(best_on_edge=bool(on_edge), edge_on=",".join(on_edge))
             row.update(loss=values.mean(), loss_se=values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan,
                        n_seeds=len(values), steps=min(trained_steps(cell), default=None))
         else:
-            row.update(loss=np.nan, loss_se=np.nan, n_seeds=0, best_on_edge=False)
+            row.update(loss=np.nan, loss_se=np.nan, n_seeds=0, best_on_edge=False, edge_on="")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -145,7 +147,7 @@ def _fit_hyperbola(batch_sizes: np.ndarray, steps: np.ndarray) -> tuple[float, f
 
 
 def critical_batch_size(batch_sizes, steps, reference_batch_size: float | None = None, overhead: float = 0.2,
-                        draws: int = 200, seed: int = 0) -> dict:
+                        draws: int = DRAWS, seed: int = 0) -> dict:
     """Fit S(B) = a + b / B to steps-to-target and apply Zhang et al.'s rule: the critical batch size B* is
     where S is (1 + overhead) x the linear-scaling ideal from the reference B0,
     B* = (1 + overhead) B0 + overhead b / a (B0: the smallest batch size unless given).
@@ -193,7 +195,7 @@ def critical_batch_size(batch_sizes, steps, reference_batch_size: float | None =
     }
 
 
-def power_law(x, y, y_draws=None, draws: int = 200, seed: int = 0, robust: bool = True) -> dict:
+def power_law(x, y, y_draws=None, draws: int = DRAWS, seed: int = 0, robust: bool = True) -> dict:
     """Fit y = c x^k in log space (a Cauchy loss on log residuals beyond 0.1, so one outlier cannot carry the fit). The interval of k
     and c (2.5-97.5 %) comes from `y_draws` (rows of bootstrap draws of y, e.g. over seeds) when given,
     else from resampling the points. Returns exponent, coefficient, their intervals and the draws of k."""
@@ -237,7 +239,7 @@ def noise_scale(small_sq, big_sq, small_batch: int, big_batch: int) -> dict:
 
 
 # ------------------------------------------------------------------ optimal LR as a power law (Shen et al.)
-def lr_power_law(batch_sizes, tokens, optimal_lrs, draws: int = 200, seed: int = 0) -> dict:
+def lr_power_law(batch_sizes, tokens, optimal_lrs, draws: int = DRAWS, seed: int = 0) -> dict:
     """Fit Shen et al.'s eta_opt / B = a T^b (B in sequences, T in tokens) in log space, and the free form
     eta_opt = c B^alpha T^beta (they assume alpha = 1; Adam at small batch may give about 0.5, or saturate
     near the critical batch size). Intervals (2.5-97.5 %) from resampling the (B, T) cells. Returns a, b,
@@ -271,7 +273,7 @@ def lr_power_law(batch_sizes, tokens, optimal_lrs, draws: int = 200, seed: int =
             "rms_fixed": rms_fixed, "rms_free": rms_free, "n": int(len(ll)), "b_draws": samples[:, 1].tolist()}
 
 
-def resampled(table: pd.DataFrame, cells: list[str], draws: int = 200, seed: int = 0):
+def resampled(table: pd.DataFrame, cells: list[str], draws: int = DRAWS, seed: int = 0):
     """`draws` copies of `table` whose seeds are resampled with replacement within every cell of `cells`:
     refitting each gives the spread over seeds of anything fitted to the optima (bootstrap intervals)."""
     rng = np.random.default_rng(seed)

@@ -19,14 +19,16 @@ from pathlib import Path
 
 import yaml
 
-from replication.verdicts import NOT_RUN, Decision, RuleError, check_rule, decide
+from replication.verdicts import NOT_RUN, Decision, RuleError, check_requires, check_rule, decide
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
 PAPER_ORDER = ("marek", "zhang", "power", "smoltulu")  # the report's order: the README's mission list
 
 _PAPER_KEYS = {"paper", "title", "arxiv", "spec", "scale", "references", "claims"}
-_CLAIM_KEYS = {"id", "source", "statement", "paper_value", "experiment", "metrics", "figure", "rule", "params", "scale"}
-_REQUIRED = _CLAIM_KEYS - {"params"}
+_CLAIM_KEYS = {"id", "kind", "source", "statement", "paper_value", "experiment", "metrics", "figure", "rule", "params", "requires",
+               "literature", "scale"}
+_REQUIRED = _CLAIM_KEYS - {"params", "requires", "literature"}
+KINDS = ("finding", "check")  # a finding could have failed; a check is guaranteed by the design (identities, accounting)
 
 
 class LedgerError(ValueError):
@@ -45,7 +47,14 @@ class Claim:
     figure: str
     rule: str
     scale: str
+    kind: str = "finding"
     params: dict = field(default_factory=dict)
+    requires: tuple = ()  # regime conditions: {value, at_most | at_least, says}, read from the measurement's `regime`
+    literature: str = ""  # other published work our result agrees or disagrees with
+
+    @property
+    def is_check(self) -> bool:
+        return self.kind == "check"
 
     @property
     def notebook(self) -> str:
@@ -86,11 +95,15 @@ def _read(path: Path) -> Paper:
             raise LedgerError(f"{where}: claim id {name!r} must start with {key!r}.")
         if not entry["experiment"].startswith(f"{key}_"):
             raise LedgerError(f"{where}: claim {name}: experiment {entry['experiment']!r} must be named {key}_<topic>")
+        if entry["kind"] not in KINDS:
+            raise LedgerError(f"{where}: claim {name}: kind {entry['kind']!r} must be one of {', '.join(KINDS)}")
         try:
             check_rule(entry["rule"], entry.get("params") or {})
+            check_requires(entry.get("requires") or [])
         except RuleError as err:
             raise LedgerError(f"{where}: claim {name}: {err}") from None
-        claims.append(Claim(paper=key, params=entry.get("params") or {}, **{k: str(v) for k, v in entry.items() if k != "params"}))
+        claims.append(Claim(paper=key, params=entry.get("params") or {}, requires=tuple(entry.get("requires") or ()),
+                            **{k: str(v).strip() for k, v in entry.items() if k not in ("params", "requires")}))
     return Paper(key=key, title=raw["title"], arxiv=str(raw["arxiv"]), spec=raw["spec"], scale=raw.get("scale") or {},
                  references=raw.get("references") or {}, claims=tuple(claims))
 
@@ -142,6 +155,6 @@ def evaluate(claim: Claim, root: str | Path = ".") -> tuple[Decision, dict | Non
     if stored is None:
         return Decision(NOT_RUN, f"{claim.metrics} does not exist: stage {claim.experiment} has not run"), None
     try:
-        return decide(claim.rule, claim.params, stored["measurement"]), stored
+        return decide(claim.rule, claim.params, stored["measurement"], claim.requires), stored
     except RuleError as err:
         raise LedgerError(f"claim {claim.id} ({claim.metrics}): {err}") from None

@@ -103,13 +103,18 @@ def gallery(root: str | Path = ".") -> str:
 
 
 def verdicts_table(root: str | Path = ".", report: str = "metrics/report.json") -> str:
-    """Claims per paper and verdict, as the last `report` stage counted them."""
+    """Findings per paper and verdict, as the last `report` stage counted them, and the checks of the
+    machinery apart (how many of them pass)."""
     result = json.loads((Path(root) / report).read_text())
     columns = ["claims", *VERDICTS]
-    lines = [f"| paper | {' | '.join(columns)} |", "|---|" + "---|" * len(columns)]
+    checks = result.get("check_verdicts", {})
+    lines = [f"| paper | findings | {' | '.join(columns[1:])} | checks passed |", "|---|" + "---|" * (len(columns) + 1)]
     for paper in sorted(result["verdicts"], key=lambda p: PAPER_ORDER.index(p) if p in PAPER_ORDER else 99):
-        lines.append(f"| {paper} | " + " | ".join(str(result["verdicts"][paper][c]) for c in columns) + " |")
-    return "\n".join(lines) + f"\n\n({result['claims']} claims; profile `{result['profile']}`.)"
+        mine = checks.get(paper, {})
+        lines.append(f"| {paper} | " + " | ".join(str(result["verdicts"][paper][c]) for c in columns)
+                     + f" | {mine.get('confirmed', 0)} of {mine.get('claims', 0)} |")
+    return "\n".join(lines) + (f"\n\n({result['findings']} findings and {result['checks']} sanity checks of the machinery, "
+                               f"listed apart in REPORT.md; profile `{result['profile']}`.)")
 
 
 def _percent(x: float) -> str:

@@ -39,27 +39,44 @@ def ledger_rows(root: str | Path = ".") -> pd.DataFrame:
             if stored is not None and stored.get("verdict") not in (None, decision.verdict):
                 raise ledger.LedgerError(f"claim {c.id}: {c.metrics} says {stored['verdict']!r} but its rule now gives "
                                          f"{decision.verdict!r}: re-run stage {c.experiment} (`dvc repro {c.experiment}`)")
-            rows.append({"paper": paper.key, "id": c.id, "source": c.source, "statement": c.statement, "paper_value": c.paper_value,
-                         "measured": (stored or {}).get("measured", ""), "verdict": decision.verdict, "reason": decision.reason,
-                         "share": decision.share, "rule": _rule_text(c), "scale": c.scale, "figure": c.figure,
-                         "notebook": c.notebook, "experiment": c.experiment, "metrics": c.metrics})
+            rows.append({"paper": paper.key, "id": c.id, "kind": c.kind, "source": c.source, "statement": c.statement,
+                         "paper_value": c.paper_value, "measured": (stored or {}).get("measured", ""), "verdict": decision.verdict,
+                         "reason": decision.reason, "share": decision.share, "rule": _rule_text(c), "requires": _requires_text(c),
+                         "literature": c.literature, "scale": c.scale, "figure": c.figure, "notebook": c.notebook,
+                         "experiment": c.experiment, "metrics": c.metrics})
     return pd.DataFrame(rows)
+
+
+def _requires_text(c: ledger.Claim) -> str:
+    bound = lambda r: f"<= {r['at_most']:g}" if "at_most" in r else f">= {r['at_least']:g}"
+    return "; ".join(f"{r['value']} {bound(r)}" for r in c.requires)
 
 
 def _rule_text(c: ledger.Claim) -> str:
     params = {k: v for k, v in c.params.items() if k != "parts"}
     parts = c.params.get("parts")
-    text = f"{c.rule}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+    shown = lambda ps: ", ".join(f"{k}={v}" for k, v in ps.items() if k != "allowance_source")
+    text = f"{c.rule}({shown(params)})"
     if parts:
-        text += ": " + "; ".join(f"{name} by {p['rule']}" + (f"({', '.join(f'{k}={v}' for k, v in (p.get('params') or {}).items())})")
+        text += ": " + "; ".join(f"{name}{' (ours)' if p.get('ours') else ''} by {p['rule']}({shown(p.get('params') or {})})"
                                  for name, p in parts.items())
     return text
 
 
+def _allowances(c: ledger.Claim) -> list[str]:
+    """The paper's own sentence behind every allowance of an equivalence in the claim's rule."""
+    specs = [c.params, *((p.get("params") or {}) for p in (c.params.get("parts") or {}).values())]
+    return [f"allowance {ps['allowance']:g}: {ps['allowance_source']}" for ps in specs if ps.get("allowance")]
+
+
 def verdict_counts(rows: pd.DataFrame) -> pd.DataFrame:
-    """Claims per paper and verdict (every verdict a column, in the rules' order)."""
+    """Claims per paper and verdict (every verdict a column, in the rules' order): pass the findings to count
+    what replicates, the checks to count the machinery."""
+    papers = [p for p in ledger.papers() if p in set(rows["paper"])] if len(rows) else []
+    if rows.empty:
+        return pd.DataFrame(0, index=pd.Index(papers, name="paper"), columns=[*verdicts.VERDICTS, "claims"])
     counts = rows.groupby(["paper", "verdict"]).size().unstack("verdict", fill_value=0)
-    counts = counts.reindex(index=list(dict.fromkeys(rows["paper"])), columns=list(verdicts.VERDICTS), fill_value=0)
+    counts = counts.reindex(index=papers, columns=list(verdicts.VERDICTS), fill_value=0)
     counts["claims"] = counts.sum(axis=1)
     return counts
 
@@ -76,7 +93,7 @@ def summary_figure(counts: pd.DataFrame):
                 ax.text(x0 + n / 2, y, str(n), ha="center", va="center", fontsize=8)
         left += counts[v].to_numpy()
     ax.invert_yaxis()
-    ax.set_xlabel("claims")
+    ax.set_xlabel("findings (checks of the machinery not counted)")
     ax.grid(axis="y", visible=False)
     ax.legend(ncol=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3 if len(counts) > 2 else -0.5))
     return fig
@@ -209,9 +226,40 @@ def _caveats(metrics: str, root: Path) -> list[str]:
     return [c for c in json.loads(path.read_text()).get("caveats", []) if c] if path.is_file() else []
 
 
+HOW_DECIDED = (
+    "**How a verdict is decided** (`replication/verdicts.py`, one set of rules for every paper). A comparison needs at least "
+    f"{verdicts.MIN_SEEDS} seeds at every compared cell and a difference beyond the two-sided {verdicts.CONFIDENCE:.0%} Student-t "
+    "critical value for its Welch-Satterthwaite degrees of freedom times its standard error (with 3 seeds per cell, about 2.8 SE "
+    "rather than 2), otherwise it reads *within noise*. \"A matches B\" is *confirmed* when the whole t interval of the "
+    f"difference lies under a tolerance of {verdicts.SEED_SDS:g} measured seed standard deviations plus the gap the paper itself "
+    "calls \"as good\" (named with the paper's numbers in each claim's rule), and *not confirmed* when it lies wholly above. A "
+    f"fitted slope or exponent carries {verdicts.DRAWS} bootstrap draws over seeds: it is *confirmed* only when its whole 95 % "
+    "bootstrap interval lies inside the paper's range (the share of draws that keep the verdict is shown), *not confirmed* when "
+    "the interval lies wholly outside, otherwise *within noise*. A claim of several parts is *not confirmed* when any part the "
+    "paper makes is contradicted; a part we added is shown but does not count. A claim is *not testable at this scale* when "
+    f"a deciding cell trains for fewer than {verdicts.MIN_STEPS} optimizer steps, has too few seeds, is a best cell on the edge "
+    "of its hyperparameter grid, or when the measurement lies outside the regime the paper's claim is about (the claim's "
+    "`requires`, with our value and the limit); one whose experiment has not landed is *not run yet*. Findings are results "
+    "that could have failed; *checks* (identities, memory accounting, closed-form numerics, outcomes the design fixes) test "
+    "the machinery and are listed apart, never counted as replications."
+)
+
+
+def _claim_row(r, root: Path, with_value: bool = True) -> str:
+    share = f"; {r.share:.0%} of bootstrap draws keep it" if r.share is not None and r.share == r.share else ""
+    ours = (r.measured or "—") + (f" <br>*Other work:* {r.literature}" if r.literature else "")
+    needs = f"needs: {r.scale}" + (f"; regime: {r.requires}" if r.requires else "")
+    allowances = "".join(f" <br>{a}" for a in _allowances(ledger.entry(r.id)))
+    return (f"| {r.statement} <br>`{r.id}` ({r.source}) | {r.paper_value} | {ours} | **{r.verdict}** <br>{r.reason}{share} "
+            f"| `{r.rule}`{allowances} <br>{needs} | {_link(r.figure, root)} <br>{_link(r.notebook, root)} |")
+
+
 def report_markdown(rows: pd.DataFrame, counts: pd.DataFrame, params: dict, profile: str, figures: dict[str, list[str]],
                     root: Path) -> str:
+    """REPORT.md: the findings per paper (counted in the summary), then the checks of the machinery apart."""
     profiles = list(dict.fromkeys([profile, "gpu"]))
+    findings, checks = rows[rows["kind"] == "finding"], rows[rows["kind"] == "check"]
+    header = "| claim | paper | ours | verdict | rule | figure, notebook |\n|---|---|---|---|---|---|"
     out = [
         "# Replication report",
         "",
@@ -219,37 +267,36 @@ def report_markdown(rows: pd.DataFrame, counts: pd.DataFrame, params: dict, prof
         f"(`replication/papers/*/ledger.yaml`) and params.yaml, on the `{profile}` profile. Do not edit: change a ledger or "
         "a notebook and run `dvc repro`.",
         "",
+        f"{len(findings)} findings (claims that could have failed) and {len(checks)} sanity checks of the machinery "
+        "(listed apart, at the end).",
+        "",
         "![verdicts per paper](figures/report/summary.png)",
         "",
-        "| paper | " + " | ".join(counts.columns) + " |",
-        "|---|" + "---|" * len(counts.columns),
-        *(f"| {ledger.papers()[p].title} | " + " | ".join(str(int(v)) for v in counts.loc[p]) + " |" for p in counts.index),
+        "| paper | findings | " + " | ".join(verdicts.VERDICTS) + " |",
+        "|---|" + "---|" * (len(verdicts.VERDICTS) + 1),
+        *(f"| {ledger.papers()[p].title} | " + " | ".join(str(int(counts.loc[p, c])) for c in ("claims", *verdicts.VERDICTS)) + " |"
+          for p in counts.index),
         "",
-        "**How a verdict is decided** (`replication/verdicts.py`, one set of rules for every paper). A comparison needs at least "
-        f"{verdicts.MIN_SEEDS} seeds at every compared cell and a difference beyond {verdicts.Z:g} standard errors of the difference, "
-        f"otherwise it reads *within noise*. \"A matches B\" is *confirmed* when the whole {verdicts.Z:g}-SE interval of the "
-        f"difference lies under a tolerance of {verdicts.SEED_SDS:g} measured seed standard deviations (plus any gap the paper "
-        "itself calls competitive, named in the rule). A fitted slope or exponent is judged by its bootstrap interval over seeds, "
-        f"with the share of bootstrap draws that keep the verdict. A claim whose deciding cells train for fewer than "
-        f"{verdicts.MIN_STEPS} optimizer steps, or that has too few seeds, is *not testable at this scale*; one whose experiment "
-        "has not landed is *not run yet*.",
+        HOW_DECIDED,
     ]
     for key, paper in ledger.papers().items():
-        mine = rows[rows["paper"] == key]
+        mine = findings[findings["paper"] == key]
         out += ["", f"## {paper.title} (arXiv [{paper.arxiv}](https://arxiv.org/abs/{paper.arxiv}))", "",
-                f"Spec: `{paper.spec}`. Claims: {len(mine)}; " + ", ".join(f"{v} {n}" for v, n in counts.loc[key].items() if n and v != "claims") + ".",
-                "", "### Scale", "", scale_markdown(paper, params, profiles, root), "", "### Claims", "",
-                "| claim | paper | ours | verdict | rule | figure, notebook |", "|---|---|---|---|---|---|"]
-        for r in mine.itertuples():
-            share = f"; {r.share:.0%} of bootstrap draws keep it" if r.share is not None and r.share == r.share else ""
-            ours = r.measured or "—"
-            out.append(f"| {r.statement} <br>`{r.id}` ({r.source}) | {r.paper_value} | {ours} | **{r.verdict}** <br>{r.reason}{share} "
-                       f"| `{r.rule}` <br>needs: {r.scale} | {_link(r.figure, root)} <br>{_link(r.notebook, root)} |")
-        caveats = [(e, c) for e in dict.fromkeys(mine["experiment"]) for c in _caveats(mine.loc[mine["experiment"] == e, "metrics"].iloc[0], root)]
+                f"Spec: `{paper.spec}`. Findings: {len(mine)}; " + ", ".join(f"{v} {n}" for v, n in counts.loc[key].items() if n and v != "claims")
+                + f". Checks: {int((checks['paper'] == key).sum())} (below).",
+                "", "### Scale", "", scale_markdown(paper, params, profiles, root), "", "### Findings", "", header]
+        out += [_claim_row(r, root) for r in mine.itertuples()]
+        everyone = rows[rows["paper"] == key]
+        caveats = [(e, c) for e in dict.fromkeys(everyone["experiment"]) for c in _caveats(everyone.loc[everyone["experiment"] == e, "metrics"].iloc[0], root)]
         if caveats:
             out += ["", "Caveats the code detected:", ""] + [f"- `{e}`: {c}" for e, c in caveats]
         for path in figures.get(key, []):
             out += ["", f"![{Path(path).stem}]({path})"]
+    out += ["", "## Sanity checks of the machinery", "",
+            "True by construction or by the design of the experiment (a mathematical identity, memory accounting, a numerical "
+            "check of a closed-form result, an outcome the protocol fixes): they show the code does what it says, not that a "
+            "paper replicates, and are not counted above.", "", header]
+    out += [_claim_row(r, root) for r in checks.itertuples()]
     return "\n".join(out) + "\n"
 
 
@@ -259,7 +306,8 @@ def build(profile: str, root: str | Path = ".") -> dict:
     root = Path(root)
     params = load_params(root / "params.yaml")
     rows = ledger_rows(root)
-    counts = verdict_counts(rows)
+    counts = verdict_counts(rows[rows["kind"] == "finding"])
+    checks = verdict_counts(rows[rows["kind"] == "check"])
     written = {"summary": plots.save(summary_figure(counts), root / "figures/report/summary.png", counts.reset_index())}
     figures: dict[str, list[str]] = {}
     for key, paper in ledger.papers().items():
@@ -270,8 +318,10 @@ def build(profile: str, root: str | Path = ".") -> dict:
             plt.close(fig)
             figures.setdefault(key, []).append(path)
     (root / "REPORT.md").write_text(report_markdown(rows, counts, params, profile, figures, root))
-    metrics = {"profile": profile, "claims": int(len(rows)),
+    metrics = {"profile": profile, "claims": int(len(rows)), "findings": int((rows["kind"] == "finding").sum()),
+               "checks": int((rows["kind"] == "check").sum()),
                "verdicts": {p: {v: int(n) for v, n in counts.loc[p].items()} for p in counts.index},
+               "check_verdicts": {p: {v: int(n) for v, n in checks.loc[p].items()} for p in checks.index},
                "by_id": dict(zip(rows["id"], rows["verdict"]))}
     write_metrics(root / "metrics/report.json", metrics)  # before the README's verdicts block reads it
     if (root / "README.md").is_file():

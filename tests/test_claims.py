@@ -21,3 +21,15 @@ def test_a_claim_takes_its_words_and_rule_from_the_ledger():
     assert claim("marek.memory.lean_optimizers_save_memory", "SGD saves 10 %", {"value": 0.10})["verdict"] == "not confirmed"
     with pytest.raises(LedgerError, match="'marek.memory.typo' is not in any ledger"):
         claim("marek.memory.typo", "", {})
+
+
+def test_grid_edges_name_each_hyperparameter_on_its_edge_and_the_cell():
+    from replication.claims import grid_edges
+    from replication.fit import best_per_group
+
+    runs = pd.DataFrame({"batch_size": [1] * 3 + [16] * 3, "optimizer.lr": [0.01, 0.02, 0.04] * 2,
+                         "final_val_loss": [3.0, 2.9, 3.1, 3.3, 3.2, 3.1], "status": "ok", "seed": 0})
+    best = best_per_group(runs, ["batch_size"], ["optimizer.lr"])
+    assert list(best["edge_on"]) == ["", "optimizer.lr"]
+    assert grid_edges(best, ["batch_size"], {"optimizer.lr": "LR"}) == [{"hyperparameter": "LR", "cell": "batch_size 16"}]
+    assert grid_edges(best[best["batch_size"] == 1], ["batch_size"]) == []

@@ -3,10 +3,11 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from replication import ledger, report
+from replication import ledger, report, verdicts
 from replication.ledger import LedgerError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,9 +73,12 @@ def test_a_missing_metrics_file_is_not_run_yet_and_a_missing_claim_is_an_error_n
     ({"rule": "roughly"}, "unknown rule 'roughly'"),
     ({"params": {"tolerance": 0.02}}, "takes at_least, at_most, not tolerance"),
     ({"id": "zhang.a.b"}, "must start with 'marek'"),
+    ({"kind": "result"}, "kind 'result' must be one of finding, check"),
+    ({"requires": [{"value": "n_range", "says": "a 10x range"}]}, "needs value, says and at_most or at_least"),
+    ({"rule": "equivalent", "params": {"allowance": 0.04}}, "allowance_source"),
 ])
 def test_a_malformed_ledger_entry_is_an_error_naming_the_file_and_claim(tmp_path, monkeypatch, bad, message):
-    entry = {"id": "marek.x.y", "source": "Fig. 1", "statement": "s", "paper_value": "v", "experiment": "marek_x",
+    entry = {"id": "marek.x.y", "kind": "finding", "source": "Fig. 1", "statement": "s", "paper_value": "v", "experiment": "marek_x",
              "metrics": "metrics/marek/x.json", "figure": "figures/marek/x.png", "rule": "threshold", "params": {"at_most": 1}, "scale": "any"}
     folder = tmp_path / "replication" / "papers" / "marek"
     folder.mkdir(parents=True)
@@ -96,3 +100,68 @@ def test_a_side_by_side_figure_says_so_when_our_metrics_have_no_points(tmp_path)
     ref = {"ours": {"metrics": "metrics/x.json", "key": "gamma", "x": "tokens", "y": "gamma", "series": "model"}}
     ours, why = report._our_series(ref, tmp_path)
     assert ours == {} and "no points at this scale" in why
+
+
+def test_checks_are_the_claims_the_design_guarantees_and_findings_are_the_rest():
+    kinds = {c.id: c.kind for c in ledger.claims().values()}
+    assert {k for k, v in kinds.items() if v == "check"} == {
+        "marek.memory.accumulation_matches_large_batch", "marek.memory.accumulation_needs_gradient_buffer",
+        "marek.memory.lean_optimizers_save_memory", "marek.finetune.adafactor_at_lora_memory",
+        "zhang.linear_regression.cbs_independent_of_m", "zhang.steps_to_target.cbs_rule",
+        "zhang.local_cbs.batch_size_warmup_saves_steps", "smoltulu.ratio.high_ratio_forgets"}
+    rows = report.ledger_rows(ROOT)
+    text = (ROOT / "REPORT.md").read_text()
+    checks_section = text[text.index("## Sanity checks of the machinery"):]
+    for r in rows.itertuples():
+        assert (f"`{r.id}`" in checks_section) == (r.kind == "check"), r.id
+
+
+def _perturbed(m: dict, params: dict, rule: str):
+    """Copies of a stored measurement moved the way a different outcome would move it: every number the
+    rule reads pushed far to either side or onto the paper's range, with the gates (edges, an unresolved
+    optimum) lifted; for a claim of several parts, one part at a time."""
+    if rule == "all_of":
+        for name, spec in params["parts"].items():
+            for part in _perturbed(m["parts"][name], spec.get("params") or {}, spec["rule"]):
+                yield {**m, "edges": [], "parts": {**m["parts"], name: part}}
+        return
+    base = {k: v for k, v in m.items() if k not in ("edges", "unresolved", "diverged")}
+    if "difference" in m:
+        scale = 10 * (abs(m.get("difference") or 0) + (m.get("se") or 0) + (m.get("seed_sd") or 0) + 1)
+        for d in (-scale, 0.0, scale):
+            yield {**base, "difference": d, "se": 1e-6 * scale, "seed_sd": base.get("seed_sd", 1e-6 * scale)}
+    if "estimate" in m:
+        finite = [p for p in (params.get("low"), params.get("high"), params.get("exclude")) if p is not None and np.isfinite(p)]
+        targets = {-100.0, 100.0, *(p + d for p in finite for d in (-0.01, 0.01))}
+        if params.get("low") is not None and params.get("high") is not None:
+            targets.add((params["low"] + params["high"]) / 2)
+        for t in targets:
+            yield {**base, "estimate": t, "draws": list(t + np.linspace(-1e-4, 1e-4, 1000))}
+    if "value" in m:
+        for value in (-1e9, 0.0, 1e9, *(p + d for p in (params.get("at_most"), params.get("at_least")) if p is not None for d in (-1e-3, 1e-3))):
+            yield {**base, "value": value}
+
+
+def _in_regime(m: dict, claim) -> dict:
+    """The measurement with every regime value the ledger requires moved onto its limit (inside)."""
+    regime = {**(m.get("regime") or {})}
+    for r in claim.requires:
+        regime[r["value"]] = r.get("at_most", r.get("at_least"))
+    return {**m, "regime": regime}
+
+
+@pytest.mark.parametrize("claim", [c for c in ledger.claims().values() if c.kind == "finding"], ids=lambda c: c.id)
+def test_every_finding_has_a_measurement_that_would_change_its_verdict(claim):
+    """A finding no measurement could fail is a check: for each finding, some perturbation of its stored
+    measurement (the numbers moved, or the regime it requires met or missed) must change its verdict."""
+    stored = ledger.stored_claim(claim, ROOT)
+    if stored is None:
+        pytest.skip(f"{claim.experiment} has not run")
+    m = stored["measurement"]
+    if m.get("untestable"):  # nothing was measured; the reason it could not be is its result
+        assert ledger.evaluate(claim, ROOT)[0].verdict == "not testable at this scale"
+        return
+    before = verdicts.decide(claim.rule, claim.params, m, claim.requires).verdict
+    after = {verdicts.decide(claim.rule, claim.params, _in_regime(p, claim), claim.requires).verdict
+             for p in _perturbed(m, claim.params, claim.rule)}
+    assert after - {before}, f"{claim.id}: no perturbation of its measurement changes its verdict ({before}): a check, not a finding"

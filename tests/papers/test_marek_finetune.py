@@ -30,12 +30,22 @@ def _finetune_table(adafactor_loss, lora_loss, adafactor_fused):
 
 
 def test_finetune_claims_confirm_the_paper_when_adafactor_matches_adam_and_beats_lora_at_lora_memory():
-    claims = {i: c["verdict"] for i, c in by_id(finetune.finetune_claims(*_finetune_table(4.09, 4.25, 5.0))).items()}
+    # Adafactor a shade ahead of Adam's 4.09: with 3 seeds the t interval of an exact tie is 2.27 seed sd wide, over the 2 sd tolerance
+    claims = {i: c["verdict"] for i, c in by_id(finetune.finetune_claims(*_finetune_table(4.085, 4.25, 5.0))).items()}
     assert claims["marek.finetune.adafactor_b1_matches_adam"] == "confirmed"
     assert claims["marek.finetune.adafactor_beats_lora"] == "confirmed"
     assert claims["marek.finetune.adafactor_at_lora_memory"] == "confirmed"
     assert claims["marek.finetune.scaled_adam_b1_matches_b16"] == "confirmed"
-    assert claims["marek.finetune.sgd_b1_nearly_as_good"] == "not confirmed"  # 0.41 behind, beyond 0.16 + 2 seed sd
+    assert claims["marek.finetune.sgd_b1_nearly_as_good"] == "not confirmed"  # 0.41 behind, beyond 2 seed sd (no allowance)
+
+
+def test_an_arm_whose_best_lr_is_on_the_edge_of_its_grid_decides_nothing():
+    table, runs = _finetune_table(4.085, 4.25, 5.0)
+    table["edge_on"] = ["", "", "optimizer.lr", "", "", ""]  # Adafactor's best LR is the largest it tried
+    claims = by_id(finetune.finetune_claims(table, runs))
+    assert claims["marek.finetune.adafactor_beats_lora"]["verdict"] == "not testable at this scale"
+    assert "best LR on the grid edge at arm full, Adafactor B=1" in claims["marek.finetune.adafactor_beats_lora"]["reason"]
+    assert claims["marek.finetune.scaled_adam_b1_matches_b16"]["verdict"] == "confirmed"  # Adafactor is not in it
 
 
 def test_finetune_claims_refute_the_paper_when_lora_wins_and_adafactor_needs_far_more_memory():

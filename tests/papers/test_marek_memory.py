@@ -20,6 +20,10 @@ def test_accumulation_arms_and_claims():
                            "parameters": [1.0, 1.0, 1.0], "gradients": [1.0, 1.0, 1.0], "total": [5.0, 9.0, 5.0]})
     verdicts = [c["verdict"] for c in topic.accumulation_claims(best, runs, memory)]
     assert verdicts == ["confirmed", "confirmed", "not testable at this scale"]
+    edged = best.assign(edge_on=["", "", "optimizer.lr"])  # the small batch's best LR is the largest it tried
+    assert edged["setup"].tolist()[2] == "small batch"
+    no_benefit = topic.accumulation_claims(edged, runs, memory)[1]
+    assert no_benefit["verdict"] == "not testable at this scale" and no_benefit["reason"] == "best LR on the grid edge at setup small batch"
     starved = runs.assign(steps=runs["steps"] // 4)  # the accumulated arm now takes 100 steps
     assert topic.accumulation_claims(best, starved, memory)[1]["verdict"] == "not testable at this scale"
 

@@ -43,7 +43,7 @@ def test_optimizer_claims_reject_a_world_where_large_batches_win():
 
 
 def test_noise_and_starved_batch_sizes_decide_nothing():
-    worse = {**PAPER_LIKE, "adamw": [3.78] + PAPER_LIKE["adamw"][1:]}  # B=1 0.05 behind B=4, seed sd 0.03
+    worse = {**PAPER_LIKE, "adamw": [3.80] + PAPER_LIKE["adamw"][1:]}  # B=1 0.07 behind B=4 (the paper's allowance: 0.04), seed sd 0.03
     assert _verdicts(_runs(worse, noise=0.03))["marek.optimizers.small_batch_per_token"] == "within noise"
     assert _verdicts(_runs(worse, noise=0.003))["marek.optimizers.small_batch_per_token"] == "not confirmed"
     assert _verdicts(_runs(PAPER_LIKE, noise=0.5))["marek.optimizers.sgd_gap_grows"] == "within noise"
@@ -52,6 +52,21 @@ def test_noise_and_starved_batch_sizes_decide_nothing():
     assert starved["marek.optimizers.sgd_gap_grows"] == "not testable at this scale"
     one_seed = _verdicts(_runs(PAPER_LIKE).query("seed == 0"))
     assert set(one_seed.values()) == {"not testable at this scale"}
+
+
+def test_a_best_cell_on_the_edge_of_its_grid_decides_nothing():
+    """AdamW at B=1 best at the shortest of three beta1 half-lives: the optimum may lie below the grid."""
+    runs = _runs(PAPER_LIKE)
+    b1 = runs[(runs["optimizer.name"] == "adamw") & (runs["batch_size"] == 1)]
+    variants = [b1.assign(**{"optimizer.beta1_half_life_tokens": h, "final_val_loss": b1["final_val_loss"] + d}) for h, d in ((6400.0, 0.05), (100.0, -0.01))]
+    runs = pd.concat([runs, *variants], ignore_index=True)
+    best = optimizers.best_cells(runs)
+    claims = by_id(optimizers.optimizer_claims(best, runs))
+    small = claims["marek.optimizers.small_batch_per_token"]
+    assert small["verdict"] == "not testable at this scale"
+    assert small["reason"] == "best beta1 half-life on the grid edge at name adamw, batch_size 1"
+    assert claims["marek.optimizers.sgd_competitive_at_b1"]["verdict"] == "confirmed"  # SGD against Muon: AdamW's edge is not in it
+    assert _verdicts(_runs(PAPER_LIKE))["marek.optimizers.small_batch_per_token"] == "confirmed"  # the same world without the edge
 
 
 def test_follow_ups_go_to_the_compared_cells_and_refine_towards_the_better_neighbour():

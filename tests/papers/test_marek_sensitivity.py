@@ -48,5 +48,10 @@ def test_sensitivity_table_measures_change_from_the_centre_per_hyperparameter():
     assert lr_large[0.125] == pytest.approx(0.2) and np.isinf(lr_large[8.0])
     (c,) = sensitivity.sensitivity_claims(table, runs, centres)
     assert c["verdict"] == "confirmed" and c["measurement"]["parts"]["learning_rate"]["diverged"] == "a"
+    best["edge_on"] = ["optimizer.beta1_half_life_tokens", ""]  # B=1's centre: the shortest beta1 half-life tried there
+    (edged,) = sensitivity.sensitivity_claims(table, runs, centres, best)
+    parts = edged["measurement"]["parts"]
+    assert parts["beta1_half_life"]["edges"] == [{"hyperparameter": "beta1 half-life", "cell": "batch_size 1"}]
+    assert "edges" not in parts["learning_rate"] and edged["verdict"] == "not testable at this scale"
     flat = runs.assign(final_val_loss=3.0 + 0.001 * runs["seed"])
     assert sensitivity.sensitivity_claims(sensitivity.sensitivity_table(flat, centres), flat, centres)[0]["verdict"] == "within noise"

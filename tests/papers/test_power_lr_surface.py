@@ -1,13 +1,17 @@
 """power_lr_surface: budgets branched off one run become rows, optima are parabolas in log LR, and the fits
 recover the law a synthetic loss surface was made from."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from replication.fit import resampled
 from replication.papers.power import common, lr_surface
 from replication.params import experiment, load_params
 from replication.spec import ConfigError
+from replication.verdicts import DRAWS
 
 
 def synthetic_table(law, batch_sizes=(2, 4, 8, 16), budgets=(40960, 81920, 163840, 327680), seeds=(0, 1, 2), noise=0.002,
@@ -43,24 +47,77 @@ def test_optima_find_the_parabola_vertex_between_grid_points_and_flag_edges():
     assert edge["on_edge"].iloc[0] and edge["n_seeds"].iloc[0] == 3
 
 
+SETTINGS = {"budgets": [40960, 81920, 163840, 327680], "fixed_batch_size": 4}
+FAR_ABOVE = {"model": "w64", "b_star": 64.0, "b_noise": 200.0}  # B* above every batch size of the synthetic grid
+
+
 def test_the_fits_recover_shens_law_from_a_synthetic_surface():
     a, b = 3.0, -0.5
     table = synthetic_table(lambda bs, t: bs * a * t**b)
-    m = lr_surface.measure(table, {"budgets": [40960, 81920, 163840, 327680], "fixed_batch_size": 4}, draws=20)
+    m = lr_surface.measure(table, SETTINGS)
     p = m["point"]
+    assert len(m["draws"]) == DRAWS
     assert p["b"] == pytest.approx(b, abs=0.03) and p["a"] == pytest.approx(a, rel=0.3)
     assert p["token_slope"] == pytest.approx(b, abs=0.05) and p["batch_slope"] == pytest.approx(1.0, abs=0.05)
     assert p["free_batch_exponent"] == pytest.approx(1.0, abs=0.05)
-    claims = {c["id"]: c for c in lr_surface.claims(m, {"budgets": [40960, 81920, 163840, 327680], "fixed_batch_size": 4})}
+    claims = {c["id"]: c for c in lr_surface.claims(m, SETTINGS, FAR_ABOVE)}
     assert claims["power.lr_surface.gamma_exponent"]["verdict"] == "confirmed"
     assert claims["power.lr_surface.optimal_lr_grows_with_batch"]["verdict"] == "confirmed"
+    assert claims["power.lr_surface.optimal_lr_grows_with_batch"]["measurement"]["regime"] == {"largest_batch_over_critical": 16 / 64}
+    # the same surface, but batch sizes past B* of the body (or B* not measured): Hypothesis 1 is not testable there
+    for critical in ({"model": "w64", "b_star": 8.0, "b_noise": None}, None):
+        grows = {c["id"]: c for c in lr_surface.claims(m, SETTINGS, critical)}["power.lr_surface.optimal_lr_grows_with_batch"]
+        assert grows["verdict"] == "not testable at this scale" and "critical batch size" in grows["reason"]
 
 
-def test_a_square_root_law_is_not_called_linear():
+def test_a_square_root_law_is_not_called_linear_and_gamma_loses_its_premise():
     table = synthetic_table(lambda bs, t: 1e-2 * (bs / 4) ** 0.5 * (t / 40960) ** -0.3)
-    m = lr_surface.measure(table, {"budgets": [40960, 81920, 163840, 327680], "fixed_batch_size": 4}, draws=20)
-    grows = {c["id"]: c for c in lr_surface.claims(m, {"budgets": [327680], "fixed_batch_size": 4})}["power.lr_surface.optimal_lr_grows_with_batch"]
+    m = lr_surface.measure(table, SETTINGS)
+    claims = {c["id"]: c for c in lr_surface.claims(m, {"budgets": [327680], "fixed_batch_size": 4}, FAR_ABOVE)}
+    grows, gamma = claims["power.lr_surface.optimal_lr_grows_with_batch"], claims["power.lr_surface.gamma_exponent"]
     assert m["point"]["batch_slope"] == pytest.approx(0.5, abs=0.05) and grows["verdict"] == "not confirmed"
+    assert gamma["measurement"]["regime"]["lr_batch_exponent"] == pytest.approx(m["point"]["batch_slope"])
+    assert gamma["verdict"] == "not testable at this scale" and "premise" in gamma["reason"]
+
+
+def test_optima_draws_are_the_optima_of_the_resampled_tables():
+    table = synthetic_table(lambda bs, t: 1e-2, batch_sizes=(4, 8), budgets=(163840, 327680), noise=0.01)
+    table.loc[(table["lr"] == table["lr"].max()) & (table["seed"] == 1), "loss"] = np.nan  # a diverged seed
+    fast = common.optima_draws(table, ["batch_size", "tokens"], draws=25, seed=3)
+    slow = [common.optima(t, ["batch_size", "tokens"]) for t in resampled(table, ["batch_size", "tokens", "lr"], 25, seed=3)]
+    for a, b in zip(fast, slow):
+        pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    assert 0 < np.mean([f["resolved"].mean() for f in fast]) < 1  # the noise makes some optima unresolved, not all
+
+
+def test_an_optimum_is_resolved_only_when_both_neighbours_are_worse_beyond_the_t_critical_value():
+    def best(losses_by_lr):
+        rows = [{"g": 0, "lr": lr, "seed": s, "loss": v, "steps": 300} for lr, vs in losses_by_lr.items() for s, v in enumerate(vs)]
+        return common.optima(pd.DataFrame(rows), ["g"]).iloc[0]
+    clear = {1e-3: [5.10, 5.11, 5.12], 2e-3: [5.00, 5.01, 5.02], 4e-3: [5.10, 5.11, 5.12]}
+    assert best(clear)["resolved"]
+    # 0.02 apart with seed sd 0.01 is 2.4 SE: beyond the old 2, not beyond t(4) = 2.78
+    close = {**clear, 4e-3: [5.02, 5.03, 5.04]}
+    assert not best(close)["resolved"]
+    assert best({**clear, 4e-3: [np.nan] * 3})["resolved"]  # a neighbour that diverged at every seed is worse
+    assert not best({1e-3: [5.1], 2e-3: [5.0], 4e-3: [5.1]})["resolved"]  # one seed: no standard error
+
+
+def test_b_star_is_read_for_the_same_body_and_profile_only(tmp_path):
+    params = load_params("params.yaml")
+    exp = experiment(params, "power_lr_surface", "cpu")
+    path = tmp_path / "steps_to_target.json"
+    fits = [{"model": "w32", "b_star": 6.0, "b_noise": 20.0, "target_multiple": 1.0},
+            {"model": "w64", "b_star": 7.0, "b_noise": 24.0, "target_multiple": 1.0}]
+    path.write_text(json.dumps({"profile": "cpu", "fits": fits}))
+    assert lr_surface.critical_batch_size(exp, params, path) == {"model": "w64", "b_star": 7.0, "b_noise": 24.0}
+    path.write_text(json.dumps({"profile": "gpu", "fits": fits}))
+    assert lr_surface.critical_batch_size(exp, params, path) is None
+    assert lr_surface.critical_batch_size(exp, params, tmp_path / "missing.json") is None
+    other = exp.__class__(exp.name, exp.profile, exp.base.replace(**{"model.width": 96}),
+                          exp.grids, exp.settings)
+    path.write_text(json.dumps({"profile": "cpu", "fits": fits}))
+    assert lr_surface.critical_batch_size(other, params, path) is None  # no zhang model is this body
 
 
 def test_the_schedule_fit_falls_back_to_every_optimum_when_too_few_cells_decide():

@@ -17,7 +17,7 @@ def test_mup_keeps_the_optimum_and_sp_drifts_on_a_synthetic_surface():
         for param, drift in (("muP", 0.0), ("SP", -1.0)):
             law = lambda b, t, w=width, d=drift: 1e-2 * (w / 64) ** d * (t / 40960) ** -0.5
             frames.append(synthetic_table(law, batch_sizes=(4,), budgets=S["budgets"], width=width, param=param))
-    m = transfer.measure(pd.concat(frames, ignore_index=True), S, draws=20)
+    m = transfer.measure(pd.concat(frames, ignore_index=True), S)
     assert m["point"]["muP_width_slope"] == pytest.approx(0.0, abs=0.05)
     assert m["point"]["SP_width_slope"] == pytest.approx(-1.0, abs=0.05)
     assert m["point"]["muP_b_trend"] == pytest.approx(0.0, abs=0.03)

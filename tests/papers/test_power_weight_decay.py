@@ -17,7 +17,7 @@ def test_a_constant_timescale_is_found_constant():
             wd = float(f"{best * 3.0 ** (k + 0.2):.4g}")
             rows += [{"batch_size": b, "lr": lr, "wd": wd, "seed": s, "tokens": tokens, "steps": tokens // (b * seq_len),
                       "loss": 5 + 0.02 * np.log(wd / best) ** 2 + 0.001 * rng.standard_normal()} for s in range(3)]
-    m = weight_decay.measure(pd.DataFrame(rows), {"tokens": tokens}, seq_len, draws=20)
+    m = weight_decay.measure(pd.DataFrame(rows), {"tokens": tokens}, seq_len)
     assert m["best"]["tau"].to_numpy() == pytest.approx(tau, rel=0.15)
     assert m["tau_slope"] == pytest.approx(0.0, abs=0.1)
     assert weight_decay.claims(m, {"tokens": tokens})[0]["verdict"] == "confirmed"

@@ -1,5 +1,7 @@
 """smoltulu_ratio: the two arms' budgets, and every verdict computed on synthetic grids whose answer is known."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,12 @@ from replication.papers.smoltulu import ratio
 from replication.params import experiment, load_params
 from replication.sft import load_task_set
 
-SIZES, LRS, SEEDS = [2, 4, 8, 16], [2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3], [0, 1, 2]
+SIZES, LRS, SEEDS = [2, 4, 8, 16], [2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], [0, 1, 2]
+
+
+def _baselines(level: float = 0.1) -> pd.DataFrame:
+    """Every synthetic task's best heuristic baseline at `level`."""
+    return pd.DataFrame([{"task": t, "best_baseline": level} for t in ("variable_binding", "corpus_continuation")])
 
 
 def test_equal_epochs_and_equal_steps_arms(tmp_path):
@@ -44,29 +51,81 @@ def _grid(reasoning, pattern, heldout, seed=0, noise=0.01) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _peak(centre):
-    return lambda lr, b: 0.8 - 0.1 * (np.log2(lr / b) - np.log2(centre)) ** 2
+def _peak(centre, lr_preference=0.0):
+    """Accuracy peaked in log LR / B at `centre`; `lr_preference` breaks the tie along that diagonal towards LR 1e-3."""
+    return lambda lr, b: 0.8 - 0.1 * (np.log2(lr / b) - np.log2(centre)) ** 2 - lr_preference * abs(np.log2(lr / 1e-3))
+
+
+PAPER = dict(reasoning=_peak(5e-4), pattern=_peak(6.25e-5, 0.01), heldout=lambda lr, b: 4 + 0.2 * np.log2(lr / b / 1.5e-5))
 
 
 def test_the_paper_s_picture_is_confirmed():
-    runs = _grid(reasoning=_peak(2.5e-4), pattern=lambda lr, b: 0.6 - 0.05 * np.log2(lr / b / 1.5e-5),
-                 heldout=lambda lr, b: 4 + 0.2 * np.log2(lr / b / 1.5e-5))
+    runs = _grid(**PAPER)
     table = ratio.cells(runs)
-    claims = by_id(ratio.claims(runs, table))
+    claims = by_id(ratio.claims(runs, table, _baselines()))
     for cid in ("reasoning_prefers_high_ratio", "pattern_prefers_low_ratio", "opposite_optima", "ratio_not_lr_alone",
                 "high_ratio_forgets", "survives_fixed_steps"):
         assert claims[f"smoltulu.ratio.{cid}"]["verdict"] == "confirmed", (cid, claims[f"smoltulu.ratio.{cid}"])
-    assert claims["smoltulu.ratio.ratio_not_lr_alone"]["measurement"]["estimate"] == pytest.approx(1.0, abs=0.15)
+    ridge = claims["smoltulu.ratio.ratio_not_lr_alone"]["measurement"]
+    assert ridge["estimate"] == pytest.approx(1.0, abs=0.15) and ridge["regime"] == {"batch_sizes_in_fit": 4} and ridge["edges"] == []
+    assert len(ridge["draws"]) >= 1000
+    margin = claims["smoltulu.ratio.reasoning_prefers_high_ratio"]["measurement"]["regime"]["margin_over_baselines"]
+    assert margin == pytest.approx(0.8 - 0.1, abs=0.03)  # the best reasoning cell's accuracy minus the baseline
     spread = ratio.equal_ratio_spread(runs, table, "reasoning")
     assert len(spread) == len(LRS) + len(SIZES) - 3  # every diagonal but the two corners
     assert spread["within_noise"].sum() >= len(spread) - 1  # a 2-SE band: one diagonal in six may stray by chance
 
 
+def test_task_claims_are_not_testable_below_the_heuristic_baselines_or_without_them():
+    runs = _grid(**PAPER)
+    table = ratio.cells(runs)
+    task_claims = ("reasoning_prefers_high_ratio", "pattern_prefers_low_ratio", "opposite_optima", "survives_fixed_steps")
+    for base in (_baselines(0.9), None):  # a copy-the-prompt heuristic as good as the best cell; no baselines measured
+        claims = by_id(ratio.claims(runs, table, base))
+        for cid in task_claims:
+            c = claims[f"smoltulu.ratio.{cid}"]
+            assert c["verdict"] == "not testable at this scale" and "baselines" in c["reason"], (cid, c)
+        assert claims["smoltulu.ratio.high_ratio_forgets"]["verdict"] == "confirmed"  # not a task-accuracy claim
+
+
+def test_a_best_cell_on_the_lr_grid_edge_is_not_testable():
+    """Reasoning peaks at a ratio whose best LR is the top of the grid at batch sizes 8 and 16; pattern peaks at the
+    lowest ratio, reached only by the grid's lowest LR."""
+    runs = _grid(reasoning=_peak(2e-3), pattern=_peak(2.5e-4 / 16), heldout=PAPER["heldout"])
+    table = ratio.cells(runs)
+    claims = by_id(ratio.claims(runs, table, _baselines()))
+    ridge = claims["smoltulu.ratio.ratio_not_lr_alone"]
+    assert [e["cell"] for e in ridge["measurement"]["edges"]] == ["batch_size 8", "batch_size 16"]
+    assert ridge["measurement"]["regime"] == {"batch_sizes_in_fit": 2} and ridge["verdict"] == "not testable at this scale"
+    for cid in ("pattern_prefers_low_ratio", "opposite_optima"):
+        c = claims[f"smoltulu.ratio.{cid}"]
+        assert c["measurement"]["edges"] == [{"hyperparameter": "learning rate", "cell": "batch_size 16, lr 0.00025"}], cid
+        assert c["verdict"] == "not testable at this scale" and "grid edge" in c["reason"], (cid, c)
+
+
+def test_equal_steps_compares_a_smaller_batch_size_with_a_larger_one():
+    """At equal steps the best of each ratio half may share a batch size (here: the reasoning peak is along B = 16
+    at any LR, an LR effect); the claim's two cells differ in batch size, so the ratio moves by B."""
+    runs = _grid(**PAPER)
+    steps = runs["arm"] == ratio.STEPS
+    noise = 0.01 * np.random.default_rng(1).normal(size=int(steps.sum()))
+    runs.loc[steps, "reasoning"] = runs.loc[steps, "variable_binding"] = (
+        0.1 + 0.5 * (runs.loc[steps, "batch_size"] == 16) * np.log2(runs.loc[steps, "lr"] / 1e-4) / 8 + noise)
+    table = ratio.cells(runs)
+    c = by_id(ratio.claims(runs, table, _baselines(0.05)))["smoltulu.ratio.survives_fixed_steps"]
+    size = lambda label: int(re.search(r", B (\d+) \(", label).group(1))  # noqa: E731
+    assert size(c["measurement"]["high_cell"]) in (2, 4) and size(c["measurement"]["low_cell"]) in (8, 16)
+    assert c["verdict"] == "not confirmed"  # the large batch wins at equal steps
+    same = ratio.high_vs_low(runs, table, ratio.STEPS, "reasoning")  # the best of each ratio half: one batch size, an LR effect
+    assert size(same["high_cell"]) == size(same["low_cell"]) == 16
+
+
 def test_an_optimum_fixed_in_lr_and_flat_scores_are_not_confirmed():
     lr_only = lambda lr, b: 0.8 - 0.1 * np.log2(lr / 1e-3) ** 2  # the best LR is 1e-3 at every batch size
-    runs = _grid(reasoning=lr_only, pattern=lambda lr, b: 0.5, heldout=lambda lr, b: 4.0)
+    nearly_flat = lambda lr, b: 0.5 - 0.005 * np.log2(lr / 2e-3) ** 2  # the same at every ratio, its best LR inside the grid
+    runs = _grid(reasoning=lr_only, pattern=nearly_flat, heldout=lambda lr, b: 4.0)
     table = ratio.cells(runs)
-    claims = by_id(ratio.claims(runs, table))
+    claims = by_id(ratio.claims(runs, table, _baselines()))
     ridge = claims["smoltulu.ratio.ratio_not_lr_alone"]
     assert ridge["measurement"]["estimate"] == pytest.approx(0.0, abs=0.15) and ridge["verdict"] == "not confirmed"
     assert claims["smoltulu.ratio.pattern_prefers_low_ratio"]["verdict"] == "within noise"
@@ -82,3 +141,15 @@ def test_a_diverged_cell_is_never_the_best_and_counts_as_a_failure():
     high, _ = ratio.halves(table[table["arm"] == ratio.EPOCHS])
     assert ratio.best_cell(high, "reasoning")["lr"] != 4e-3 or ratio.best_cell(high, "reasoning")["batch_size"] != 2
     assert table.loc[(table["lr"] == 4e-3) & (table["batch_size"] == 2), "diverged"].eq(3).all()
+
+
+def test_mean_draws_are_the_cell_means_of_the_resampled_runs():
+    from replication.fit import resampled
+
+    runs = _grid(**PAPER)
+    arm = runs[runs["arm"] == ratio.EPOCHS].copy()
+    arm.loc[(arm["lr"] == 1.6e-2) & (arm["seed"] == 0), "reasoning"] = np.nan  # a diverged seed
+    keys, means = ratio.mean_draws(arm, "reasoning", draws=20, seed=4)
+    for row, sample in zip(means, resampled(arm, ratio.CELL, 20, seed=4)):
+        expected = sample.groupby(ratio.CELL)["reasoning"].mean()
+        assert row == pytest.approx(expected.loc[list(zip(keys["batch_size"], keys["lr"]))].to_numpy(), nan_ok=True)

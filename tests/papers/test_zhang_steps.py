@@ -6,12 +6,14 @@ import dataclasses
 import numpy as np
 import pytest
 
+from replication import ledger
 from replication.params import experiment, load_params
 from replication.papers.zhang import common, data_size, model_size, steps_to_target
 from replication.record import new_record
 from replication.spec import ConfigError
 from replication.store import Store
 from replication.train import log_spaced_steps
+from replication.verdicts import decide
 
 B_NOISE = 24.0  # sequences: the synthetic runs' noise scale
 
@@ -86,9 +88,35 @@ def test_the_fit_recovers_the_synthetic_noise_scale_and_the_claims_are_decided(t
     assert [c["id"] for c in claims] == ["zhang.steps_to_target.hyperbola", "zhang.steps_to_target.cbs_rule",
                                          "zhang.steps_to_target.chinchilla_exponent"]
     assert abs(exponent["estimate"]) < 0.3  # the synthetic law has one noise scale for every model
-    assert claims[2]["verdict"] in ("not confirmed", "partly")
+    assert abs(exponent["b_noise_exponent"]["estimate"]) < 0.3
+    assert exponent["b_noise_exponent"]["low"] <= exponent["b_noise_exponent"]["estimate"] <= exponent["b_noise_exponent"]["high"]
     table = common.fit_table(m, exp, d)
     assert list(table["model"]) == list(d.models)
+    for f, row in zip((m.fits[(model, 1.0)] for model in d.models), table.itertuples()):
+        assert row.constant_share == pytest.approx(1.2 * min(d.batch_sizes) / f["b_star"])
+        assert np.median(common.b_noise_draws(f)) == pytest.approx(f["b_noise"], rel=0.3)  # B* draws mapped back to b/a
+
+
+def test_the_chinchilla_exponent_reports_its_regime_and_is_gated_on_it(tmp_path):
+    exp = _experiment()
+    d = common.design(exp)
+    _fill(exp, tmp_path)
+    m = common.measure(exp, d, tmp_path)
+    claims, exponent = steps_to_target.claims(m, exp, d)
+    sizes = [common.non_embedding_parameters(exp, d, model) for model in d.models]
+    unreached = {model: [int(b) for b in m.fits[(model, 1.0)]["unreached"]] for model in d.models}
+    assert exponent["regime"] == {"model_size_range": pytest.approx(max(sizes) / min(sizes)),
+                                  "censored_batch_sizes": sum(map(len, unreached.values()))}
+    assert exponent["censored"] == unreached and exponent["regime"]["censored_batch_sizes"] > 0
+    assert claims[2]["verdict"] == "not testable at this scale" and "10x" in claims[2]["reason"]
+    for model, bs in unreached.items():
+        assert not bs or f"{model} B={', '.join(map(str, bs))}" in claims[2]["measured"]
+    assert "B_noise = b/a ~ N^" in claims[2]["measured"]
+    entry = ledger.entry("zhang.steps_to_target.chinchilla_exponent")
+    wide = {**exponent, "regime": {"model_size_range": 14.0, "censored_batch_sizes": 0}}
+    assert decide(entry.rule, entry.params, wide, entry.requires).verdict in ("not confirmed", "within noise")  # exponent ~ 0
+    censored = {**exponent, "regime": {"model_size_range": 14.0, "censored_batch_sizes": 1}}
+    assert "reaching the target" in decide(entry.rule, entry.params, censored, entry.requires).reason
 
 
 def test_a_batch_size_that_never_reaches_the_target_is_reported(tmp_path):

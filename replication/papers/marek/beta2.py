@@ -6,12 +6,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, grid_edges
 from replication.fit import argmin_log_parabola, best_cell_runs, best_per_group, loglog_slope, trained_steps
 from replication.optim import beta_from_half_life, half_life_from_beta
 from replication.papers.marek.common import best_specs, decidable, refine_factor, staged
 from replication.sweep import reseeded
-from replication.verdicts import bootstrap, compare
+from replication.verdicts import DRAWS, bootstrap, compare, t_critical
+
+HALF_LIFE = "beta2_half_life"
+NAMES = {"optimizer.lr": "LR", HALF_LIFE: "beta2 half-life"}  # hyperparameters in words, as edges name them
 
 
 def best_cells(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
@@ -93,6 +96,9 @@ def beta2_regime_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
         loss = lambda b: cells[(regime, b)]["final_val_loss"]
         small, other = sizes[0], min(sizes[1:], key=lambda b: loss(b).mean())
         parts[part] = compare(loss(small), loss(other), trained_steps(cells[(regime, small)]) + trained_steps(cells[(regime, other)]))
+        decided = best[(best["regime"] == regime) & best["batch_size"].isin([small, other])]
+        if edges := grid_edges(decided, ["regime", "batch_size"], NAMES):
+            parts[part]["edges"] = edges
         words.append(f"{regime}: B={small} {parts[part]['difference']:+.3f} nats against the best larger batch (B={other})")
     return [claim("marek.beta2.fixed_half_life_rescues_small_batch", "; ".join(words) or "no comparison possible", {"parts": parts})]
 
@@ -112,35 +118,108 @@ def optimal_half_life(runs: pd.DataFrame, seq_len: int) -> tuple[pd.DataFrame, d
     return optima, fit
 
 
-def half_life_claims(sweep: pd.DataFrame, seq_len: int) -> list[dict]:
+def optimum_slope(means: dict) -> float:
+    """The log-log slope of the optimal half-life against batch size from {(batch size, half-life): mean
+    loss}, located as `optimal_half_life` does (NaN with fewer than 3 optima): one bootstrap draw's refit."""
+    grids = {}
+    for (b, h), v in means.items():
+        grids.setdefault(b, []).append((h, v))
+    optima = [(b, argmin_log_parabola(*zip(*cells))) for b, cells in grids.items() if np.isfinite([v for _, v in cells]).any()]
+    b, h = np.asarray([o for o in optima if np.isfinite(o[1]) and o[1] > 0], dtype=float).reshape(-1, 2).T
+    return float(np.polyfit(np.log(b), np.log(h), 1)[0]) if len(b) >= 3 else np.nan
+
+
+def unresolved_optima(sweep: pd.DataFrame) -> list[dict]:
+    """Per batch size, the grid neighbours of the best half-life whose loss is within the seed noise of
+    the best's (difference within the Student-t critical value times its standard error): there the grid
+    cannot say on which side of the neighbour the optimum lies, so a slope through the optima is not
+    resolved. Needs at least two seeds per cell (otherwise the seed gate decides)."""
+    out = []
+    for b, group in sweep.groupby("batch_size"):
+        cells = {h: g["final_val_loss"] for h, g in group.groupby(HALF_LIFE)}
+        means = pd.Series({h: v.mean() for h, v in cells.items()}).sort_index()
+        if means.isna().all():
+            continue
+        grid, best = list(means.index), means.idxmin()
+        i = grid.index(best)
+        for h in grid[max(i - 1, 0):i] + grid[i + 1:i + 2]:
+            m = compare(cells[h], cells[best])
+            if m["difference"] is None or m["se"] is None or m.get("diverged"):
+                continue
+            t = t_critical(m["dof"])
+            if m["difference"] <= t * m["se"]:
+                out.append({"batch_size": b, "best": best, "neighbour": h, "difference": m["difference"], "se": m["se"], "t": t})
+    return out
+
+
+def half_life_share(optima: pd.DataFrame, tokens: float) -> float:
+    """The largest optimal half-life over batch sizes as a share of the run's tokens (the ledger requires
+    at most 10 %: a half-life near the run's length averages over most of it, so its optimum says little)."""
+    h = optima["optimal_half_life"].dropna()
+    return float(h.max() / tokens) if len(h) else float("nan")
+
+
+def half_life_claims(sweep: pd.DataFrame, seq_len: int, tokens: float) -> list[dict]:
     """One claim for the half-life question: the log-log slope of the optimal half-life against batch size
     (0: constant in tokens, so the optimal beta2 moves towards 1 as B shrinks; 1: constant beta2), with a
-    bootstrap over the seeds of every (batch size, half-life) cell."""
+    bootstrap over the seeds of every (batch size, half-life) cell. The measurement also reports the
+    largest optimal half-life as a share of the run's `tokens` (the ledger's regime condition), the batch
+    sizes whose best half-life sits on the edge of its grid, and those whose optimum the seed noise does
+    not resolve (a grid neighbour within noise of the best)."""
     optima, fit = optimal_half_life(sweep, seq_len)
     if fit is None:
         return [claim("marek.beta2.half_life_constant", "fewer than 3 batch sizes with an optimum",
                       {"untestable": "fewer than 3 batch sizes with an optimal half-life"})]
-    cells = {k: g["final_val_loss"] for k, g in sweep.groupby(["batch_size", "beta2_half_life"])}
-
-    def slope(means: dict) -> float:
-        frame = pd.DataFrame([{"batch_size": b, "beta2_half_life": h, "final_val_loss": v} for (b, h), v in means.items()])
-        refit = optimal_half_life(frame, seq_len)[1]
-        return refit["slope"] if refit else np.nan
+    cells = {k: g["final_val_loss"] for k, g in sweep.groupby(["batch_size", HALF_LIFE])}
 
     n_seeds = min(len(v) for v in cells.values())  # attempts: a half-life that diverged at every seed is a result, not a missing cell
+    share = half_life_share(optima, tokens)
     measurement = {"estimate": float(fit["slope"]), "n_seeds": int(n_seeds), "min_steps": min(trained_steps(sweep), default=None),
-                   "draws": [round(float(d), 4) for d in bootstrap(cells, slope)] if n_seeds > 1 else []}
-    edge = int(optima["on_grid_edge"].sum())
+                   "draws": [round(float(d), 4) for d in bootstrap(cells, optimum_slope, draws=DRAWS)] if n_seeds > 1 else [],
+                   "regime": {"half_life_share": share}}
+    if edges := grid_edges(best_per_group(sweep, ["batch_size"], [HALF_LIFE]), ["batch_size"], NAMES):
+        measurement["edges"] = edges
+    close = unresolved_optima(sweep)
+    if close:
+        measurement["unresolved"] = "the optimal half-life is not resolved at " + ", ".join(
+            f"B={c['batch_size']} ({c['neighbour']:,.0f} vs the best {c['best']:,.0f} tokens: {c['difference']:+.3f} nats, "
+            f"within t = {c['t']:.2f} x SE {c['se']:.3f})" for c in close)
     b2 = optima.set_index("batch_size")["optimal_beta2"]
-    return [claim("marek.beta2.half_life_constant",
-                  f"slope of log(optimal half-life) on log(B): {fit['slope']:.2f} (least-squares 95% CI {fit['ci_low']:.2f} to "
-                  f"{fit['ci_high']:.2f}, {fit['n']} batch sizes); optimal beta2 " + ", ".join(f"{v:.4f} at B={b}" for b, v in b2.items())
-                  + (f"; {edge} optimum(s) on the edge of the half-life grid" if edge else ""), measurement)]
+    words = (f"slope of log(optimal half-life) on log(B): {fit['slope']:.2f} (least-squares 95% CI {fit['ci_low']:.2f} to "
+             f"{fit['ci_high']:.2f}, {fit['n']} batch sizes); optimal beta2 " + ", ".join(f"{v:.4f} at B={b}" for b, v in b2.items())
+             + f"; the longest optimal half-life is {share:.0%} of the run's {tokens:,.0f} tokens")
+    if edges:
+        words += f"; best half-life on the grid edge at {', '.join(e['cell'] for e in edges)}"
+    if close:
+        words += "; optimum within the seed noise of a grid neighbour at " + ", ".join(dict.fromkeys(f"B={c['batch_size']}" for c in close))
+    return [claim("marek.beta2.half_life_constant", words, measurement)]
 
 
-def optimum_vs_batch_size(optima: pd.DataFrame, fit: dict | None):
-    """Left: the optimal beta2 per batch size; right: the optimal half-life in tokens with its log-log fit."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.4, 4.0))
+def optimum_vs_batch_size(optima: pd.DataFrame, fit: dict | None, sweep: pd.DataFrame | None = None, tokens: float | None = None):
+    """Left (with `sweep`): the loss at every grid half-life per batch size, mean over seeds with
+    standard-error bars, so one sees whether the optimum is resolved (a neighbour within the bars is not)
+    and where it sits against 10 % of the run's `tokens` (the ledger's regime limit). Middle: the optimal
+    beta2 per batch size; right: the optimal half-life in tokens with its log-log fit."""
+    fig, axes = plt.subplots(1, 3 if sweep is not None else 2, figsize=(15.6 if sweep is not None else 10.4, 4.0))
+    if sweep is not None:
+        grid, *axes = axes
+        for i, (b, group) in enumerate(sweep.groupby("batch_size")):
+            cells = group.groupby(HALF_LIFE)["final_val_loss"]
+            mean, se = cells.mean(), cells.std(ddof=1) / np.sqrt(cells.count())
+            grid.errorbar(mean.index, mean.to_numpy(), yerr=np.nan_to_num(se.to_numpy()), marker="o", ms=4, capsize=3,
+                          color=f"C{i}", label=f"B={b}")
+            h = optima.loc[optima["batch_size"] == b, "optimal_half_life"]
+            if len(h) and np.isfinite(h.iloc[0]):
+                grid.axvline(h.iloc[0], color=f"C{i}", ls=":", lw=1)
+        if tokens:
+            grid.axvline(0.1 * tokens, color="k", lw=1)
+            grid.annotate("10 % of the run", (0.1 * tokens, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                          textcoords="offset points", fontsize=7)
+        grid.set_xscale("log")
+        grid.set_xlabel("beta2 half-life (tokens)")
+        grid.set_ylabel("validation loss (mean over seeds +- SE)")
+        grid.legend(title="dotted: located optimum", fontsize=7, title_fontsize=7)
+    left, right = axes
     left.plot(optima["batch_size"], 1 - optima["optimal_beta2"], "o-")
     left.set_xscale("log", base=2)
     left.set_yscale("log")
@@ -156,4 +235,5 @@ def optimum_vs_batch_size(optima: pd.DataFrame, fit: dict | None):
     right.set_xlabel("batch size (sequences)")
     right.set_ylabel("optimal beta2 half-life (tokens)")
     right.legend()
+    fig.tight_layout()
     return fig

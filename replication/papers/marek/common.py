@@ -24,6 +24,17 @@ def lr_table(runs: pd.DataFrame, lr_batch_exponent: float, index: str = "optimiz
             .groupby([index, "lr at B=1", "batch_size"])["final_val_loss"].mean().unstack("batch_size"))
 
 
+SAME_SETUP = ("model", "data", "tokens", "schedule")  # what two experiments must share for their runs to be compared
+
+
+def setup_differences(exp, other, fields: tuple[str, ...] = SAME_SETUP) -> dict[str, tuple]:
+    """The run settings among `fields` (model, data with its sequence length, token budget, schedule) in
+    which two experiments' base runs differ, as {field: (exp's, other's)}: empty when a run of one can be
+    compared with a run of the other like for like (their tuned hyperparameters may differ)."""
+    mine, theirs = exp.base.to_dict(), other.base.to_dict()
+    return {f: (mine[f], theirs[f]) for f in fields if mine[f] != theirs[f]}
+
+
 def decidable(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs of batch sizes that train for at least MIN_STEPS optimizer steps: the only ones a verdict
     reads, so the only ones follow-ups are spent on (the others stay in the figures, marked)."""

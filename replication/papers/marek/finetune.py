@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, grid_edges
 from replication.verdicts import compare
 from replication.fit import best_per_group, trained_steps
 from replication.papers.marek.common import OPTIMIZER_LABELS, memory_frame
@@ -48,7 +48,7 @@ def finetune_table(best: pd.DataFrame, runs: pd.DataFrame, records: list[dict]) 
     by_id = {r["id"]: r for r in records}
     memory = memory_frame([by_id[i] for i in ids]).drop(columns=["micro_batch_size"])
     memory.insert(2, "lora_rank", [by_id[i]["spec"]["lora_rank"] for i in ids])
-    out = best[["arm", "optimizer.lr", "loss", "loss_se", "n_seeds"]].copy()
+    out = best[["arm", "optimizer.lr", "loss", "loss_se", "n_seeds", *(["edge_on"] if "edge_on" in best else [])]].copy()
     out.insert(2, "before", [by_id[i]["val"]["loss"][0] for i in ids])
     return pd.concat([out, memory], axis=1)
 
@@ -66,9 +66,14 @@ def finetune_claims(table: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
         rows = full[full["optimizer"] == optimizer]
         return rows if batch is None else rows[rows["batch_size"] == batch]
 
+    def with_edges(m: dict, *compared: str) -> dict:
+        """`m` with the `edges` of the compared arms whose best LR sits on the edge of their LR grid."""
+        edges = grid_edges(t.loc[list(compared)].reset_index(), ["arm"], {"optimizer.lr": "LR"})
+        return {**m, "edges": edges} if edges else m
+
     def versus(claim_id: str, ours: pd.DataFrame, theirs: pd.DataFrame) -> dict:
         a, b = ours["loss"].idxmin(), theirs["loss"].idxmin()
-        m = compare(cell(a), cell(b), steps(a, b))
+        m = with_edges(compare(cell(a), cell(b), steps(a, b)), a, b)
         return claim(claim_id, f"best loss {m['a']:.3f} ({a}) vs {m['b']:.3f} ({b}): {m['difference']:+.3f} nats, "
                                f"{m['n_seeds']} seed(s) at each best LR", m)
 
@@ -103,7 +108,8 @@ def finetune_claims(table: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
     if len(sgd) and len(full) > len(sgd) and len(lora):
         others, a = full.drop(sgd.index), sgd["loss"].idxmin()
         b, c = others["loss"].idxmin(), lora["loss"].idxmin()
-        parts = {"close_to_best": compare(cell(a), cell(b), steps(a, b)), "beats_lora": compare(cell(a), cell(c), steps(a, c))}
+        parts = {"close_to_best": with_edges(compare(cell(a), cell(b), steps(a, b)), a, b),
+                 "beats_lora": with_edges(compare(cell(a), cell(c), steps(a, c)), a, c)}
         claims.append(claim("marek.finetune.sgd_b1_nearly_as_good",
                             f"SGD's best loss {parts['close_to_best']['a']:.3f} ({a}): {parts['close_to_best']['difference']:+.3f} nats against "
                             f"the best other full fine-tuning ({b}), {parts['beats_lora']['difference']:+.3f} against the best LoRA ({c})", {"parts": parts}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, grid_edges
 from replication.fit import best_cell_runs, best_per_group, trained_steps
 from replication.papers.marek.common import OPTIMIZER_LABELS, best_specs, staged
 from replication.sweep import reseeded
@@ -74,6 +74,8 @@ def accumulation_claims(best: pd.DataFrame, runs: pd.DataFrame, memory: pd.DataF
     large, acc, small = "large batch", "large batch by accumulation", "small batch"
     same = compare(loss(acc), loss(large))
     no_benefit = compare(loss(acc), loss(small), steps(acc, small))
+    if edges := grid_edges(best[best["setup"].isin([acc, small])], ["setup"], {"optimizer.lr": "LR"}):
+        no_benefit["edges"] = edges  # an arm's best LR on the grid edge: its loss is only a bound
     mem = memory.set_index("setup")
     buffer = mem.loc[acc, "gradients"]
     identical = {"value": abs(same["difference"])} if same["difference"] is not None else {"untestable": "an arm has no finite loss"}

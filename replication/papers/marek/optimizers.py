@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, grid_edges
 from replication.fit import best_cell_runs, best_per_group, trained_steps
 from replication.papers.marek.common import ADAPTIVE, best_specs, decidable, refine_factor, staged
 from replication.plots import _marker_height
@@ -16,12 +16,22 @@ from replication.verdicts import MIN_STEPS, bootstrap_difference, compare
 
 GROUP = ["optimizer.name", "batch_size"]
 CELL = ["optimizer.lr", "optimizer.beta1_half_life_tokens"]  # what is tuned per (optimizer, batch size)
+NAMES = {"optimizer.lr": "LR", "optimizer.beta1_half_life_tokens": "beta1 half-life"}  # in words, as edges name them
 
 
 def best_cells(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """The best (LR, beta1 half-life) of each (optimizer, batch size), chosen on seed `seed` (the one every
     setting ran with) and measured over every seed of that cell."""
     return best_per_group(runs, GROUP, CELL, edge_keys=CELL, select_seed=seed)
+
+
+def with_edges(measurement: dict, best: pd.DataFrame, keys) -> dict:
+    """`measurement` with the `edges` of the best cells among `keys` ((optimizer, batch size) pairs, the
+    cells it decides on) that sit on the edge of their LR or beta1 half-life grid."""
+    keys = set(keys)
+    decided = best[[k in keys for k in zip(best["optimizer.name"], best["batch_size"])]]
+    edges = grid_edges(decided, GROUP, NAMES)
+    return {**measurement, "edges": edges} if edges else measurement
 
 
 def compared(runs: pd.DataFrame, every_batch_size: tuple = ()) -> pd.DataFrame:
@@ -88,6 +98,7 @@ def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
         larger = [b for b in adam if b != small and (b in enough or len(enough) < 2)] or [b for b in adam if b != small]
         other = min(larger, key=adam.get)
         m = compare(loss("adamw", small), loss("adamw", other), steps(("adamw", small), ("adamw", other)))
+        m = with_edges(m, best, [("adamw", small), ("adamw", other)])
         claims.append(claim("marek.optimizers.small_batch_per_token",
                             f"AdamW best loss {adam[small]:.3f} at B={small}; the best larger batch is B={other} ({adam[other]:.3f}); "
                             + ", ".join(f"{v:.3f} at B={b}" for b, v in adam.items()), m))
@@ -102,7 +113,11 @@ def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
         keys = [(n, b) for b in (small, large) for n in ADAPTIVE if (n, b) in cells]
         grows = bootstrap_difference({k: cells[k]["final_val_loss"] for k in keys},
                                      lambda means: spread(means, large) - spread(means, small), steps(*keys))
-        close = compare(loss(worst, small), loss(top, small), steps((worst, small), (top, small)))
+        close = with_edges(compare(loss(worst, small), loss(top, small), steps((worst, small), (top, small))), best,
+                           [(worst, small), (top, small)])
+        at_large = {n: v.mean() for n, v in adaptive(large).items()}  # the spread is decided by each end's best and worst
+        grows = with_edges(grows, best, [(worst, small), (top, small), (max(at_large, key=at_large.get), large),
+                                         (min(at_large, key=at_large.get), large)])
         claims.append(claim("marek.optimizers.adaptive_drift",
                             f"spread of the adaptive optimizers' best losses: {close['difference']:.3f} at B={small} "
                             f"({worst} behind {top}), {close['difference'] + grows['difference']:.3f} at B={large}",
@@ -114,7 +129,7 @@ def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
                             {"untestable": "no finite SGD and adaptive loss at the smallest batch size"}))
     else:
         top = min(adaptive(small), key=lambda n: adaptive(small)[n].mean())
-        m = compare(loss("sgd", small), loss(top, small), steps(("sgd", small), (top, small)))
+        m = with_edges(compare(loss("sgd", small), loss(top, small), steps(("sgd", small), (top, small))), best, [("sgd", small), (top, small)])
         claims.append(claim("marek.optimizers.sgd_competitive_at_b1", f"SGD behind the best optimizer ({top}) by {m['difference']:.3f} at B={small}", m))
     if len(sgd_batches) < 2:
         claims.append(claim("marek.optimizers.sgd_gap_grows", "SGD has a finite loss at fewer than two batch sizes",
@@ -124,6 +139,8 @@ def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
         keys = [("sgd", b) for b in (first, last)] + [(n, b) for b in (first, last) for n in ADAPTIVE if (n, b) in cells]
         gap = lambda means, b: means[("sgd", b)] - min(mean(means, b).values())
         m = bootstrap_difference({k: cells[k]["final_val_loss"] for k in keys}, lambda means: gap(means, last) - gap(means, first), steps(*keys))
+        leaders = [(min(adaptive(b), key=lambda n: adaptive(b)[n].mean()), b) for b in (first, last)]  # the best adaptive decides each gap
+        m = with_edges(m, best, [("sgd", first), ("sgd", last), *leaders])
         gaps = {b: loss("sgd", b).mean() - min(v.mean() for v in adaptive(b).values()) for b in sgd_batches}
         claims.append(claim("marek.optimizers.sgd_gap_grows",
                             "SGD's gap to the best adaptive optimizer: " + ", ".join(f"{g:.3f} at B={b}" for b, g in gaps.items())

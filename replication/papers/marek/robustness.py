@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
-from replication.fit import fraction_within, trained_steps
+from replication.claims import claim, grid_edges
+from replication.fit import best_per_group, fraction_within, trained_steps
 from replication.verdicts import bootstrap_difference, compare
 
 
@@ -31,6 +31,18 @@ def robustness_table(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def edges_at(runs: pd.DataFrame, batch_sizes, momentum_free: bool = False) -> list[dict]:
+    """The `edges` of the cells a claim compares at `batch_sizes`: each one's best (LR, beta1) cell, and with
+    `momentum_free` also its best LR at beta1 = 0, where that LR is on the edge of the LR grid. Only the LR
+    counts (beta1 = 0 is a natural bound, and the beta1 grid spans the range the paper calls useful)."""
+    runs = runs[runs["batch_size"].isin(list(batch_sizes))]
+    by, names = ["batch_size", "optimizer.beta1"], {"optimizer.lr": "LR"}
+    edges = grid_edges(best_per_group(runs, ["batch_size"], ["optimizer.lr", "optimizer.beta1"], edge_keys=["optimizer.lr"]), by, names)
+    if momentum_free:
+        edges += grid_edges(best_per_group(runs[runs["optimizer.beta1"] == 0.0], by, ["optimizer.lr"]), by, names)
+    return edges
+
+
 def robustness_claims(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> list[dict]:
     """Fig. 1b's claims between the smallest and the largest batch size, from every seed of every cell: the
     near-optimal share of the grid (its standard error by a bootstrap over seeds), and the cost of beta1 = 0."""
@@ -45,6 +57,8 @@ def robustness_claims(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float)
 
     # a diverged seed is an outcome here (never near-optimal), not a missing seed
     robust = bootstrap_difference(cells, lambda means: share(means, small) - share(means, large), steps, diverged="inf")
+    if edges := edges_at(runs, [small, large]):
+        robust["edges"] = edges
     parts, words = {}, []
     for b, part in ((small, "beta1_0_fine_at_small_batch"), (large, "beta1_0_hurts_at_large_batch")):
         at_b = {k: v for k, v in cells.items() if k[0] == b}
@@ -55,6 +69,8 @@ def robustness_claims(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float)
             continue
         best, best_0 = min(finite, key=finite.get), min(no_momentum, key=no_momentum.get)
         parts[part] = compare(at_b[best_0], at_b[best], trained_steps(runs[runs["batch_size"] == b]))
+        if edges := edges_at(runs, [b], momentum_free=True):
+            parts[part]["edges"] = edges
         words.append(f"{parts[part]['difference']:.3f} at B={b}")
     return [
         claim("marek.robustness.small_batch_robust",

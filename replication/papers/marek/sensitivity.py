@@ -6,8 +6,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, grid_edges
 from replication.fit import trained_steps
+from replication.papers.marek.common import SAME_SETUP, setup_differences
 from replication.params import experiment
 from replication.plots import _batch_colour, _marker_height
 from replication.spec import ConfigError
@@ -61,13 +62,11 @@ def sensitivity_centres(exp, centres: pd.DataFrame) -> dict[int, dict]:
     }
 
 
-def check_same_setup(exp, source, fields: tuple[str, ...] = ("model", "data", "tokens", "schedule")) -> None:
+def check_same_setup(exp, source, fields: tuple[str, ...] = SAME_SETUP) -> None:
     """An experiment that takes its centres from another must train the same model on the same data."""
-    mine, theirs = exp.base.to_dict(), source.base.to_dict()
-    for f in fields:
-        if mine[f] != theirs[f]:
-            raise ConfigError(f"experiments.{exp.name}: its run.{f} differs from experiments.{source.name}'s, "
-                              f"whose best LRs it uses as centres: {mine[f]!r} != {theirs[f]!r}")
+    for f, (mine, theirs) in setup_differences(exp, source, fields).items():
+        raise ConfigError(f"experiments.{exp.name}: its run.{f} differs from experiments.{source.name}'s, "
+                          f"whose best LRs it uses as centres: {mine!r} != {theirs!r}")
 
 
 def sensitivity_specs(exp, centres: dict[int, dict]) -> list:
@@ -114,11 +113,29 @@ def sensitivity_table(runs: pd.DataFrame, centres: dict[int, dict]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def sensitivity_claims(table: pd.DataFrame, runs: pd.DataFrame, centres: dict[int, dict]) -> list[dict]:
+def centre_edges(centre_cells: pd.DataFrame | None, batch_sizes) -> dict[str, list[dict]]:
+    """The `edges` of each part of the claim: a centre (a best cell of the source experiment, `centre_cells`)
+    whose tuned value of a hyperparameter sits on the edge of its grid there is no measured optimum along
+    that hyperparameter, so the 1-D sweep along it is not centred on the optimum. Keyed by hyperparameter in
+    words, as SENSITIVITY_KEYS names them."""
+    if centre_cells is None:
+        return {}
+    cells = centre_cells[centre_cells["batch_size"].isin(list(batch_sizes))]
+    out = {}
+    for e in grid_edges(cells, ["batch_size"], SENSITIVITY_KEYS):
+        out.setdefault(e["hyperparameter"], []).append(e)
+    return out
+
+
+def sensitivity_claims(table: pd.DataFrame, runs: pd.DataFrame, centres: dict[int, dict],
+                       centre_cells: pd.DataFrame | None = None) -> list[dict]:
     """Flatter at small batch, per hyperparameter: the worst loss change over the multipliers at the largest
-    batch size minus that at the smallest, with a bootstrap over seeds (a diverged multiplier is infinitely bad)."""
+    batch size minus that at the smallest, with a bootstrap over seeds (a diverged multiplier is infinitely bad).
+    A part whose centre is a best cell on the edge of the source's grid along that hyperparameter
+    (`centre_cells`: the source's best AdamW cells, `centre_cells()`) carries that edge."""
     worst = table.groupby(["hyperparameter", "batch_size"])["delta_loss"].max().unstack("batch_size")
     small, large = worst.columns.min(), worst.columns.max()
+    edges = centre_edges(centre_cells, [small, large])
     cells = sensitivity_cells(runs, centres)
     steps = trained_steps(runs[runs["batch_size"].isin([small, large])])
     parts = {}
@@ -129,18 +146,22 @@ def sensitivity_claims(table: pd.DataFrame, runs: pd.DataFrame, centres: dict[in
             parts[part] = {"untestable": "a multiplier diverged at both batch sizes"} if both else {
                 "diverged": "a" if np.isinf(worst.loc[label, large]) else "b", "se": 0.0,
                 "n_seeds": int(min(len(v) for k, v in cells.items() if k[1] == label)), "min_steps": min(steps, default=None)}
-            continue
-        mine = {k: v for k, v in cells.items() if k[1] == label and k[0] in (small, large)}
+        else:
+            mine = {k: v for k, v in cells.items() if k[1] == label and k[0] in (small, large)}
 
-        def change(means: dict, b) -> float:
-            at_b = {m: v for (bb, _, m), v in means.items() if bb == b}
-            return max(at_b.values()) - at_b[1.0]
+            def change(means: dict, b) -> float:
+                at_b = {m: v for (bb, _, m), v in means.items() if bb == b}
+                return max(at_b.values()) - at_b[1.0]
 
-        parts[part] = bootstrap_difference(mine, lambda means: change(means, large) - change(means, small), steps)
+            parts[part] = bootstrap_difference(mine, lambda means: change(means, large) - change(means, small), steps)
+        if label in edges:
+            parts[part]["edges"] = edges[label]
     measured = "; ".join(f"{h}: worst change {worst.loc[h, small]:.3f} at B={small} vs {worst.loc[h, large]:.3f} at B={large}"
                          for h in worst.index)
     if np.isinf(worst.to_numpy()).any():
         measured += " (inf: a multiplier diverged)"
+    if edges:
+        measured += "; centre on the edge of its grid in " + ", ".join(f"{e['hyperparameter']} at {e['cell']}" for v in edges.values() for e in v)
     return [claim("marek.sensitivity.small_batch_flatter", measured, {"parts": parts})]
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from replication.fit import argmin_log_parabola, resampled, slope  # noqa: F401 (topics call them as common.*)
 from replication.spec import ConfigError, RunSpec
 from replication.store import Store
 from replication.sweep import needs_run
-from replication.verdicts import MIN_STEPS, Z
+from replication.verdicts import CONFIDENCE, DRAWS, MIN_STEPS, t_critical
 
 
 def settings(exp, keys: tuple[str, ...]) -> dict:
@@ -71,26 +72,88 @@ def optima(table: pd.DataFrame, by: list[str], x: str = "lr") -> pd.DataFrame:
     """Per group of `by`: the optimum of the seed-mean loss over `x` (a parabola in log x through the best
     grid point and its neighbours), the best grid point, whether it is on the grid's edge, the fewest seeds
     among the three points around it, the fewest steps, the loss at the best point, and whether it is
-    `resolved`: both neighbours worse by more than Z standard errors of the difference (a flat curve's
-    optimum is where the noise put it)."""
+    `resolved`: both neighbours worse beyond the t critical value times the standard error of the
+    difference (`resolved`; a flat curve's optimum is where the noise put it)."""
     rows = []
     for key, g in table.groupby(by):
-        stats = g.groupby(x)["loss"].agg(["mean", "count", "std"]).sort_index()
-        means = stats["mean"]
-        if not np.isfinite(means).any():
-            continue
-        i = int(np.nanargmin(means.to_numpy()))
-        near = stats.iloc[max(i - 1, 0):i + 2]
-        se = near["std"] / np.sqrt(near["count"])
-        with np.errstate(divide="ignore", invalid="ignore"):  # one seed: no SE (unresolved); no noise: infinitely resolved
-            gaps = [(near["mean"].iloc[j] - means.iloc[i]) / np.hypot(se.iloc[j], se.loc[means.index[i]])
-                    for j in range(len(near)) if near.index[j] != means.index[i]]
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
-                     f"optimal_{x}": argmin_log_parabola(means.index, means.to_numpy()), f"best_{x}": float(means.index[i]),
-                     "best_loss": float(means.iloc[i]), "on_edge": i in (0, len(means) - 1), "n_seeds": int(near["count"].min()),
-                     "resolved": bool(len(gaps) == 2 and min(gaps) > Z),
-                     "steps": int(g["steps"].min())})
+        points = g.groupby(x)["loss"].agg(["mean", "count", "var"]).sort_index()
+        mean, count, var = (points[c].to_numpy(float)[None] for c in ("mean", "count", "var"))
+        best = _optimum(points.index.to_numpy(float), mean[0], count[0], bool(resolved(mean, count, var)[0]), x)
+        if best is not None:
+            rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), **best, "steps": int(g["steps"].min())})
     return pd.DataFrame(rows)
+
+
+def optima_draws(table: pd.DataFrame, by: list[str], x: str = "lr", draws: int = DRAWS, seed: int = 0) -> list[pd.DataFrame]:
+    """`optima(t, by, x)` for each `t` of `fit.resampled(table, by + [x], draws, seed)` (the same resamples of
+    seeds within every cell), computed on arrays: a thousand refits take seconds, not minutes. A group's
+    `steps` are those of its rows in `table` (resampling seeds does not change a cell's steps)."""
+    cells = [g["loss"].to_numpy(float) for _, g in table.groupby(by + [x])]
+    rng = np.random.default_rng(seed)
+    picks = [np.empty((draws, len(v)), dtype=int) for v in cells]
+    for d in range(draws):  # draw by draw, cell by cell: the order `fit.resampled` draws in
+        for c, v in enumerate(cells):
+            picks[c][d] = rng.integers(0, len(v), len(v))
+    summaries = [_seed_stats(v[pick]) for v, pick in zip(cells, picks)]
+    groups, start = [], 0
+    for key, g in table.groupby(by):
+        grid = np.sort(g[x].unique()).astype(float)
+        mean, count, var = (np.column_stack([st[k] for st in summaries[start:start + len(grid)]]) for k in range(3))
+        groups.append((dict(zip(by, key if isinstance(key, tuple) else (key,))), grid, mean, count, resolved(mean, count, var),
+                       int(g["steps"].min())))
+        start += len(grid)
+    out = []
+    for d in range(draws):
+        rows = []
+        for key, grid, mean, count, clear, steps in groups:
+            best = _optimum(grid, mean[d], count[d], bool(clear[d]), x)
+            if best is not None:
+                rows.append({**key, **best, "steps": steps})
+        out.append(pd.DataFrame(rows))
+    return out
+
+
+def _seed_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of per-seed losses (NaN: diverged): the mean, the count and the variance (ddof 1, NaN under
+    two seeds) of the finite ones, as pandas' mean / count / var give them."""
+    finite = np.isfinite(values)
+    count = finite.sum(axis=1).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(finite, values, 0.0).sum(axis=1) / count
+        var = np.where(finite, (values - mean[:, None]) ** 2, 0.0).sum(axis=1) / (count - 1)
+    return mean, count, np.where(count > 1, var, np.nan)
+
+
+def _optimum(grid: np.ndarray, mean: np.ndarray, count: np.ndarray, clear: bool, x: str) -> dict | None:
+    """One group's optimum over its sorted `grid` from each grid point's seed mean and finite-seed count
+    (None when every point diverged); `clear`: whether it is resolved."""
+    if not np.isfinite(mean).any():
+        return None
+    i = int(np.nanargmin(mean))
+    return {f"optimal_{x}": argmin_log_parabola(grid, mean), f"best_{x}": float(grid[i]), "best_loss": float(mean[i]),
+            "on_edge": i in (0, len(grid) - 1), "n_seeds": int(count[max(i - 1, 0):i + 2].min()), "resolved": clear}
+
+
+def resolved(mean: np.ndarray, count: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Per row of a grid's seed means, finite-seed counts and seed variances (rows: resamples): whether the
+    best point lies inside the grid and both its neighbours are worse beyond the t critical value (Welch
+    degrees of freedom) times the standard error of the difference, the rule every difference obeys
+    (`verdicts.t_critical`, on arrays). A neighbour that diverged at every seed is worse; one seed leaves
+    no standard error (unresolved); without seed noise any gap counts."""
+    rows, k = np.arange(len(mean)), mean.shape[1]
+    i = np.argmin(np.where(np.isfinite(mean), mean, np.inf), axis=1)
+    out = (i > 0) & (i < k - 1)
+    mb, nb, vb = mean[rows, i], count[rows, i], var[rows, i]
+    for j in (np.clip(i - 1, 0, k - 1), np.clip(i + 1, 0, k - 1)):
+        ma, na, va = mean[rows, j], count[rows, j], var[rows, j]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ua, ub = va / na, vb / nb
+            total = ua + ub
+            dof = total**2 / (np.where(ua > 0, ua * ua / (na - 1), 0) + np.where(ub > 0, ub * ub / (nb - 1), 0))
+            t = np.where(total > 0, stats.t.ppf(0.5 + CONFIDENCE / 2, np.maximum(np.nan_to_num(dof, nan=1.0), 1.0)), t_critical(None))
+            worse = (na == 0) | ((na > 1) & (nb > 1) & (ma - mb > t * np.sqrt(total)))
+        out &= worse
+    return out
 
 
 def extended_steps(steps, low: int, high: int) -> list[int]:

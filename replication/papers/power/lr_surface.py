@@ -10,6 +10,9 @@ steps that lie inside the grid, and their intervals resample seeds.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -18,9 +21,10 @@ from replication import plots
 from replication.claims import claim
 from replication.fit import lr_power_law
 from replication.papers.power import common
+from replication.params import experiment
 from replication.store import Store
 from replication.sweep import needs_run
-from replication.verdicts import MIN_STEPS
+from replication.verdicts import DRAWS, MIN_STEPS
 
 KEYS = ("batch_sizes", "budgets", "center_lr", "center_batch_size", "lr_scaling", "lr_steps", "max_extension", "seeds",
         "fixed_batch_size")
@@ -63,7 +67,10 @@ def table(exp, params: dict, results_root="results") -> pd.DataFrame:
 
 
 def optima(table: pd.DataFrame) -> pd.DataFrame:
-    best = common.optima(table, ["batch_size", "tokens"])
+    return _with_gamma(common.optima(table, ["batch_size", "tokens"]))
+
+
+def _with_gamma(best: pd.DataFrame) -> pd.DataFrame:
     best["gamma"] = best["optimal_lr"] / best["batch_size"]
     return best
 
@@ -98,36 +105,66 @@ def _fits(best: pd.DataFrame, fixed_batch: int, fixed_tokens: int) -> dict:
             "free_batch_exponent": free.get("batch_exponent", np.nan), "free_token_exponent": free.get("token_exponent", np.nan)}
 
 
-def measure(table: pd.DataFrame, s: dict, draws: int = 200) -> dict:
+def measure(table: pd.DataFrame, s: dict, draws: int = DRAWS) -> dict:
     """The fitted slopes and (a, b) of the seed-mean optima, and the same fits on `draws` seed resamples."""
     fixed_tokens = max(s["budgets"])
     best = optima(table)
     point = _fits(best, s["fixed_batch_size"], fixed_tokens)
-    resampled = [_fits(optima(t), s["fixed_batch_size"], fixed_tokens) for t in common.resampled(table, ["batch_size", "tokens", "lr"], draws)]
+    resampled = [_fits(_with_gamma(b), s["fixed_batch_size"], fixed_tokens) for b in common.optima_draws(table, ["batch_size", "tokens"], draws=draws)]
     return {"best": best, "point": point, "draws": pd.DataFrame(resampled)}
 
 
-def _interval(m: dict, key: str, cells: pd.DataFrame) -> dict:
-    return common.interval_measurement(m["point"][key], m["draws"][key], cells, len(cells) >= 2,
-                                       f"fewer than two optima with >= {MIN_STEPS} steps inside the grid")
+def critical_batch_size(exp, params: dict, path="metrics/zhang/steps_to_target.json") -> dict | None:
+    """B* that zhang_steps_to_target measured for this experiment's body (the same model and data), read from
+    its metrics: {model, b_star, b_noise}; None where no model of that experiment is this body, or its
+    metrics are missing, of another profile, or lack that model's fit. Hypothesis 1 (eta_opt ~ B) is a
+    claim about batch sizes below B*: above it the optimal LR saturates (McCandlish et al. 2018)."""
+    zhang = experiment(params, "zhang_steps_to_target", exp.profile)
+    body = lambda spec: (spec.model, spec.data.corpus, spec.data.hf_config, spec.data.vocab_size, spec.data.seq_len)  # noqa: E731
+    names = [name for name, model in zhang.settings["models"].items()
+             if body(zhang.derived({k: v for k, v in model.items() if k.startswith("model.")}, f"settings.models.{name}")) == body(exp.base)]
+    path = Path(path)
+    if not names or not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    fits = [f for f in metrics.get("fits") or [] if f.get("model") == names[0] and f.get("b_star") is not None]
+    if metrics.get("profile") != exp.profile or not fits:
+        return None
+    fit = min(fits, key=lambda f: f.get("target_multiple", 1.0))  # the first target, Zhang et al.'s own
+    return {"model": names[0], "b_star": float(fit["b_star"]), "b_noise": fit.get("b_noise")}
 
 
-def claims(m: dict, s: dict) -> list[dict]:
+def _interval(m: dict, key: str, cells: pd.DataFrame, regime: dict | None = None) -> dict:
+    out = common.interval_measurement(m["point"][key], m["draws"][key], cells, len(cells) >= 2,
+                                      f"fewer than two optima with >= {MIN_STEPS} steps inside the grid")
+    return {**out, "regime": regime} if regime is not None else out
+
+
+def claims(m: dict, s: dict, critical: dict | None = None) -> list[dict]:
+    """The three claims of Sec. 3. Hypothesis 1 is tested only below B* of the same body (`critical`, from
+    `critical_batch_size`; None: not measured, so not testable), and gamma = eta_opt / B is a constant of B
+    only if eta_opt ~ B: gamma's exponent is gated on the batch exponent that Hypothesis 1 measures."""
     best, p = m["best"], m["point"]
     ok = common.verdict_cells(best)
     at_b = ok[ok["batch_size"] == s["fixed_batch_size"]]
     at_t = ok[ok["tokens"] == max(s["budgets"])]
     g = gamma_cells(best)
-    span = lambda f, col: f"{f[col].min():,}-{f[col].max():,}" if len(f) else "none"
+    span = lambda f, col: f"{f[col].min():,}-{f[col].max():,}" if len(f) else "none"  # noqa: E731
+    b_star = critical["b_star"] if critical else None
+    largest = float(at_t["batch_size"].max()) if len(at_t) else np.nan
+    star_words = (f"largest B / B* = {largest:g} / {b_star:.3g} = {largest / b_star:.2f} (B* of zhang_steps_to_target's "
+                  f"{critical['model']}, the same body)" if b_star else "B* of this body not measured (metrics/zhang/steps_to_target.json)")
     return [
         claim("power.lr_surface.optimal_lr_falls_with_tokens",
               f"B={s['fixed_batch_size']}: eta_opt ~ T^{p['token_slope']:.2f} over T = {span(at_b, 'tokens')} tokens", _interval(m, "token_slope", at_b)),
         claim("power.lr_surface.optimal_lr_grows_with_batch",
-              f"T={max(s['budgets']):,}: eta_opt ~ B^{p['batch_slope']:.2f} over B = {span(at_t, 'batch_size')}; "
+              f"T={max(s['budgets']):,}: eta_opt ~ B^{p['batch_slope']:.2f} over B = {span(at_t, 'batch_size')}; {star_words}; "
               f"free fit over all cells: eta_opt ~ B^{p['free_batch_exponent']:.2f} T^{p['free_token_exponent']:.2f}",
-              _interval(m, "batch_slope", at_t)),
+              _interval(m, "batch_slope", at_t, {"largest_batch_over_critical": largest / b_star if b_star else None})),
         claim("power.lr_surface.gamma_exponent",
-              f"gamma = {p['a']:.3g} T^{p['b']:.2f} on the 3 best batch sizes of {g['tokens'].nunique()} budgets", _interval(m, "b", g)),
+              f"gamma = {p['a']:.3g} T^{p['b']:.2f} on the 3 best batch sizes of {g['tokens'].nunique()} budgets; its premise "
+              f"eta_opt ~ B^1 measured as B^{p['batch_slope']:.2f} (T={max(s['budgets']):,})",
+              _interval(m, "b", g, {"lr_batch_exponent": float(p["batch_slope"]) if np.isfinite(p["batch_slope"]) else None})),
     ]
 
 
@@ -174,9 +211,17 @@ def figure(table: pd.DataFrame, m: dict, s: dict):
     return fig
 
 
-def caveats(table: pd.DataFrame, m: dict) -> list[str | None]:
+def caveats(table: pd.DataFrame, m: dict, critical: dict | None = None) -> list[str | None]:
     best, p = m["best"], m["point"]
     out = [common.edge_caveat(best, ["batch_size", "tokens"]), common.steps_caveat(best)]
+    if critical:
+        sizes = sorted(best["batch_size"].unique())
+        above = [b for b in sizes if b > critical["b_star"]]
+        noise = f" and B_noise {critical['b_noise']:.3g}" if critical.get("b_noise") is not None else ""
+        out.append(f"zhang_steps_to_target measures B* = {critical['b_star']:.3g}{noise} for this body ({critical['model']}): batch sizes "
+                   f"{', '.join(map(str, above))} of {sizes[0]}-{sizes[-1]} lie above B*, where the optimal LR is expected to saturate "
+                   "(McCandlish et al. 2018), so the linear rule of Hypothesis 1 cannot be tested on them." if above else
+                   f"zhang_steps_to_target measures B* = {critical['b_star']:.3g}{noise} for this body ({critical['model']}): every batch size lies below it.")
     g = gamma_cells(best)
     if np.isfinite(p["free_batch_exponent"]) and abs(p["free_batch_exponent"] - 1) > 0.3 and g["tokens"].nunique() > 1:
         first, last = (sorted(g[g["tokens"] == t]["batch_size"]) for t in (g["tokens"].min(), g["tokens"].max()))

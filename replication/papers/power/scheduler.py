@@ -21,7 +21,7 @@ from replication.params import experiment
 from replication.papers.power import common, lr_surface
 from replication.store import Store
 from replication.sweep import needs_run
-from replication.verdicts import MIN_STEPS, bootstrap_difference, compare, pooled_sd
+from replication.verdicts import DRAWS, MIN_STEPS, bootstrap_difference, compare, pooled_sd
 
 REQUIRES = ("power_lr_surface",)
 KEYS = ("batch_sizes", "cosine_budgets", "cosine_lr_steps", "eta_max", "fixed_batch_size", "a_multipliers", "b_offsets", "seeds")
@@ -176,8 +176,9 @@ def _b_optimum(means: pd.Series) -> float:
     return float(np.clip(-c1 / (2 * c2), x[0], x[-1])) if c2 > 0 else float(means.index[i])
 
 
-def sensitivity(t: dict) -> dict:
-    """Loss range over a (b fixed) and over b (a fixed) at the fixed batch size and largest budget, and b's optimum."""
+def sensitivity(t: dict, draws: int = DRAWS) -> dict:
+    """Loss range over a (b fixed) and over b (a fixed) at the fixed batch size and largest budget, and b's optimum
+    (its interval from `draws` resamples of the seeds at every b)."""
     g = _at(t)
     a_rows, b_rows = g[g["b"] == t["b"]], g[g["a"] == t["a"]]
     a_cells = {f"a{a}": list(x["loss"]) for a, x in a_rows.groupby("a")}
@@ -185,7 +186,7 @@ def sensitivity(t: dict) -> dict:
     spread = lambda m, prefix: np.nanmax([v for k, v in m.items() if k.startswith(prefix)]) - np.nanmin([v for k, v in m.items() if k.startswith(prefix)])
     steps = [int(g["steps"].min())] if len(g) else []
     b_vs_a = bootstrap_difference(a_cells | b_cells, lambda m: spread(m, "b") - spread(m, "a"), steps)
-    draws = [_b_optimum(x.groupby("b")["loss"].mean()) for x in common.resampled(b_rows, ["b"])] if len(b_rows) else []
+    draws = [_b_optimum(x.groupby("b")["loss"].mean()) for x in common.resampled(b_rows, ["b"], draws)] if len(b_rows) else []
     b_means = b_rows.groupby("b")["loss"].mean()
     b_opt = _b_optimum(b_means) if len(b_means) else np.nan
     optimal_b = {"estimate": b_opt, "draws": draws, "min_steps": steps[0] if steps else None,

@@ -16,7 +16,7 @@ import pandas as pd
 from replication import plots
 from replication.claims import claim
 from replication.papers.power import common
-from replication.verdicts import MIN_STEPS
+from replication.verdicts import DRAWS, MIN_STEPS
 
 KEYS = ("widths", "base_width", "batch_size", "budgets", "center_lr", "sp_width_scaling", "lr_steps", "max_extension", "seeds")
 PARAMETERIZATIONS = ("muP", "SP")
@@ -79,11 +79,10 @@ def _fits(best: pd.DataFrame, s: dict) -> dict:
     return out
 
 
-def measure(table: pd.DataFrame, s: dict, draws: int = 200) -> dict:
-    best = common.optima(table, ["param", "width", "batch_size", "tokens"])
-    resampled = [_fits(common.optima(t, ["param", "width", "batch_size", "tokens"]), s)
-                 for t in common.resampled(table, ["param", "width", "tokens", "lr"], draws)]
-    return {"best": best, "point": _fits(best, s), "draws": pd.DataFrame(resampled)}
+def measure(table: pd.DataFrame, s: dict, draws: int = DRAWS) -> dict:
+    by = ["param", "width", "batch_size", "tokens"]
+    best = common.optima(table, by)
+    return {"best": best, "point": _fits(best, s), "draws": pd.DataFrame([_fits(b, s) for b in common.optima_draws(table, by, draws=draws)])}
 
 
 def _interval(m: dict, key: str, cells: pd.DataFrame) -> dict:

@@ -18,7 +18,7 @@ from replication import plots
 from replication.claims import claim
 from replication.params import experiment
 from replication.papers.power import common, lr_surface
-from replication.verdicts import MIN_STEPS
+from replication.verdicts import DRAWS, MIN_STEPS
 
 REQUIRES = ("power_lr_surface",)
 KEYS = ("batch_sizes", "tokens", "weight_decays", "max_extension", "seeds")
@@ -77,17 +77,18 @@ def timescale(batch_size, lr, wd, tokens: int, seq_len: int):
     return np.asarray(batch_size, dtype=float) / (np.asarray(lr) * np.asarray(wd) * (tokens / seq_len))
 
 
-def measure(table: pd.DataFrame, s: dict, seq_len: int, draws: int = 200) -> dict:
-    def fits(t: pd.DataFrame) -> tuple[pd.DataFrame, float]:
-        best = common.optima(t[t["wd"] > 0], ["batch_size"], x="wd")
-        lrs = t.groupby("batch_size")["lr"].first()
+def measure(table: pd.DataFrame, s: dict, seq_len: int, draws: int = DRAWS) -> dict:
+    positive = table[table["wd"] > 0]
+    lrs = table.groupby("batch_size")["lr"].first()
+
+    def fits(best: pd.DataFrame) -> tuple[pd.DataFrame, float]:
         best["lr"] = best["batch_size"].map(lrs)
         best["tau"] = timescale(best["batch_size"], best["lr"], best["optimal_wd"], s["tokens"], seq_len)
         ok = decisive(best)
         return best, common.slope(ok["batch_size"], ok["tau"])
 
-    best, point = fits(table)
-    resampled = [fits(t)[1] for t in common.resampled(table, ["batch_size", "wd"], draws)]
+    best, point = fits(common.optima(positive, ["batch_size"], x="wd"))
+    resampled = [fits(b)[1] for b in common.optima_draws(positive, ["batch_size"], x="wd", draws=draws)]
     return {"best": best, "tau_slope": point, "draws": resampled}
 
 
@@ -102,7 +103,8 @@ def claims(m: dict, s: dict) -> list[dict]:
     measurement = common.interval_measurement(
         m["tau_slope"], m["draws"], ok, ok["batch_size"].nunique() >= 2,
         f"{len(ok)} batch size(s) with a resolved optimal weight decay (inside the grid, >= {MIN_STEPS} steps, both neighbours "
-        f"worse by > 2 SE); need 2" + (f": the loss is flat around the best decay at B = {', '.join(map(str, flat['batch_size']))}" if len(flat) else ""))
+        f"worse beyond the t critical value x SE); need 2"
+        + (f": the loss is flat around the best decay at B = {', '.join(map(str, flat['batch_size']))}" if len(flat) else ""))
     lam = ", ".join(f"B={int(r.batch_size)}: {r.optimal_wd:.3g}" for r in m["best"].itertuples())
     return [claim("power.weight_decay.timescale_constant",
                   f"optimal weight decay {lam}; " + (f"tau_opt ~ B^{m['tau_slope']:.2f}" if np.isfinite(m["tau_slope"])

@@ -9,24 +9,29 @@ A model pretrained on Shakespeare (`settings.pretrain`) is fine-tuned on one mix
   separated from the number of updates (the confound the spec names: at 1.7B, BS 8 took 4x the steps of BS 32).
 Each run records the held-out pretraining loss (forgetting) and its accuracy on every task's evaluation
 split; families are scored as the mean accuracy of their tasks. Verdicts compare error rates (1 - accuracy)
-so that a cell whose every seed diverged counts as the worst, as the shared rules read losses.
+so that a cell whose every seed diverged counts as the worst, as the shared rules read losses. A task-accuracy
+claim reports how far its deciding cell beats each task's heuristic baselines (`baselines.py`: chance, a
+constant answer, a number copied from the prompt), and which deciding cells have their best LR on the grid's
+edge; the ledger reads both as "not testable at this scale" where they fail.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication.claims import claim
+from replication.claims import claim, grid_edges
 from replication.data import load_documents, split_names
-from replication.fit import argmin_log_parabola, resampled, slope
-from replication.papers.smoltulu import tasks
+from replication.fit import argmin_log_parabola, slope
+from replication.papers.smoltulu import baselines, tasks
 from replication.sft import load_task_set, write_task_set
 from replication.spec import RunSpec
 from replication.store import Store
 from replication.sweep import finetuning
-from replication.verdicts import MIN_SEEDS, MIN_STEPS, bootstrap_difference, compare, pooled_sd
+from replication.verdicts import DRAWS, MIN_SEEDS, MIN_STEPS, bootstrap_difference, compare, pooled_sd
 
 KEYS = ("pretrain", "sizes", "eval_fraction", "continuation_items", "task_seed", "epochs")
 EPOCHS, STEPS = "equal epochs", "equal steps"
@@ -57,6 +62,16 @@ def task_set(exp) -> str:
     text = "\n".join(docs[n] for n in val_names)
     evaluation[tasks.CONTINUATION] = tasks.continuation_items(text, s["continuation_items"], s["task_seed"])
     return write_task_set(train, evaluation)
+
+
+def baseline_table(exp) -> pd.DataFrame:
+    """Every evaluation task's heuristic baselines (`baselines.table`) on the items the runs were scored on:
+    chance, the best constant answer, copying a number from the prompt, and the best of them."""
+    s = settings(exp)
+    evaluation = load_task_set(task_set(exp))["eval"]
+    targets = tasks.evaluation_targets(s["sizes"], s["eval_fraction"], s["task_seed"])
+    targets[tasks.CONTINUATION] = [item["choices"][item["correct"]].strip() for item in evaluation[tasks.CONTINUATION]]
+    return baselines.table(evaluation, targets, tasks.family)
 
 
 def arm_specs(exp, results_root="results") -> tuple[RunSpec, dict[str, list[RunSpec]]]:
@@ -151,10 +166,54 @@ def best_cell(arm_cells: pd.DataFrame, column: str) -> pd.Series:
 def high_vs_low(runs: pd.DataFrame, table: pd.DataFrame, arm: str, family: str) -> dict:
     """The paper's contrast: the best cell of `family` among the high ratios against the best among the low
     ratios, as error rates (A = high, B = low: negative means the high ratio scores better)."""
+    return _contrast(runs, *_high_low_cells(table, arm, family), family)
+
+
+def _high_low_cells(table: pd.DataFrame, arm: str, family: str) -> tuple[pd.Series, pd.Series]:
     high, low = halves(table[table["arm"] == arm])
-    a, b = best_cell(high, family), best_cell(low, family)
+    return best_cell(high, family), best_cell(low, family)
+
+
+def _fixed_steps_cells(table: pd.DataFrame, family: str) -> tuple[pd.Series, pd.Series]:
+    """At equal steps, the best cell of `family` among the high ratios at the smaller batch sizes against the
+    best among the low ratios at the larger ones (below / above the median of the grid's batch sizes). The
+    two cells always differ in batch size, so the ratio moves by the batch size and not by the LR alone (the
+    best of each ratio half may otherwise share a batch size: then the contrast is an LR effect). Each side
+    keeps its own best LR, as in the equal-epochs contrast; one common LR would need a rule to pick it, and
+    the largest batch size's best LR at equal steps is the grid's top."""
+    arm_cells = table[table["arm"] == STEPS]
+    high, low = halves(arm_cells)
+    sizes = np.log(arm_cells["batch_size"])
+    median = np.median(np.unique(sizes))
+    small, large = arm_cells.index[sizes < median - 1e-9], arm_cells.index[sizes > median + 1e-9]
+    return best_cell(high[high.index.isin(small)], family), best_cell(low[low.index.isin(large)], family)
+
+
+def _contrast(runs: pd.DataFrame, a: pd.Series, b: pd.Series, family: str) -> dict:
     m = compare(_values(runs, a, family), _values(runs, b, family), [a["steps"], b["steps"]])
     return {**m, "high_cell": _label(a), "low_cell": _label(b)}
+
+
+def lr_edges(arm_cells: pd.DataFrame, deciding: list[pd.Series]) -> list[dict]:
+    """The deciding cells whose LR is the smallest or largest of the arm's LR grid (of at least 3): the
+    family's accuracy there may keep rising past the grid, so the cell's score is only a bound."""
+    grid = sorted(arm_cells["lr"].unique())
+    frame = pd.DataFrame([{"batch_size": int(c["batch_size"]), "lr": float(c["lr"]),
+                           "edge_on": "lr" if len(grid) >= 3 and c["lr"] in (grid[0], grid[-1]) else ""} for c in deciding])
+    return grid_edges(frame.drop_duplicates(), ["batch_size", "lr"], {"lr": "learning rate"})
+
+
+def margin_over_baselines(cell: pd.Series, family: str, base: pd.DataFrame) -> tuple[float, str]:
+    """The smallest, over the tasks of `family`, of `cell`'s accuracy on the task minus the task's best
+    heuristic baseline, and that task. Negative: on some task of the family the cell does no better than
+    chance, a constant answer or a number copied from the prompt, so the family's score there is not (all)
+    what fine-tuning taught."""
+    bar = base.set_index("task")["best_baseline"]
+    members = [t for t in cell.index if (t in tasks.TASKS or t == tasks.CONTINUATION) and tasks.family(t) == family]
+    missing = [t for t in members if t not in bar.index]
+    if missing:
+        raise ValueError(f"no heuristic baseline for task(s) {', '.join(missing)}")
+    return min((float(cell[t] - bar[t]), t) for t in members)
 
 
 def _label(cell: pd.Series) -> str:
@@ -175,14 +234,36 @@ def optimum_ratio(arm_cells: pd.DataFrame, family: str) -> float:
     return float(best_cell(arm_cells, family)["ratio"])
 
 
-def opposite_optima(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS, draws: int = 200) -> dict:
+def mean_draws(arm_runs: pd.DataFrame, column: str, draws: int = DRAWS, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """The cells of one arm (batch size, LR, ratio) and `draws` rows of their seed means of `column` with
+    every cell's seeds resampled with replacement (cells are independent runs; a diverged seed is NaN and a
+    cell whose resampled seeds all diverged has no mean), drawn as `fit.resampled` draws them."""
+    groups = [(key, g) for key, g in arm_runs.groupby(CELL)]
+    keys = pd.DataFrame([{"batch_size": b, "lr": lr, "ratio": g["ratio"].iloc[0]} for (b, lr), g in groups])
+    values = [g[column].to_numpy(dtype=float) for _, g in groups]
+    rng = np.random.default_rng(seed)
+    picks = [np.empty((draws, len(v)), dtype=int) for v in values]
+    for d in range(draws):
+        for c, v in enumerate(values):
+            picks[c][d] = rng.integers(0, len(v), len(v))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-diverged resample: NaN, as cells() gives
+        means = np.column_stack([np.nanmean(v[pick], axis=1) for v, pick in zip(values, picks)])
+    return keys, means
+
+
+def _best_ratio(keys: pd.DataFrame, means: np.ndarray) -> float:
+    """The ratio of the cell with the highest mean (a diverged cell is never best)."""
+    finite = np.isfinite(means)
+    return float(keys["ratio"].iloc[int(np.argmax(np.where(finite, means, -np.inf)))]) if finite.any() else np.nan
+
+
+def opposite_optima(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS, draws: int = DRAWS) -> dict:
     """log10 of (the reasoning family's best ratio / the pattern family's), over cell means, with seeds resampled."""
     arm_runs, arm_cells = runs[runs["arm"] == arm], table[table["arm"] == arm]
     estimate = np.log10(optimum_ratio(arm_cells, tasks.REASONING) / optimum_ratio(arm_cells, tasks.PATTERN))
-    values = []
-    for sample in resampled(arm_runs, CELL, draws):
-        c = cells(sample)
-        values.append(float(np.log10(optimum_ratio(c, tasks.REASONING) / optimum_ratio(c, tasks.PATTERN))))
+    (keys, reasoning), (_, pattern) = (mean_draws(arm_runs, fam, draws) for fam in FAMILIES)
+    values = [np.log10(_best_ratio(keys, r) / _best_ratio(keys, p)) for r, p in zip(reasoning, pattern)]
     return _interval(estimate, values, arm_cells)
 
 
@@ -201,14 +282,20 @@ def ridge(arm_cells: pd.DataFrame, family: str) -> tuple[float, pd.DataFrame]:
     return (slope(inside["batch_size"], inside["best_lr"]) if len(inside) >= 2 else float("nan")), best
 
 
-def ridge_slope(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS, family: str = tasks.REASONING, draws: int = 200) -> dict:
+def ridge_slope(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS, family: str = tasks.REASONING, draws: int = DRAWS) -> dict:
+    """The ridge slope with its bootstrap draws, the number of batch sizes it is fitted on (`regime`: two
+    cannot tell a slope of 0.5 from 1) and the batch sizes whose best LR is on the LR grid's edge (`edges`:
+    their best LR is only a bound, so leaving them out of the fit selects the batch sizes it rests on)."""
     arm_runs, arm_cells = runs[runs["arm"] == arm], table[table["arm"] == arm]
     estimate, best = ridge(arm_cells, family)
+    gates = {"regime": {"batch_sizes_in_fit": int((~best["on_edge"]).sum())},
+             "edges": grid_edges(best.assign(edge_on=np.where(best["on_edge"], "lr", "")), ["batch_size"], {"lr": "learning rate"}),
+             "best": best.to_dict("records")}
     if not np.isfinite(estimate):
-        return {"untestable": f"the best LR of {family} lies inside the LR grid at {int((~best['on_edge']).sum())} batch size(s) (< 2)",
-                "best": best.to_dict("records")}
-    values = [ridge(cells(sample), family)[0] for sample in resampled(arm_runs, CELL, draws)]
-    return {**_interval(estimate, values, arm_cells), "best": best.to_dict("records")}
+        return {"untestable": f"the best LR of {family} lies inside the LR grid at {int((~best['on_edge']).sum())} batch size(s) (< 2)", **gates}
+    keys, means = mean_draws(arm_runs, family, draws)
+    values = [ridge(keys.assign(**{family: row}), family)[0] for row in means]
+    return {**_interval(estimate, values, arm_cells), **gates}
 
 
 def _interval(estimate: float, values, arm_cells: pd.DataFrame) -> dict:
@@ -259,19 +346,35 @@ def by_ratio(table: pd.DataFrame, arm: str = EPOCHS) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ claims
-def claims(runs: pd.DataFrame, table: pd.DataFrame) -> list[dict]:
-    def contrast(claim_id: str, arm: str, family: str, what: str) -> dict:
-        m = high_vs_low(runs, table, arm, family)
+def claims(runs: pd.DataFrame, table: pd.DataFrame, base: pd.DataFrame | None = None) -> list[dict]:
+    """Every claim. The task-accuracy claims report, as `regime`, the smallest margin of the better compared
+    cell over its family's heuristic baselines (`base`, from `baseline_table`; None: not measured), and as
+    `edges` the compared cells whose LR is on the grid's edge."""
+    def gated(m: dict, arm: str, deciding: list[pd.Series], judged: list[tuple[pd.Series, str]]) -> dict:
+        """`m` with the smallest margin over the baselines of each (cell, family) in `judged` (and its task), and
+        the edges of `deciding`."""
+        margin, task = min(margin_over_baselines(cell, family, base) for cell, family in judged) if base is not None else (None, None)
+        return {**m, "regime": {"margin_over_baselines": margin}, "margin_task": task, "edges": lr_edges(table[table["arm"] == arm], deciding)}
+
+    def contrast(claim_id: str, arm: str, family: str, what: str, cells: tuple[pd.Series, pd.Series]) -> dict:
+        better = max(cells, key=lambda c: c[family])  # the family's better compared cell: the one that shows what was learned
+        m = gated(_contrast(runs, *cells, family), arm, list(cells), [(better, family)])
         if m["a"] is None or m["b"] is None:
             return claim(claim_id, f"{what}: a compared cell diverged at every seed", m)
         return claim(claim_id, f"{what} ({arm}): best {1 - m['a']:.3f} at a high ratio ({m['high_cell']}) vs {1 - m['b']:.3f} at a "
-                               f"low ratio ({m['low_cell']}), {-m['difference']:+.3f}" + (f" (SE {m['se']:.3f})" if m["se"] else ""), m)
+                               f"low ratio ({m['low_cell']}), {-m['difference']:+.3f}" + (f" (SE {m['se']:.3f})" if m["se"] else "")
+                               + _margin_words(m), m)
 
-    out = [contrast("smoltulu.ratio.reasoning_prefers_high_ratio", EPOCHS, tasks.REASONING, "reasoning accuracy"),
-           contrast("smoltulu.ratio.pattern_prefers_low_ratio", EPOCHS, tasks.PATTERN, "pattern accuracy")]
-    opposite = opposite_optima(runs, table)
+    out = [contrast("smoltulu.ratio.reasoning_prefers_high_ratio", EPOCHS, tasks.REASONING, "reasoning accuracy",
+                    _high_low_cells(table, EPOCHS, tasks.REASONING)),
+           contrast("smoltulu.ratio.pattern_prefers_low_ratio", EPOCHS, tasks.PATTERN, "pattern accuracy",
+                    _high_low_cells(table, EPOCHS, tasks.PATTERN))]
+    arm_cells = table[table["arm"] == EPOCHS]
+    optima = [best_cell(arm_cells, fam) for fam in FAMILIES]
+    opposite = gated(opposite_optima(runs, table), EPOCHS, optima, list(zip(optima, FAMILIES)))
     out.append(claim("smoltulu.ratio.opposite_optima", f"the reasoning optimum's LR/B is 10^{opposite['estimate']:.2f} x the pattern "
-                                                        f"optimum's ({EPOCHS})", opposite))
+                                                        f"optimum's ({EPOCHS}: {_label(optima[0])} vs {_label(optima[1])})"
+                                                        + _margin_words(opposite), opposite))
     ridge_m = ridge_slope(runs, table)
     spread = equal_ratio_spread(runs, table, tasks.REASONING)
     judged = spread[spread["within_noise"].notna()] if len(spread) else spread
@@ -281,8 +384,16 @@ def claims(runs: pd.DataFrame, table: pd.DataFrame) -> list[dict]:
     loss = forgetting(runs, table)
     out.append(claim("smoltulu.ratio.high_ratio_forgets", f"held-out pretraining loss {loss['difference']:+.3f} nats higher over the "
                                                           f"high-ratio cells than the low-ratio ones" + (f" (SE {loss['se']:.3f})" if loss["se"] else ""), loss))
-    out.append(contrast("smoltulu.ratio.survives_fixed_steps", STEPS, tasks.REASONING, "reasoning accuracy at equal steps"))
+    out.append(contrast("smoltulu.ratio.survives_fixed_steps", STEPS, tasks.REASONING,
+                        "reasoning accuracy at equal steps, high ratios at the smaller batch sizes vs low ratios at the larger",
+                        _fixed_steps_cells(table, tasks.REASONING)))
     return out
+
+
+def _margin_words(m: dict) -> str:
+    margin = (m.get("regime") or {}).get("margin_over_baselines")
+    return ("; no heuristic baselines measured" if margin is None
+            else f"; smallest margin over a task's best heuristic baseline {margin:+.3f} ({m['margin_task']})")
 
 
 def _ridge_words(ridge_m: dict) -> str:
@@ -295,7 +406,7 @@ def _ridge_words(ridge_m: dict) -> str:
             + (f" (at {edges} the best LR is on the grid's edge, left out)" if edges else ""))
 
 
-def caveats(runs: pd.DataFrame, table: pd.DataFrame, before: dict) -> list[str]:
+def caveats(runs: pd.DataFrame, table: pd.DataFrame, before: dict, base: pd.DataFrame | None = None) -> list[str]:
     out = []
     few = table[table["steps"] < MIN_STEPS]
     if len(few):
@@ -303,10 +414,18 @@ def caveats(runs: pd.DataFrame, table: pd.DataFrame, before: dict) -> list[str]:
                    f"{', '.join(str(int(b)) for b in sorted(few['batch_size'].unique()))}); a claim resting on them is not testable here.")
     if table["n_seeds"].min() < MIN_SEEDS:
         out.append(f"{int(table['n_seeds'].min())} seed(s) per cell: every comparison is not testable at this scale.")
-    floor = [t for t in task_columns(runs) if t != tasks.CONTINUATION and runs[t].max() <= max(before.get(t, 0), 0.05)]
-    if floor:
-        out.append(f"no fine-tuning cell lifts {', '.join(floor)} above the pretrained model (or 5 %): at this size those tasks "
-                   "are not learned, so they add a near-constant to their family's mean.")
+    if base is not None:
+        bar = base.set_index("task")["best_baseline"]
+        floor = [f"{t} (best cell {table[t].max():.3f}, baseline {bar[t]:.3f})" for t in task_columns(runs) if table[t].max() <= bar[t]]
+        if floor:
+            out.append(f"no fine-tuning cell beats the best heuristic baseline (chance, a constant answer, a number copied from the prompt) of "
+                       f"{', '.join(floor)}: at this size those tasks are not learned beyond a heuristic, so a task-accuracy claim "
+                       "on their family is not testable.")
+    else:
+        floor = [t for t in task_columns(runs) if t != tasks.CONTINUATION and runs[t].max() <= max(before.get(t, 0), 0.05)]
+        if floor:
+            out.append(f"no fine-tuning cell lifts {', '.join(floor)} above the pretrained model (or 5 %): at this size those tasks "
+                       "are not learned, so they add a near-constant to their family's mean.")
     diverged = int(runs["status"].eq("diverged").sum())
     if diverged:
         out.append(f"{diverged} run(s) diverged; their cells count the lost seeds as failures.")

@@ -199,6 +199,14 @@ def _item(ex: Example) -> dict:
     return {"prompt": ex.prompt, "choices": list(ex.choices), "correct": ex.correct}
 
 
+def _splits(task: str, n: int, eval_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """One task's (fine-tuning, evaluation) examples; fact lookup is recall, so all its queries (capped by the
+    table of facts) are evaluated and none is fine-tuned on as a query."""
+    if task == "fact_lookup":
+        return [], generate(task, min(n, len(FACTS)), seed)
+    return split(generate(task, n, seed), eval_fraction, seed)
+
+
 def mixture(sizes: dict[str, int], eval_fraction: float, seed: int) -> tuple[list[dict], dict[str, list[dict]]]:
     """The fine-tuning mixture of every task in `sizes` (examples per task, both splits together) and each
     task's evaluation items, in the engine's task-set form (`replication.sft.write_task_set`). Like the Tulu
@@ -206,11 +214,16 @@ def mixture(sizes: dict[str, int], eval_fraction: float, seed: int) -> tuple[lis
     sentence and the evaluation queries them all (its size is capped by the table of facts)."""
     train, evaluation = [], {}
     for task, n in sizes.items():
+        tuning, held_out = _splits(task, n, eval_fraction, seed)
         if task == "fact_lookup":  # every fact is stated; the queries (all of them) are evaluated
-            tuning, held_out = [], generate(task, min(n, len(FACTS)), seed)
             train += [{"prompt": "Fact:", "completion": " " + statement} for statement in fact_statements()]
-        else:
-            tuning, held_out = split(generate(task, n, seed), eval_fraction, seed)
         train += [{"prompt": ex.prompt, "completion": _completion(ex)} for ex in tuning]
         evaluation[task] = [_item(ex) for ex in held_out]
     return train, evaluation
+
+
+def evaluation_targets(sizes: dict[str, int], eval_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Per task, the output fine-tuning would teach for each evaluation item, in the order of `mixture`'s
+    items: the exact answer, the right choice, or the format's output for the prompt's words (a format item
+    stores only its regular expression). The constant-answer baseline draws its candidates from them."""
+    return {task: [ex.target.strip() for ex in _splits(task, n, eval_fraction, seed)[1]] for task, n in sizes.items()}

@@ -248,7 +248,7 @@ def fit_table(m: Measured, exp, d: Design) -> pd.DataFrame:
             row["note"] = f["error"]
         else:
             row.update({k: f[k] for k in ("s_min", "b_noise", "b_star", "b_star_low", "b_star_high", "r2", "slope_small")},
-                       unreached=", ".join(str(int(b)) for b in f["unreached"]) or "")
+                       constant_share=constant_share(f), unreached=", ".join(str(int(b)) for b in f["unreached"]) or "")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -304,18 +304,57 @@ def small_batch_slope(m: Measured, model: str, mult: float, d: Design) -> dict:
             "n_seeds": min(len(v) for v in values.values()), "min_steps": int(min(v.min() for v in values.values()))}
 
 
-def exponent_measurement(x: list[float], fits: list[dict], m: Measured, d: Design) -> dict:
-    """The power-law exponent of B* against `x` with draws from the per-fit bootstrap of B* (over seeds)."""
+def constant_share(fit: dict) -> float:
+    """The share of B* that the rule's constant term (1 + overhead) B0 makes up: where it is large, B* says
+    more about the reference batch size than about the noise scale b/a (Zhang et al.'s is about 10 %)."""
+    return float((1 + fit["overhead"]) * fit["reference_batch_size"] / fit["b_star"])
+
+
+def b_noise_draws(fit: dict) -> np.ndarray:
+    """The bootstrap draws of B_noise = b/a, recovered from those of B* = (1 + o) B0 + o b/a (the same
+    resampled fits; a draw with a <= 0 stays infinite)."""
+    o = fit["overhead"]
+    return (np.asarray(fit["b_star_draws"], dtype=float) - (1 + o) * fit["reference_batch_size"]) / o
+
+
+def censored(fits: list[dict], labels: list[str]) -> dict[str, list[int]]:
+    """Per fit (by label), the batch sizes no seed brought to the target: left out of the fit, so its
+    plateau, and so B*, rests on the batch sizes that did."""
+    return {label: [int(b) for b in f.get("unreached", [])] for label, f in zip(labels, fits)}
+
+
+def exponent_measurement(x: list[float], fits: list[dict], m: Measured, d: Design, labels: list[str]) -> dict:
+    """The power-law exponent of B* against `x` with draws from the per-fit bootstrap of B* (over seeds),
+    and beside it the exponent of B_noise = b/a (McCandlish's noise scale, without the constant 1.2 B0
+    term that flattens B* when B* is near B0) with its interval, the batch sizes each fit censors and the
+    share of each B* that the constant term makes up (`labels` name the fits)."""
     bad = [f.get("error") for f in fits if "error" in f]
     if bad:
         return {"untestable": bad[0]}
     if len(x) < 3:
         return {"untestable": f"{len(x)} points (< 3) for a power law"}
     n = min(len(f["b_star_draws"]) for f in fits)
-    draws = np.array([f["b_star_draws"][:n] for f in fits]).T
-    law = power_law(x, [f["b_star"] for f in fits], y_draws=draws)
+    law = power_law(x, [f["b_star"] for f in fits], y_draws=np.array([f["b_star_draws"][:n] for f in fits]).T)
+    noise = power_law(x, [f["b_noise"] for f in fits], y_draws=np.array([b_noise_draws(f)[:n] for f in fits]).T)
     return {"estimate": law["exponent"], "draws": law["exponent_draws"], "coefficient": law["coefficient"],
+            "b_noise_exponent": {"estimate": noise["exponent"], "low": noise["exponent_low"], "high": noise["exponent_high"]},
+            "censored": censored(fits, labels), "constant_share": {label: constant_share(f) for label, f in zip(labels, fits)},
             "n_seeds": seeds_at(m, d.batch_sizes[:2]), "min_steps": fewest_steps(m, d.batch_sizes[:2])}
+
+
+def exponent_words(measurement: dict, variable: str) -> str:
+    """An exponent measurement in words: the B* and B_noise exponents with their intervals, the share of B*
+    the constant term makes up, and which batch sizes each fit censors."""
+    if "estimate" not in measurement:
+        return measurement["untestable"]
+    noise, shares = measurement["b_noise_exponent"], [round(100 * v) for v in measurement["constant_share"].values()]
+    cut = [f"{label} B={', '.join(map(str, bs))}" for label, bs in measurement["censored"].items() if bs]
+    share = f"{min(shares)}-{max(shares)} %" if min(shares) != max(shares) else f"{shares[0]} %"
+    low, high = np.percentile(measurement["draws"], [2.5, 97.5])
+    return (f"B* ~ {variable}^{measurement['estimate']:.2f} (95 % {low:.2f} to {high:.2f}); "
+            f"B_noise = b/a ~ {variable}^{noise['estimate']:.2f} "
+            f"(95 % {noise['low']:.2f} to {noise['high']:.2f}); the constant 1.2 B0 is {share} of B*; "
+            f"censored (target not reached, left out of the fit): {'; '.join(cut) or 'none'}")
 
 
 def plot_steps(ax, m: Measured, d: Design, series: list[tuple[str, float]], labels: list[str]) -> None:

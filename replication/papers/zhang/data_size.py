@@ -40,10 +40,9 @@ def optimal_batch_sizes(m: common.Measured, d: common.Design) -> pd.DataFrame:
 def claims(m: common.Measured, exp, d: common.Design) -> tuple[list[dict], dict]:
     model = list(d.models)[0]
     fits = [m.fits[(model, k)] for k in d.target_multiples]
-    exponent = common.exponent_measurement(budgets(d), fits, m, d)
+    exponent = common.exponent_measurement(budgets(d), fits, m, d, [f"{k:g}x" for k in d.target_multiples])
     stars = ", ".join(f"{k:g}x {f['b_star']:.1f}" if "b_star" in f else f"{k:g}x: no fit" for k, f in zip(d.target_multiples, fits))
-    return [claim("zhang.data_size.cbs_grows_with_data",
-                  (f"B* ~ D^{exponent['estimate']:.2f}; " if "estimate" in exponent else "") + f"B* (sequences) by budget: {stars}",
+    return [claim("zhang.data_size.cbs_grows_with_data", f"{common.exponent_words(exponent, 'D')}; B* (sequences) by budget: {stars}",
                   exponent)], exponent
 
 

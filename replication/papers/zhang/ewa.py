@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from replication import plots
-from replication.claims import claim
-from replication.fit import argmin_log_parabola, trained_steps
+from replication.claims import claim, grid_edges
+from replication.fit import argmin_log_parabola, best_per_group, trained_steps
 from replication.papers.zhang import common
 from replication.spec import RunSpec
 from replication.store import Store
@@ -124,8 +124,9 @@ def schedule_table(exp, runs_: pd.DataFrame) -> pd.DataFrame:
         rows.groupby(["batch_size", "schedule.name"])["steps"].min().reset_index())
 
 
-def sweep_cells(exp, runs_: pd.DataFrame, which: str) -> dict:
-    """{(batch size, half-life): per-seed final losses} of the EWA or beta2 sweep (the other at its default)."""
+def sweep_rows(exp, runs_: pd.DataFrame, which: str) -> pd.DataFrame:
+    """The runs of the EWA or beta2 sweep (the other at its default), with `half_life`: the swept half-life
+    (tokens) snapped to its grid value."""
     s = _settings(exp)
     beta2, h = exp.base.optimizer.beta2_half_life_tokens, s["ewa_half_life_tokens"]
     opt = runs_[runs_["batch_size"].isin(s["optimum_batch_sizes"]) & (runs_["schedule.name"] == "constant")
@@ -138,12 +139,48 @@ def sweep_cells(exp, runs_: pd.DataFrame, which: str) -> dict:
         rows = opt[np.isclose(opt["ewa_half_life_tokens"], h, rtol=1e-3)]
         key = "beta2_half_life_tokens"
         allowed = [beta2 * k for k in s["beta2_half_life_multipliers"]]
-    cells = {}
-    for (b, value), g in rows.groupby(["batch_size", key]):
-        nearest = min(allowed, key=lambda a: abs(np.log(a / value)))
-        if abs(np.log(nearest / value)) < 1e-2:
-            cells[(int(b), float(nearest))] = g["final_val_loss"].tolist()
-    return cells
+    nearest = rows[key].map(lambda v: min(allowed, key=lambda a: abs(np.log(a / v))))
+    on_grid = np.abs(np.log(nearest / rows[key])) < 1e-2
+    return rows[on_grid].assign(half_life=nearest[on_grid].astype(float))
+
+
+def sweep_cells(exp, runs_: pd.DataFrame, which: str) -> dict:
+    """{(batch size, half-life): per-seed final losses} of the EWA or beta2 sweep (the other at its default)."""
+    rows = sweep_rows(exp, runs_, which)
+    return {(int(b), float(h)): g["final_val_loss"].tolist() for (b, h), g in rows.groupby(["batch_size", "half_life"])}
+
+
+def sweep_edges(exp, runs_: pd.DataFrame, which: str) -> list[dict]:
+    """The batch sizes whose best half-life (mean over seeds, a diverged seed infinitely bad, as the slope
+    reads it) is the shortest or longest swept: their optimum may lie outside the grid, so the slope
+    through it is a bound."""
+    rows = sweep_rows(exp, runs_, which)
+    rows = rows.assign(loss=seed_values(rows["final_val_loss"], diverged="inf"))
+    best = best_per_group(rows, ["batch_size"], ["half_life"], loss="loss")
+    return grid_edges(best, ["batch_size"], {"half_life": f"{'EWA' if which == 'ewa' else 'beta2'} half-life"})
+
+
+def schedule_edges(exp, runs_: pd.DataFrame, batch_size: int, schedules=("constant", "cosine")) -> list[dict]:
+    """The compared schedules' best LR cells at `batch_size` (chosen on the first seed, as the re-seeded
+    cells are) that sit on the edge of the LR grid: a schedule whose best LR is the largest tried may do
+    better above it, so the comparison cannot be read from this grid."""
+    table_ = schedule_runs(exp, runs_).rename(columns={"schedule.name": "schedule"})
+    best = best_per_group(table_, ["batch_size", "schedule"], ["multiplier"], select_seed=_settings(exp)["seeds"][0])
+    best = best[(best["batch_size"] == batch_size) & best["schedule"].isin(schedules)]
+    return grid_edges(best, ["batch_size", "schedule"], {"multiplier": "LR multiplier"})
+
+
+def half_life_share(exp, runs_: pd.DataFrame) -> float:
+    """The longest optimal beta2 half-life of any batch size as a share of its run's tokens (the beta2
+    regime gate: a half-life near the run length turns the second moment into a running mean of the whole
+    run, where no batch size can show its optimum; Marek et al.'s is under 2 % of the run)."""
+    rows = sweep_rows(exp, runs_, "beta2")
+    shares = []
+    for _, g in rows.groupby("batch_size"):
+        means = g.groupby("half_life")["final_val_loss"].mean()
+        if np.isfinite(means.to_numpy()).any():
+            shares.append(argmin_log_parabola(list(means.index), list(means.to_numpy())) / exp.base.tokens)
+    return float(max(shares)) if shares else float("nan")
 
 
 def optimal_one_minus(cells: dict, means: dict, tokens_per_step: int) -> dict[int, float]:
@@ -188,18 +225,21 @@ def claims(exp, runs_: pd.DataFrame) -> list[dict]:
         cell = lambda name: schedule_runs(exp, runs_).merge(best[(best["batch_size"] == b) & (best["schedule.name"] == name)][["batch_size", "schedule.name", "multiplier"]])
         constant, cosine = cell("constant"), cell("cosine")
         parts[part] = compare(constant["final_val_loss"], cosine["final_val_loss"], list(constant["steps"]) + list(cosine["steps"]))
+        parts[part]["edges"] = schedule_edges(exp, runs_, b)
         if parts[part]["difference"] is not None:
             words.append(f"B={b}: {parts[part]['difference']:+.3f}")
     tokens_per_step = exp.base.data.seq_len
     steps = trained_steps(runs_[runs_["batch_size"].isin(s["optimum_batch_sizes"])])
-    decays = {name: slope_measurement(sweep_cells(exp, runs_, name), tokens_per_step, steps) for name in ("ewa", "beta2")}
+    decays = {name: {**slope_measurement(sweep_cells(exp, runs_, name), tokens_per_step, steps), "edges": sweep_edges(exp, runs_, name)}
+              for name in ("ewa", "beta2")}
     return [
         claim("zhang.ewa.constant_lr_with_ewa_matches_cosine",
               "final loss, constant + EWA minus tuned cosine (best LR of each): " + (", ".join(words) or "no comparison"), {"parts": parts}),
         claim("zhang.ewa.decay_and_beta2_fall_with_batch_size",
               "slope of log(1 - optimum) on log B: " + ", ".join(f"{n} {m['estimate']:.2f}" if "estimate" in m else f"{n}: {m['untestable']}"
                                                                for n, m in (("EWA decay", decays["ewa"]), ("beta2", decays["beta2"]))),
-              {"parts": {"ewa_decay": decays["ewa"], "beta2": decays["beta2"]}}),
+              {"parts": {"ewa_decay": decays["ewa"], "beta2": decays["beta2"]},
+               "regime": {"half_life_share": half_life_share(exp, runs_)}}),
     ], sched
 
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from replication.claims import claim
 from replication.fit import critical_batch_size, power_law
 from replication.theory import Problem, steps_to_target
+from replication.verdicts import DRAWS
 
 
 def runs(exp, params: dict, results_root="results") -> list:
@@ -46,7 +47,7 @@ def compute(exp, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
         result = steps_to_target(problem(exp, m), int(n), s["batch_sizes"], epsilon=float(s["epsilon"]))
         for b, k in zip(result.batch_sizes, result.steps):
             steps.append({"sweep": sweep, "n": n, "M": m or s["dim"], "batch_size": int(b), "steps": k})
-        fit = critical_batch_size(result.batch_sizes, result.steps)
+        fit = critical_batch_size(result.batch_sizes, result.steps, draws=DRAWS)  # a residual bootstrap: the risks are exact
         fits.append({"sweep": sweep, "n": n, "M": m or s["dim"], "target_risk": result.target, "best_risk": result.best_risk,
                      **{k: fit[k] for k in ("s_min", "b_noise", "b_star", "b_star_low", "b_star_high", "r2", "slope_small")},
                      "b_star_draws": fit["b_star_draws"]})

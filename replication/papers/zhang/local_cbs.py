@@ -24,7 +24,7 @@ from replication.spec import ConfigError, RunSpec
 from replication.store import Store
 from replication.sweep import deadline_or_stage, expired, needs_run, run_more
 from replication.train import train_members
-from replication.verdicts import compare
+from replication.verdicts import DRAWS, compare
 
 _KEYS = ("reference_batch_size", "base_lr", "lr_scaling", "warmup_tokens", "branch_points", "window_tokens",
          "branch_batch_sizes", "branch_warmup_tokens", "tolerance", "seeds", "total_tokens")
@@ -186,7 +186,7 @@ def arm_table(exp, results_root="results") -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def rise_draws(branches: pd.DataFrame, s: dict, draws: int = 200, seed: int = 0) -> list[float]:
+def rise_draws(branches: pd.DataFrame, s: dict, draws: int = DRAWS, seed: int = 0) -> list[float]:
     """log2(local CBS at the last branch point / at the first) with the seeds of every (branch point, batch size)
     resampled: a local CBS read from means that a reseed can move by a grid step does not count as a rise."""
     rng = np.random.default_rng(seed)

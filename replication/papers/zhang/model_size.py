@@ -21,10 +21,10 @@ def runs(exp, params: dict, results_root="results") -> list:
 def claims(m: common.Measured, exp, d: common.Design) -> tuple[list[dict], dict]:
     mult = d.target_multiples[0]
     fits = [m.fits[(model, mult)] for model in d.models]
-    exponent = common.exponent_measurement(parameters(exp, d), fits, m, d)
+    exponent = common.exponent_measurement(parameters(exp, d), fits, m, d, list(d.models))
     stars = ", ".join(f"{model} {f['b_star']:.1f}" if "b_star" in f else f"{model}: no fit" for model, f in zip(d.models, fits))
-    return [claim("zhang.model_size.cbs_flat_in_model_size",
-                  (f"B* ~ N^{exponent['estimate']:.2f}; " if "estimate" in exponent else "") + f"B* (sequences): {stars}", exponent)], exponent
+    return [claim("zhang.model_size.cbs_flat_in_model_size", f"{common.exponent_words(exponent, 'N')}; B* (sequences): {stars}",
+                  exponent)], exponent
 
 
 def figure(m: common.Measured, exp, d: common.Design, measurement: dict):

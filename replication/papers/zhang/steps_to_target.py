@@ -42,6 +42,15 @@ def parameters(exp, d: common.Design) -> list[int]:
     return [common.non_embedding_parameters(exp, d, model) for model in d.models]
 
 
+def regime(exp, d: common.Design, fits: list[dict]) -> dict:
+    """What the Chinchilla exponent's regime gate reads: the range of model sizes (largest / smallest
+    non-embedding parameter count; the paper's spans 14x) and how many (model, batch size) pairs never
+    reached the target, so that their fit's plateau is placed by the batch sizes that did."""
+    n = parameters(exp, d)
+    return {"model_size_range": max(n) / min(n),
+            "censored_batch_sizes": sum(len(bs) for bs in common.censored(fits, list(d.models)).values())}
+
+
 def claims(m: common.Measured, exp, d: common.Design) -> tuple[list[dict], dict]:
     mult = d.target_multiples[0]
     fits = [m.fits[(model, mult)] for model in d.models]
@@ -53,7 +62,7 @@ def claims(m: common.Measured, exp, d: common.Design) -> tuple[list[dict], dict]
     inside = ({"parts": {"above_smallest": {"value": min(f["b_star"] for f in ok) / b_min, "min_steps": steps},
                          "below_largest": {"value": max(f["b_star"] for f in ok) / b_max, "min_steps": steps}}}
               if len(ok) == len(fits) else {"untestable": next(f["error"] for f in fits if "error" in f)})
-    exponent = common.exponent_measurement(parameters(exp, d), fits, m, d)
+    exponent = {**common.exponent_measurement(parameters(exp, d), fits, m, d, list(d.models)), "regime": regime(exp, d, fits)}
     stars = ", ".join(f"{model} {f['b_star']:.1f}" if "b_star" in f else f"{model}: no fit" for model, f in zip(d.models, fits))
     return [
         claim("zhang.steps_to_target.hyperbola",
@@ -62,7 +71,7 @@ def claims(m: common.Measured, exp, d: common.Design) -> tuple[list[dict], dict]
               slope),
         claim("zhang.steps_to_target.cbs_rule", f"B* (sequences): {stars}; swept {b_min}-{b_max}", inside),
         claim("zhang.steps_to_target.chinchilla_exponent",
-              f"B* ~ N^{exponent['estimate']:.2f} over {len(fits)} models" if "estimate" in exponent else exponent["untestable"], exponent),
+              f"{len(fits)} models over {exponent['regime']['model_size_range']:.1f}x in N: " + common.exponent_words(exponent, "N"), exponent),
     ], exponent
 
 
