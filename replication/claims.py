@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from replication import ledger
-from replication.verdicts import MIN_STEPS, decide, edge
+from replication.verdicts import MIN_STEPS, decide, edge, share_words
 
 
 def claim(claim_id: str, measured: str, measurement: dict) -> dict:
@@ -27,7 +27,7 @@ def by_id(claims: list[dict]) -> dict[str, dict]:
 def claims_markdown(claims: list[dict], caveats: list[str] | None = None) -> str:
     lines = ["| claim | paper | this replication | verdict |", "|---|---|---|---|"]
     for c in claims:
-        why = c.get("reason", "") + (f"; {c['share']:.0%} of bootstrap draws keep it" if c.get("share") is not None else "")
+        why = c.get("reason", "") + (f"; {share_words(c['verdict'], c['share'])}" if c.get("share") is not None else "")
         lines.append(f"| {c['claim']} <br>`{c['id']}` | {c['paper']} | {c['measured']} | **{c['verdict']}** <br>{why} |")
     lines += [""] + [f"*Caveat:* {c}" for c in caveats or [] if c]
     return "\n".join(lines)
@@ -48,9 +48,19 @@ def grid_edges(best: pd.DataFrame, by: list[str], names: dict[str, str] | None =
         return []
     out = []
     for _, r in best[best["edge_on"].fillna("") != ""].iterrows():
-        cell = ", ".join(f"{k.split('.')[-1]} {r[k]}" for k in by)
+        cell = ", ".join(_cell_label(k, r[k]) for k in by)
         out += [edge((names or {}).get(k, k.split(".")[-1]), cell) for k in r["edge_on"].split(",")]
     return out
+
+
+def _cell_label(key: str, value) -> str:
+    """A grid coordinate as a reader says it: B=16 for a batch size, the bare name for a categorical key
+    (an optimizer, a schedule, an arm), key=value otherwise."""
+    if key == "batch_size":
+        return f"B={value}"
+    if isinstance(value, str):
+        return value
+    return f"{key.split('.')[-1]}={value}"
 
 
 def grid_edge_caveat(best: pd.DataFrame, by: list[str]) -> str | None:

@@ -22,11 +22,13 @@ _clock: dict = {}  # set by setup(): when this notebook started, and how many ru
 
 def setup(profile: str) -> Path:
     """Check the papermill parameter and move to the repository root, so repo-relative paths work
-    whether papermill (``--cwd .``), nbval (the notebook's folder) or JupyterLab started the kernel."""
+    whether papermill (``--cwd .``), nbval (the notebook's folder) or JupyterLab started the kernel; to
+    the workbook named by `REPLICATION_WORKBOOK` when set (the test session's copy)."""
     if profile not in PROFILES:  # papermill only warns on a misspelled parameter; fail loudly instead
         raise ConfigError(f"profile: {profile!r} is unknown; choose one of: {', '.join(PROFILES)}")
     _clock.update(start=time.perf_counter(), trained=runs_trained(), profile=profile, missing=0)
-    here = Path.cwd().resolve()
+    elsewhere = os.environ.get("REPLICATION_WORKBOOK")  # the tests run notebooks in a copy, never the checkout
+    here = Path(elsewhere).resolve() if elsewhere else Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
             os.chdir(folder)

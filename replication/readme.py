@@ -1,22 +1,24 @@
-"""The README's generated tables, built from metrics files so that no number in them is typed by hand.
+"""The generated blocks of the README and docs/, built from metrics files so that no number in them is typed by hand.
 
-`python -m replication.readme` rewrites each block between its markers in README.md:
-- `timings`: each stage's wall time, from the `timing` block its metrics file carries;
-- `ensembles` and `ensembles_gpu`: eager single runs and ensembles, from `metrics/bench.json` and
-  `metrics/bench_gpu.json`;
-- `compiled`: compiled against eager training steps, from `metrics/bench.json`;
-- `gallery`: a thumbnail of every figure under figures/, grouped by paper;
-- `verdicts`: claims per paper and verdict, from `metrics/report.json`;
-- `cost_gpu` and `cost_paper`: each stage's estimated GPU time on the `gpu` and `paper` profiles
-  (`replication.cost`, from params.yaml, `metrics/bench_gpu.json` and the committed cpu records)
-(the report stage rewrites `gallery` and `verdicts`).
-tests/test_readme.py fails when a block and the metrics disagree.
+Each block lives in one file (`FILES`) between the markers `<!-- NAME:start (python -m replication.readme) -->`
+and `<!-- NAME:end -->`; `python -m replication.readme` rewrites every block in its file:
+- `verdicts` (README.md): findings per paper and verdict, from `metrics/report.json`;
+- `gallery` (docs/figures.md): a thumbnail of every figure under figures/, grouped by paper, its paths
+  relative to the file it lands in;
+- `cost_gpu` and `cost_paper` (docs/scaling-out.md): each stage's estimated GPU time on the `gpu` and
+  `paper` profiles (`replication.cost`, from params.yaml, `metrics/bench_gpu.json` and the committed cpu records);
+- `ensembles`, `ensembles_gpu`, `compiled` and `timings` (docs/performance.md): eager single runs and
+  ensembles (`metrics/bench.json`, `metrics/bench_gpu.json`), compiled against eager training steps
+  (`metrics/bench.json`), and each stage's wall time, from the `timing` block its metrics file carries.
+The report stage rewrites `gallery` and `verdicts`. A file missing from the root is skipped (the tests run
+notebooks in temporary copies of the workbook). tests/test_readme.py fails when a block and the metrics disagree.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -88,16 +90,18 @@ def ensembles_table(root: str | Path = ".", bench: str = "metrics/bench.json") -
     return "\n".join(lines)
 
 
-def gallery(root: str | Path = ".") -> str:
-    """A grid of thumbnails linking every figure under figures/, grouped by folder (paper)."""
+def gallery(root: str | Path = ".", at: str | None = None) -> str:
+    """A grid of thumbnails linking every figure under figures/, grouped by folder (paper); paths are
+    relative to the file `at` (relative to `root`; default: where `FILES` puts the gallery)."""
     root = Path(root)
-    groups: dict[str, list[Path]] = {}
+    base = Path(at or FILES["gallery"]).parent
+    groups: dict[str, list[str]] = {}
     for png in sorted((root / "figures").glob("*/*.png")):
-        groups.setdefault(png.parent.name, []).append(png.relative_to(root))
+        groups.setdefault(png.parent.name, []).append(Path(os.path.relpath(png.relative_to(root), base)).as_posix())
     out = []
     for group in sorted(groups, key=lambda g: (g != "report", PAPER_ORDER.index(g) if g in PAPER_ORDER else 9, g)):
         out += [f"**{group}**", "", "<p>"]
-        out += [f'<a href="{p.as_posix()}"><img src="{p.as_posix()}" width="240" alt="{p.stem}" title="{p.stem}"></a>' for p in groups[group]]
+        out += [f'<a href="{p}"><img src="{p}" width="240" alt="{Path(p).stem}" title="{Path(p).stem}"></a>' for p in groups[group]]
         out += ["</p>", ""]
     return "\n".join(out).rstrip()
 
@@ -139,31 +143,49 @@ BLOCKS = {"timings": timings_table, "ensembles": ensembles_table,
           "ensembles_gpu": lambda root=".": ensembles_table(root, bench="metrics/bench_gpu.json"), "compiled": compiled_table, "gallery": gallery, "verdicts": verdicts_table,
           "cost_gpu": cost_table, "cost_paper": lambda root=".": cost_table(root, "paper")}
 
+# The one file (relative to the workbook root) that holds each block.
+FILES = {"verdicts": "README.md", "gallery": "docs/figures.md",
+         "cost_gpu": "docs/scaling-out.md", "cost_paper": "docs/scaling-out.md",
+         "ensembles": "docs/performance.md", "ensembles_gpu": "docs/performance.md", "compiled": "docs/performance.md",
+         "timings": "docs/performance.md"}
+
 
 def block(name: str, root: str | Path = ".") -> str:
     start, end = _markers(name)
     return f"{start}\n{BLOCKS[name](root)}\n{end}"
 
 
-def update_readme(root: str | Path = ".", only: tuple[str, ...] | None = None) -> list[str]:
-    """Rewrite the generated blocks of README.md (all, or those named in `only`) from the metrics and
-    figures; the names of those that changed."""
-    path = Path(root) / "README.md"
-    text, changed = path.read_text(), []
-    for name in only or BLOCKS:
-        start, end = _markers(name)
-        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-        if not pattern.search(text):
-            raise ValueError(f"{path}: no {name} block ({start} ... {end})")
-        new = pattern.sub(lambda _: block(name, root), text)
-        if new != text:
-            changed.append(name)
-        text = new
-    path.write_text(text)
+def update_docs(root: str | Path = ".", only: tuple[str, ...] | None = None) -> list[str]:
+    """Rewrite the generated blocks (all, or those named in `only`), each in its own file (`FILES`), from the
+    metrics and figures; files missing from `root` are skipped. Returns the names of the blocks that changed."""
+    changed = []
+    names = list(only or BLOCKS)
+    for file in dict.fromkeys(FILES[n] for n in names):
+        path = Path(root) / file
+        if not path.is_file():
+            continue
+        text = original = path.read_text()
+        for name in (n for n in names if FILES[n] == file):
+            start, end = _markers(name)
+            pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+            if not pattern.search(text):
+                raise ValueError(f"{path}: no {name} block ({start} ... {end})")
+            new = pattern.sub(lambda _: block(name, root), text)
+            if new != text:
+                changed.append(name)
+            text = new
+        if text != original:
+            path.write_text(text)
     return changed
 
 
+update_readme = update_docs  # the name the report stage and older callers use
+
+
 if __name__ == "__main__":
-    changed = update_readme()
-    print(f"README.md: updated {', '.join(changed)}" if changed else "README.md: every generated block already current")
+    changed = update_docs()
+    if changed:
+        print("updated " + ", ".join(f"{n} ({FILES[n]})" for n in changed))
+    else:
+        print("every generated block already current (" + ", ".join(dict.fromkeys(FILES.values())) + ")")
     sys.exit(0)

@@ -1,8 +1,8 @@
 """The replication report: every claim of the ledgers with the paper's value, ours, and the verdict the
 ledger's rule gives our stored measurement; built from `metrics/`, the ledgers and params.yaml only (it
 never trains). `notebooks/report.ipynb` calls `build`, which writes REPORT.md, the verdict summary and the
-side-by-side figures under figures/report/, metrics/report.json, and the README's figure gallery
-(`replication.readme`).
+side-by-side figures under figures/report/, metrics/report.json, the README's verdicts table and the figure
+gallery in docs/figures.md (`replication.readme`).
 
 A new paper plugs in by adding its ledger (replication/papers/<paper>/ledger.yaml) and stages that write
 the metrics files it names: nothing here changes.
@@ -42,7 +42,7 @@ def ledger_rows(root: str | Path = ".") -> pd.DataFrame:
             rows.append({"paper": paper.key, "id": c.id, "kind": c.kind, "source": c.source, "statement": c.statement,
                          "paper_value": c.paper_value, "measured": (stored or {}).get("measured", ""), "verdict": decision.verdict,
                          "reason": decision.reason, "share": decision.share, "rule": _rule_text(c), "requires": _requires_text(c),
-                         "literature": c.literature, "scale": c.scale, "figure": c.figure, "notebook": c.notebook,
+                         "literature": c.literature, "scale": c.scale, "figure": c.figure, "notebook": c.notebook, "executed": f"notebooks/executed/{c.experiment}.ipynb",
                          "experiment": c.experiment, "metrics": c.metrics})
     return pd.DataFrame(rows)
 
@@ -228,30 +228,33 @@ def _caveats(metrics: str, root: Path) -> list[str]:
 
 HOW_DECIDED = (
     "**How a verdict is decided** (`replication/verdicts.py`, one set of rules for every paper). A comparison needs at least "
-    f"{verdicts.MIN_SEEDS} seeds at every compared cell and a difference beyond the two-sided {verdicts.CONFIDENCE:.0%} Student-t "
-    "critical value for its Welch-Satterthwaite degrees of freedom times its standard error (with 3 seeds per cell, about 2.8 SE "
-    "rather than 2), otherwise it reads *within noise*. \"A matches B\" is *confirmed* when the whole t interval of the "
-    f"difference lies under a tolerance of {verdicts.SEED_SDS:g} measured seed standard deviations plus the gap the paper itself "
-    "calls \"as good\" (named with the paper's numbers in each claim's rule), and *not confirmed* when it lies wholly above. A "
-    f"fitted slope or exponent carries {verdicts.DRAWS} bootstrap draws over seeds: it is *confirmed* only when its whole 95 % "
-    "bootstrap interval lies inside the paper's range (the share of draws that keep the verdict is shown), *not confirmed* when "
-    "the interval lies wholly outside, otherwise *within noise*. A claim of several parts is *not confirmed* when any part the "
-    "paper makes is contradicted; a part we added is shown but does not count. A claim is *not testable at this scale* when "
-    f"a deciding cell trains for fewer than {verdicts.MIN_STEPS} optimizer steps, has too few seeds, is a best cell on the edge "
-    "of its hyperparameter grid, or when the measurement lies outside the regime the paper's claim is about (the claim's "
-    "`requires`, with our value and the limit); one whose experiment has not landed is *not run yet*. Findings are results "
-    "that could have failed; *checks* (identities, memory accounting, closed-form numerics, outcomes the design fixes) test "
-    "the machinery and are listed apart, never counted as replications."
+    f"{verdicts.MIN_SEEDS} seeds at every compared cell (fewer: *not testable at this scale*) and a difference beyond the "
+    f"two-sided {verdicts.CONFIDENCE:.0%} Student-t critical value for its Welch-Satterthwaite degrees of freedom times its "
+    "standard error (with 3 seeds per cell that is 2.8 to 4.3 SE, written t(dof) = value in each reason), otherwise it reads "
+    "*within noise*. \"A matches B\" is read as \"A is no worse than B\": *confirmed* when the whole t interval of A - B lies "
+    f"under a tolerance of {verdicts.SEED_SDS:g} measured seed standard deviations plus the gap the paper itself calls \"as good\" "
+    "(quoted beside the rule), *not confirmed* when it lies wholly above; with 3 seeds and no such gap, equal means cannot be "
+    f"confirmed. A fitted slope or exponent carries {verdicts.DRAWS} bootstrap draws over seeds and is judged against an accepted "
+    "range around the paper's number (the ledger's): *confirmed* only when its whole 95 % bootstrap interval lies inside the range "
+    f"(so at least {verdicts.SHARE_TO_CONFIRM:.0%} of the draws), *not confirmed* when the interval lies wholly outside, otherwise "
+    "*within noise*, as it is when the optimum a fit rests on is not resolved (its grid neighbours within the noise). A claim of "
+    "several parts is *not confirmed* when any part the paper makes is contradicted, *partly* when some parts are confirmed and "
+    "the rest within noise; a part we added is shown but does not count. A claim is *not testable at this scale* when a deciding "
+    f"cell trains for fewer than {verdicts.MIN_STEPS} optimizer steps, is a best cell on the edge of its hyperparameter grid, or "
+    "when the measurement lies outside the regime the paper's claim is about (the claim's `requires`: our value, the limit, and "
+    "what would reach it); one whose experiment has not landed is *not run yet*. Findings are results that could have failed; "
+    "*checks* (identities, memory accounting, closed-form numerics, outcomes the design fixes) test the machinery and are listed "
+    "apart, never counted as replications."
 )
 
 
 def _claim_row(r, root: Path, with_value: bool = True) -> str:
-    share = f"; {r.share:.0%} of bootstrap draws keep it" if r.share is not None and r.share == r.share else ""
+    share = f"; {verdicts.share_words(r.verdict, r.share)}" if r.share is not None and r.share == r.share else ""
     ours = (r.measured or "—") + (f" <br>*Other work:* {r.literature}" if r.literature else "")
     needs = f"needs: {r.scale}" + (f"; regime: {r.requires}" if r.requires else "")
     allowances = "".join(f" <br>{a}" for a in _allowances(ledger.entry(r.id)))
     return (f"| {r.statement} <br>`{r.id}` ({r.source}) | {r.paper_value} | {ours} | **{r.verdict}** <br>{r.reason}{share} "
-            f"| `{r.rule}`{allowances} <br>{needs} | {_link(r.figure, root)} <br>{_link(r.notebook, root)} |")
+            f"| `{r.rule}`{allowances} <br>{needs} | {_link(r.figure, root)} <br>{_link(r.executed, root)} |")
 
 
 def report_markdown(rows: pd.DataFrame, counts: pd.DataFrame, params: dict, profile: str, figures: dict[str, list[str]],
@@ -302,7 +305,7 @@ def report_markdown(rows: pd.DataFrame, counts: pd.DataFrame, params: dict, prof
 
 def build(profile: str, root: str | Path = ".") -> dict:
     """Write REPORT.md, figures/report/*.png, metrics/report.json (with the notebook's timing) and the
-    README's gallery and verdicts blocks; return the rows, the counts and the figure paths to show."""
+    generated gallery (docs/figures.md) and verdicts (README.md) blocks; return the rows, the counts and the figure paths to show."""
     root = Path(root)
     params = load_params(root / "params.yaml")
     rows = ledger_rows(root)
@@ -324,6 +327,5 @@ def build(profile: str, root: str | Path = ".") -> dict:
                "check_verdicts": {p: {v: int(n) for v, n in checks.loc[p].items()} for p in checks.index},
                "by_id": dict(zip(rows["id"], rows["verdict"]))}
     write_metrics(root / "metrics/report.json", metrics)  # before the README's verdicts block reads it
-    if (root / "README.md").is_file():
-        readme.update_readme(root, only=("gallery", "verdicts"))
+    readme.update_docs(root, only=("gallery", "verdicts"))  # skips files the root lacks
     return {"rows": rows, "counts": counts, "figures": written, "metrics": metrics}

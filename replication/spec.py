@@ -185,7 +185,7 @@ class RunSpec:
     lora_rank: int | None = None  # fine-tune LoRA adapters (peft) of this rank on the frozen model; None = full
     lora_alpha: float | None = None  # LoRA scale alpha / rank; None = the rank (scale 1)
     tasks: str | None = None  # supervised fine-tuning on a task set (replication/sft.py), named by its content hash
-    compile: str = "auto"  # torch.compile the training step: auto (where it pays; see compiled.py) | true | false
+    compile: str = "auto"  # torch.compile the training step: auto (where it pays; see step.py) | true | false
 
     def validate(self, key: str = "run") -> "RunSpec":
         self.model.validate(f"{key}.model")

@@ -4,7 +4,7 @@ What is compiled is the loss graph after the embedding lookup (`GPT.losses`): th
 through AOTAutograd, its backward; the lookup and its scatter-add backward stay eager. The
 optimizer stays torch.optim's fused kernel, run eagerly after the step: on CPU it is already one pass
 over every tensor, and compiling the foreach optimizer over an ensemble's hundreds of tensors took
-minutes on two cores (README, "Speed II"). So no learning rate, beta or schedule is ever part of a
+minutes on two cores (docs/performance.md, "Speed II"). So no learning rate, beta or schedule is ever part of a
 compiled graph, and members that differ in them (or change them every step) cannot cause a recompile.
 
 `run.compile` chooses: `true` compiles, `false` runs eagerly, `auto` compiles where it pays: always on

@@ -194,102 +194,205 @@ def train_members(
     `weights_dir`, each finished run's final weights are saved there as `<run id>.pt` (to fine-tune from).
     """
     _check_shared(specs)
-    spec0 = specs[0]
-    device = resolve_device(spec0.device)
-    data = load_tokens(spec0.data)
-    M, B, T = len(specs), spec0.batch_size, spec0.data.seq_len
-    micro = spec0.micro_batch_size or B
-    n_micro = B // micro
-    steps = spec0.steps
-
-    model = GPT(spec0.model, spec0.data.vocab_size, T, [s.seed for s in specs]).to(device)
-    if spec0.init_from:
-        model.load_member_state(load_weights(spec0.init_from))
-    trainable = [attach_lora(model, spec0.lora_rank, spec0.lora_alpha)] if spec0.lora_rank else list(model.members)
-    optimizer = build_optimizer(trainable, specs)
-    if spec0.tasks:  # supervised fine-tuning: whole examples, the loss on their completions
-        task_set = load_task_set(spec0.tasks)
-        examples = encode_examples(task_set["train"], data.tokenizer_path, T)
-        samplers = [ExampleSampler(*examples, B, s.seed) for s in specs]
-    else:
-        samplers = [BatchSampler(data.train, B, T, s.seed) for s in specs]
-    val = validation_windows(data.val, T, spec0.data.val_tokens).to(device)
-    ewa = _WeightAverage(model, [s.ewa_decay for s in specs])
-    group_flops = M * spec0.tokens * flops_per_token(spec0.model, spec0.data.vocab_size, T)
-    train_step = TrainStep(model, device, *should_compile(spec0.compile, device, group_flops, bool(spec0.lora_rank)))
-
-    records = [_new_record(s, device, M) for s in specs]
-    active = list(range(M))
-    initial_loss: list[float | None] = [None] * M
-    interval_sum, interval_n = [0.0] * M, 0
-    log_every = max(1, spec0.log_every_tokens // spec0.tokens_per_step)
-    eval_every = max(1, spec0.eval_every_tokens // spec0.tokens_per_step)
-    eval_extra = log_spaced_steps(spec0.eval_spacing, steps) if spec0.eval_spacing else set()
-    noise_k = spec0.noise_scale_batches
-    noise_samplers = [BatchSampler(data.train, B, T, 1_000_003 + s.seed) for s in specs] if noise_k else []
+    group = _GroupRun(specs)
     checkpoint = _Checkpoint(checkpoint_dir, specs) if checkpoint_dir and checkpoint_every_tokens else None
-    checkpoint_every = max(1, (checkpoint_every_tokens or 1) // spec0.tokens_per_step)
-    first_step, elapsed_before, activation_bytes = 0, 0.0, 0
+    checkpoint_every = max(1, (checkpoint_every_tokens or 1) // specs[0].tokens_per_step)
     if checkpoint and (saved := checkpoint.load()):
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        group.resume(saved)
+    group.start()
+    bar = tqdm(range(group.first_step, group.steps), desc=f"train x{len(specs)} B={specs[0].batch_size}",
+               disable=not progress, leave=False)
+    step = group.first_step - 1
+    for step in bar:
+        if not group.train_step(step):  # every member diverged at this step
+            break
+        done = step + 1
+        group.after_step(done, bar)
+        if not group.active:
+            break
+        if checkpoint and done % checkpoint_every == 0 and done < group.steps:
+            checkpoint.save(group.state(done))
+    records = group.finish(step, weights_dir)
+    if checkpoint:
+        checkpoint.remove()
+    return records
+
+
+class _GroupRun:
+    """One group of runs in training: the model of all members, the optimizer, the samplers, the records,
+    and what happens at a step (train, log, evaluate, branch a decay, measure the noise scale, drop a
+    diverged member). `train_members` drives it; a checkpoint is `state()` and comes back by `resume()`."""
+
+    def __init__(self, specs: list[RunSpec]):
+        self.specs, spec0 = specs, specs[0]
+        self.spec0 = spec0
+        self.device = resolve_device(spec0.device)
+        self.data = load_tokens(spec0.data)
+        M, B, T = len(specs), spec0.batch_size, spec0.data.seq_len
+        self.M, self.B, self.T = M, B, T
+        self.micro = spec0.micro_batch_size or B
+        self.n_micro = B // self.micro
+        self.steps = spec0.steps
+        self.model = GPT(spec0.model, spec0.data.vocab_size, T, [s.seed for s in specs]).to(self.device)
+        if spec0.init_from:
+            self.model.load_member_state(load_weights(spec0.init_from))
+        trainable = [attach_lora(self.model, spec0.lora_rank, spec0.lora_alpha)] if spec0.lora_rank else list(self.model.members)
+        self.optimizer = build_optimizer(trainable, specs)
+        if spec0.tasks:  # supervised fine-tuning: whole examples, the loss on their completions
+            self.task_set = load_task_set(spec0.tasks)
+            examples = encode_examples(self.task_set["train"], self.data.tokenizer_path, T)
+            self.samplers = [ExampleSampler(*examples, B, s.seed) for s in specs]
+        else:
+            self.samplers = [BatchSampler(self.data.train, B, T, s.seed) for s in specs]
+        self.val = validation_windows(self.data.val, T, spec0.data.val_tokens).to(self.device)
+        self.ewa = _WeightAverage(self.model, [s.ewa_decay for s in specs])
+        group_flops = M * spec0.tokens * flops_per_token(spec0.model, spec0.data.vocab_size, T)
+        self.train_step_ = TrainStep(self.model, self.device, *should_compile(spec0.compile, self.device, group_flops, bool(spec0.lora_rank)))
+        self.records = [_new_record(s, self.device, M) for s in specs]
+        self.active = list(range(M))
+        self.initial_loss: list[float | None] = [None] * M
+        self.interval_sum, self.interval_n = [0.0] * M, 0
+        self.log_every = max(1, spec0.log_every_tokens // spec0.tokens_per_step)
+        self.eval_every = max(1, spec0.eval_every_tokens // spec0.tokens_per_step)
+        self.eval_extra = log_spaced_steps(spec0.eval_spacing, self.steps) if spec0.eval_spacing else set()
+        self.noise_k = spec0.noise_scale_batches
+        self.noise_samplers = [BatchSampler(self.data.train, B, T, 1_000_003 + s.seed) for s in specs] if self.noise_k else []
+        self.first_step, self.elapsed_before, self.activation_bytes = 0, 0.0, 0
+        self.forks = {branch_fork_step(spec0, t): t for t in spec0.decay_branches}
+
+    # ------------------------------------------------------------------------------ checkpoint state
+    def state(self, done: int) -> dict:
+        return {
+            "step": done, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+            "records": self.records, "active": list(self.active), "initial_loss": self.initial_loss,
+            "interval_sum": self.interval_sum, "interval_n": self.interval_n, "ewa_avg": self.ewa.avg, "ewa_steps": self.ewa.steps,
+            "elapsed": self.elapsed_before + time.perf_counter() - self.started, "activation_bytes": self.activation_bytes,
+        }
+
+    def resume(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
-        records, active[:], initial_loss = saved["records"], saved["active"], saved["initial_loss"]
-        interval_sum, interval_n = saved["interval_sum"], saved["interval_n"]
-        ewa.avg, ewa.steps = saved["ewa_avg"], saved["ewa_steps"]
-        first_step, elapsed_before, activation_bytes = saved["step"], saved["elapsed"], saved["activation_bytes"]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+        self.records, self.active[:], self.initial_loss = saved["records"], saved["active"], saved["initial_loss"]
+        self.interval_sum, self.interval_n = saved["interval_sum"], saved["interval_n"]
+        self.ewa.avg, self.ewa.steps = saved["ewa_avg"], saved["ewa_steps"]
+        self.first_step, self.elapsed_before, self.activation_bytes = saved["step"], saved["elapsed"], saved["activation_bytes"]
 
-    def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = zip(*(samplers[m].batch(step) for m in active))
-        return torch.stack(xs).to(device), torch.stack(ys).to(device)
+    # ------------------------------------------------------------------------------------- the loop
+    def start(self) -> None:
+        """Reset the peak-memory counter and the clock; a fine-tuning run scores the pretrained model first."""
+        self.branched = {t for r in self.records for t in r.get("decay_branches", {}).get("tokens", [])}  # after a resume
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.started = time.perf_counter()
+        if self.spec0.init_from and self.first_step == 0:
+            self.run_eval(0)  # a fine-tuning curve starts at the pretrained model's loss
+            if self.spec0.tasks:  # every member starts from the same weights: score one, once
+                before = self.task_eval([0])[0]
+                for r in self.records:
+                    r["task_accuracy_before"] = before
 
-    def run_eval(step: int) -> None:
-        with ewa.applied(model):
-            losses = evaluate(model, val, active)
-        for m, loss in zip(list(active), losses):
-            r = records[m]
+    def train_step(self, step: int) -> bool:
+        """One optimizer step of every active member (branching a decay first where one forks here);
+        False when every member diverged at this step (nothing left to step)."""
+        if step in self.forks and self.forks[step] not in self.branched and self.active:
+            self.run_branch(self.forks[step], step)
+            self.branched.add(self.forks[step])
+        self.model.active = self.active
+        set_learning_rates(self.optimizer, self.specs, step * self.spec0.tokens_per_step)
+        x, y = self.batches(step)
+        if step == 0:
+            self.activation_bytes = _activation_bytes(self.model, x[:, :self.micro], y[:, :self.micro]) // self.M
+        step_loss = self.train_step_(x, y, self.n_micro)
+        for m, loss in zip(list(self.active), step_loss.tolist()):
+            if not math.isfinite(loss):
+                self.diverge(m, step, f"loss {loss} at step {step}")
+            else:
+                if self.initial_loss[m] is None:
+                    self.initial_loss[m] = loss
+                self.interval_sum[m] += loss
+        if not self.active:
+            return False
+        self.optimizer.step()
+        self.model.zero_grad(set_to_none=True)  # the stacked gradients and the members' views of them
+        self.ewa.update(self.model, self.active)
+        self.interval_n += 1
+        return True
+
+    def after_step(self, done: int, bar) -> None:
+        """Log the train loss (and catch a slow divergence), measure the noise scale, evaluate."""
+        if done % self.log_every == 0 or done == self.steps:
+            self.log_train(done)
+            if self.active:
+                bar.set_postfix(loss=f"{min(self.records[m]['train']['loss'][-1] for m in self.active):.3f}")
+        if self.active and self.noise_k and done % self.eval_every == 0:
+            self.measure_noise(done)
+        if self.active and (done % self.eval_every == 0 or done == self.steps or done in self.eval_extra):
+            self.run_eval(done)
+
+    def log_train(self, done: int) -> None:
+        for m in list(self.active):
+            mean = self.interval_sum[m] / self.interval_n
+            r = self.records[m]
+            r["train"]["step"].append(done)
+            r["train"]["tokens"].append(done * self.spec0.tokens_per_step)
+            r["train"]["loss"].append(mean)
+            if mean > self.specs[m].divergence_factor * self.initial_loss[m]:
+                self.diverge(m, done, f"train loss {mean:.3f} above {self.specs[m].divergence_factor} x initial {self.initial_loss[m]:.3f}")
+            self.interval_sum[m] = 0.0
+        self.interval_n = 0
+
+    # ------------------------------------------------------------------------------ what a step uses
+    def batches(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = zip(*(self.samplers[m].batch(step) for m in self.active))
+        return torch.stack(xs).to(self.device), torch.stack(ys).to(self.device)
+
+    def run_eval(self, step: int) -> None:
+        with self.ewa.applied(self.model):
+            losses = evaluate(self.model, self.val, self.active)
+        for m, loss in zip(list(self.active), losses):
+            r = self.records[m]
             r["val"]["step"].append(step)
-            r["val"]["tokens"].append(step * spec0.tokens_per_step)
+            r["val"]["tokens"].append(step * self.spec0.tokens_per_step)
             r["val"]["loss"].append(loss)
-            for target in specs[m].target_losses:
+            for target in self.specs[m].target_losses:
                 key = repr(float(target))
                 if r["targets"][key] is None and loss <= target:
-                    r["targets"][key] = {"step": step, "tokens": step * spec0.tokens_per_step}
-            if specs[m].stop_below is not None and loss <= specs[m].stop_below and step > 0:
+                    r["targets"][key] = {"step": step, "tokens": step * self.spec0.tokens_per_step}
+            if self.specs[m].stop_below is not None and loss <= self.specs[m].stop_below and step > 0:
                 r["stopped_at_step"] = step  # reached the loss it trains towards: the rest would be wasted
-                leave(m)
+                self.leave(m)
 
-    def measure_noise(step: int) -> None:
+    def measure_noise(self, step: int) -> None:
         """Gradient norms of k fresh batches at the live weights (not the average), per active member."""
-        model.active = active
-        draws = [[noise_samplers[m].batch(step * noise_k + j) for m in active] for j in range(noise_k)]
-        batches = [(torch.stack([x for x, _ in d]).to(device), torch.stack([y for _, y in d]).to(device)) for d in draws]
-        small, big = gradient_sq_norms(model, batches, active)
+        self.model.active = self.active
+        k, active = self.noise_k, self.active
+        draws = [[self.noise_samplers[m].batch(step * k + j) for m in active] for j in range(k)]
+        batches = [(torch.stack([x for x, _ in d]).to(self.device), torch.stack([y for _, y in d]).to(self.device)) for d in draws]
+        small, big = gradient_sq_norms(self.model, batches, active)
         for m, s2, b2 in zip(active, small, big):
-            log = records[m].setdefault("noise_scale", {"small_batch": B, "big_batch": B * noise_k, "step": [], "small_sq": [], "big_sq": []})
+            log = self.records[m].setdefault("noise_scale", {"small_batch": self.B, "big_batch": self.B * k, "step": [], "small_sq": [], "big_sq": []})
             log["step"].append(step)
             log["small_sq"].append(s2)
             log["big_sq"].append(b2)
 
-    def run_branch(budget: int, fork: int) -> None:
+    def run_branch(self, budget: int, fork: int) -> None:
         """Train the decay of budget `budget` from this run's state at step `fork`, exactly as a run with
         tokens = budget would (same data, same LR at every step), evaluate it, then restore the state."""
+        model, optimizer = self.model, self.optimizer
         saved_weights = {k: w.detach().clone() for k, w in model.weights.items()}
         saved_optimizer = copy.deepcopy(optimizer.state_dict())
-        branch_specs = [dataclasses.replace(s, tokens=budget) for s in specs]
-        steps_k = budget // spec0.tokens_per_step
+        branch_specs = [dataclasses.replace(s, tokens=budget) for s in self.specs]
+        steps_k = budget // self.spec0.tokens_per_step
         for s in range(fork, steps_k):
-            model.active = active
-            set_learning_rates(optimizer, branch_specs, s * spec0.tokens_per_step)
-            train_step(*batches(s), n_micro)
+            model.active = self.active
+            set_learning_rates(optimizer, branch_specs, s * self.spec0.tokens_per_step)
+            self.train_step_(*self.batches(s), self.n_micro)
             optimizer.step()
             model.zero_grad(set_to_none=True)
-        losses = evaluate(model, val, active)
-        for m, loss in zip(active, losses):
-            log = records[m].setdefault("decay_branches", {"tokens": [], "steps": [], "val_loss": []})
+        losses = evaluate(model, self.val, self.active)
+        for m, loss in zip(self.active, losses):
+            log = self.records[m].setdefault("decay_branches", {"tokens": [], "steps": [], "val_loss": []})
             log["tokens"].append(budget)
             log["steps"].append(steps_k)
             log["val_loss"].append(loss if math.isfinite(loss) else None)
@@ -298,121 +401,64 @@ def train_members(
                 w.copy_(saved_weights[k])
         optimizer.load_state_dict(saved_optimizer)
 
-    forks = {branch_fork_step(spec0, t): t for t in spec0.decay_branches}
-    branched = {t for r in records for t in r.get("decay_branches", {}).get("tokens", [])}  # after a resume
-
-    def leave(m: int) -> None:
-        active.remove(m)
-        for p in model.members[m].parameters():
+    def leave(self, m: int) -> None:
+        self.active.remove(m)
+        for p in self.model.members[m].parameters():
             p.grad = None
 
-    def diverge(m: int, step: int, why: str) -> None:
-        records[m].update(status="diverged", diverged_at_step=step, error=why)
-        leave(m)
+    def diverge(self, m: int, step: int, why: str) -> None:
+        self.records[m].update(status="diverged", diverged_at_step=step, error=why)
+        self.leave(m)
 
-    def run_task_eval(members: list[int]) -> list[dict[str, float]]:
-        model.active = members
+    def task_eval(self, members: list[int]) -> list[dict[str, float]]:
+        self.model.active = members
         try:
-            return task_accuracy(model, task_set, data.tokenizer_path, T, device)
+            return task_accuracy(self.model, self.task_set, self.data.tokenizer_path, self.T, self.device)
         finally:
-            model.active = active
+            self.model.active = self.active
 
-    if spec0.init_from and first_step == 0:
-        run_eval(0)  # a fine-tuning curve starts at the pretrained model's loss
-        if spec0.tasks:  # every member starts from the same weights: score one, once
-            before = run_task_eval([0])[0]
-            for r in records:
-                r["task_accuracy_before"] = before
-    bar = tqdm(range(first_step, steps), desc=f"train x{M} B={B}", disable=not progress, leave=False)
-    step = first_step - 1
-    for step in bar:
-        if step in forks and forks[step] not in branched and active:
-            run_branch(forks[step], step)
-            branched.add(forks[step])
-        model.active = active
-        set_learning_rates(optimizer, specs, step * spec0.tokens_per_step)
-        x, y = batches(step)
-        if step == 0:
-            activation_bytes = _activation_bytes(model, x[:, :micro], y[:, :micro]) // M
-        step_loss = train_step(x, y, n_micro)
-        for m, loss in zip(list(active), step_loss.tolist()):
-            if not math.isfinite(loss):
-                diverge(m, step, f"loss {loss} at step {step}")
-            else:
-                if initial_loss[m] is None:
-                    initial_loss[m] = loss
-                interval_sum[m] += loss
-        if not active:
-            break
-        optimizer.step()
-        model.zero_grad(set_to_none=True)  # the stacked gradients and the members' views of them
-        ewa.update(model, active)
-        interval_n += 1
-        done = step + 1
-        if done % log_every == 0 or done == steps:
-            for m in list(active):
-                mean = interval_sum[m] / interval_n
-                r = records[m]
-                r["train"]["step"].append(done)
-                r["train"]["tokens"].append(done * spec0.tokens_per_step)
-                r["train"]["loss"].append(mean)
-                if mean > specs[m].divergence_factor * initial_loss[m]:
-                    diverge(m, done, f"train loss {mean:.3f} above {specs[m].divergence_factor} x initial {initial_loss[m]:.3f}")
-                interval_sum[m] = 0.0
-            interval_n = 0
-            if active:
-                bar.set_postfix(loss=f"{min(records[m]['train']['loss'][-1] for m in active):.3f}")
-        if active and noise_k and done % eval_every == 0:
-            measure_noise(done)
-        if active and (done % eval_every == 0 or done == steps or done in eval_extra):
-            run_eval(done)
-        if not active:
-            break
-        if checkpoint and done % checkpoint_every == 0 and done < steps:
-            checkpoint.save({
-                "step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                "records": records, "active": list(active), "initial_loss": initial_loss,
-                "interval_sum": interval_sum, "interval_n": interval_n, "ewa_avg": ewa.avg, "ewa_steps": ewa.steps,
-                "elapsed": elapsed_before + time.perf_counter() - start, "activation_bytes": activation_bytes,
-            })
+    # ----------------------------------------------------------------------------------- the records
+    def finish(self, step: int, weights_dir: str | Path | None) -> list[dict]:
+        """Score the tasks, then complete every record: memory, steps, tokens, timing, final losses; save
+        each finished run's weights to `weights_dir` when given."""
+        if self.spec0.tasks and self.active:
+            for m, accuracy in zip(list(self.active), self.task_eval(list(self.active))):
+                self.records[m]["task_accuracy"] = accuracy
+        wall = self.elapsed_before + time.perf_counter() - self.started
+        memory_peak = torch.cuda.max_memory_allocated(self.device) // self.M if self.device.type == "cuda" else None
+        for m, r in enumerate(self.records):
+            execution = self.train_step_.describe()
+            mem = self.memory(m)
+            r["memory"] = mem
+            r["peak_memory_bytes"] = memory_peak or sum(mem.values())
+            r["peak_memory_source"] = "cuda.max_memory_allocated / members" if memory_peak else "sum of live tensors"
+            done_steps = r["diverged_at_step"] if r["status"] == "diverged" else r.get("stopped_at_step") or step + 1
+            r["steps"] = done_steps
+            r["tokens"] = done_steps * self.spec0.tokens_per_step
+            r["flops"] = r["flops_per_token"] * r["tokens"]
+            r["epochs"] = self.samplers[m].epochs_for(done_steps)
+            r["timing"] = {"wall_time_s": wall, "tokens_per_s": r["tokens"] / wall if wall > 0 else None,  # per run; the group trained together
+                           "compile_s": execution.pop("compile_s")}
+            r["environment"].update(execution)
+            vals = r["val"]["loss"]
+            r["final_val_loss"] = vals[-1] if vals and r["status"] == "ok" else None
+            r["best_val_loss"] = min(vals) if vals else None
+            if weights_dir and r["status"] == "ok":
+                save_weights(self.model.member_state(m), Path(weights_dir) / f"{r['id']}.pt")
+        return self.records
 
-    if spec0.tasks and active:
-        for m, accuracy in zip(list(active), run_task_eval(list(active))):
-            records[m]["task_accuracy"] = accuracy
-    wall = elapsed_before + time.perf_counter() - start
-    memory_peak = torch.cuda.max_memory_allocated(device) // M if device.type == "cuda" else None
-    for m, r in enumerate(records):
-        execution = train_step.describe()
-        trained = [p for g in optimizer.param_groups if g["member"] == m for p in g["params"]]  # LoRA: the adapters
-        member_params = list({id(p): p for p in [*model.members[m].parameters(), *trained]}.values())
-        state = optimizer.state
-        mem = {
+    def memory(self, m: int) -> dict:
+        """Bytes member `m` holds: parameters, gradients and optimizer state of what it trains (LoRA: the
+        adapters), and the activations of one micro-batch."""
+        trained = [p for g in self.optimizer.param_groups if g["member"] == m for p in g["params"]]
+        member_params = list({id(p): p for p in [*self.model.members[m].parameters(), *trained]}.values())
+        state = self.optimizer.state
+        return {
             "parameters": sum(p.numel() * p.element_size() for p in member_params),
             "gradients": sum(p.numel() * p.element_size() for p in trained),
-            "optimizer_state": sum(
-                v.numel() * v.element_size() for p in trained for v in state.get(p, {}).values() if torch.is_tensor(v)
-            ),
-            "activations": activation_bytes,
+            "optimizer_state": sum(v.numel() * v.element_size() for p in trained for v in state.get(p, {}).values() if torch.is_tensor(v)),
+            "activations": self.activation_bytes,
         }
-        r["memory"] = mem
-        r["peak_memory_bytes"] = memory_peak or sum(mem.values())
-        r["peak_memory_source"] = "cuda.max_memory_allocated / members" if memory_peak else "sum of live tensors"
-        done_steps = r["diverged_at_step"] if r["status"] == "diverged" else r.get("stopped_at_step") or step + 1
-        r["steps"] = done_steps
-        r["tokens"] = done_steps * spec0.tokens_per_step
-        r["flops"] = r["flops_per_token"] * r["tokens"]
-        r["epochs"] = samplers[m].epochs_for(done_steps)
-        r["timing"] = {"wall_time_s": wall, "tokens_per_s": r["tokens"] / wall if wall > 0 else None,  # per run; the group trained together
-                       "compile_s": execution.pop("compile_s")}
-        r["environment"].update(execution)
-        vals = r["val"]["loss"]
-        r["final_val_loss"] = vals[-1] if vals and r["status"] == "ok" else None
-        r["best_val_loss"] = min(vals) if vals else None
-        if weights_dir and r["status"] == "ok":
-            save_weights(model.member_state(m), Path(weights_dir) / f"{r['id']}.pt")
-    if checkpoint:
-        checkpoint.remove()
-    return records
 
 
 class _Checkpoint:

@@ -64,6 +64,13 @@ class Decision:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+def share_words(verdict: str, share: float | None) -> str:
+    """The share of bootstrap draws in words: inside the accepted range, or outside it for "not confirmed"."""
+    if share is None or share != share:
+        return ""
+    return f"{share:.0%} of bootstrap draws {'outside' if verdict == NOT_CONFIRMED else 'inside'} the accepted range"
+
+
 # ------------------------------------------------------------------------------------------ measurements
 def cell_losses(losses: Iterable[float]) -> np.ndarray:
     """The finite per-seed losses of one cell (a diverged seed has none)."""
@@ -171,7 +178,8 @@ def _weights(statistic: Callable[[dict], float], means: dict, scale: float) -> d
 def bootstrap_difference(cells: dict, statistic: Callable[[dict], float], steps: Iterable[int] = (), draws: int = DRAWS,
                          diverged: str = "drop") -> dict:
     """The measurement of a difference that is a function of several cells' means (a gap between gaps, a
-    spread): `statistic` on the means, its standard error from the bootstrap over seeds, its degrees of
+    spread): `statistic` on the means, its standard error from the bootstrap over seeds (rescaled by
+    sqrt(n / (n - 1)) for the fewest seeds n, the bootstrap's small-sample shrinkage), its degrees of
     freedom (Welch-Satterthwaite over the cells it depends on, locally linearised), the fewest seeds of any
     cell and the fewest optimizer steps among `steps`. `diverged` as in `seed_values`."""
     raw = {k: list(v) for k, v in cells.items()}
@@ -179,7 +187,9 @@ def bootstrap_difference(cells: dict, statistic: Callable[[dict], float], steps:
     n = min((len(values[k]) or len(raw[k]) for k in raw), default=0)  # a cell that diverged at every seed counts its attempts
     means = {k: v.mean() if len(v) else np.nan for k, v in values.items()}
     point = statistic(means)
-    se = float(np.std(bootstrap(values, statistic, draws, diverged=diverged), ddof=1)) if n > 1 else None
+    # the bootstrap variance of a mean of n seeds is (n - 1) / n of the sample's: undo that shrinkage (with 3 seeds the
+    # raw bootstrap SE is 18 % too small)
+    se = float(np.std(bootstrap(values, statistic, draws, diverged=diverged), ddof=1) * np.sqrt(n / (n - 1))) if n > 1 else None
     dof = None
     if n > 1 and np.isfinite(point) and all(np.isfinite(list(means.values()))):
         spread = np.nanmax([np.std(v) for v in values.values()] or [0.0])
@@ -209,7 +219,8 @@ def _gate(m: dict, seeds: bool = True) -> Decision | None:
 def _edge_gate(m: dict) -> Decision | None:
     edges = m.get("edges") or []
     if edges:
-        return Decision(NOT_TESTABLE, "; ".join(f"best {e['hyperparameter']} on the grid edge at {e['cell']}" for e in edges))
+        return Decision(NOT_TESTABLE, "; ".join(f"best {e['hyperparameter']} on the grid edge at {e['cell']}" for e in edges)
+                        + " (would need: the grid extended past that edge until the best cell is interior)")
     return None
 
 
@@ -227,11 +238,12 @@ def regime_gate(m: dict, requires: Iterable[dict]) -> Decision | None:
                             f"(has {', '.join(sorted(regime)) or 'none'})")
         value = regime[key]
         if value is None or not np.isfinite(value):
-            failed.append(f"{says} (not measured here)")
+            failed.append(f"{says} (not measured here" + (f"; would need: {condition['reach']})" if condition.get("reach") else ")"))
             continue
         for bound, fails in (("at_most", lambda v, b: v > b), ("at_least", lambda v, b: v < b)):
             if bound in condition and fails(value, condition[bound]):
-                failed.append(f"{says} ({value:.3g} vs {condition[bound]:g})")
+                failed.append(f"{says} ({value:.3g} vs {condition[bound]:g}"
+                              + (f"; would need: {condition['reach']})" if condition.get("reach") else ")"))
     return Decision(NOT_TESTABLE, "; ".join(failed)) if failed else None
 
 
@@ -365,10 +377,11 @@ def all_of(m: dict, parts: dict) -> Decision:
     missing = [p for p in parts if p not in measured]
     if missing:
         raise RuleError(f"all_of: the measurement lacks part(s) {', '.join(missing)}")
-    decisions = {name: decide(spec["rule"], spec.get("params") or {}, measured[name]) for name, spec in parts.items()}
+    decisions = {name: decide(spec["rule"], spec.get("params") or {}, measured[name], spec.get("requires") or ())
+                 for name, spec in parts.items()}
     counted = [d.verdict for name, d in decisions.items() if not parts[name].get("ours")]
     reason = "; ".join(f"{name}{' (ours, not counted)' if parts[name].get('ours') else ''}: {d.verdict} ({d.reason}"
-                       + (f"; {d.share:.0%} of draws keep it" if d.share is not None else "") + ")" for name, d in decisions.items())
+                       + (f"; {share_words(d.verdict, d.share)}" if d.share is not None else "") + ")" for name, d in decisions.items())
     if NOT_CONFIRMED in counted:
         return Decision(NOT_CONFIRMED, reason)
     if all(v == CONFIRMED for v in counted):
@@ -381,8 +394,8 @@ def all_of(m: dict, parts: dict) -> Decision:
 RULES: dict[str, Callable[..., Decision]] = {
     "difference": difference, "equivalent": equivalent, "interval": interval, "threshold": threshold, "all_of": all_of,
 }
-_PART_KEYS = {"rule", "params", "ours"}
-_CONDITION_KEYS = {"value", "at_most", "at_least", "says"}
+_PART_KEYS = {"rule", "params", "ours", "requires"}  # requires: a regime only that part's claim is about
+_CONDITION_KEYS = {"value", "at_most", "at_least", "says", "reach"}  # reach: the setting that would meet it
 
 
 def check_rule(rule: str, params: dict) -> None:
@@ -402,16 +415,17 @@ def check_rule(rule: str, params: dict) -> None:
         if extra:
             raise RuleError(f"all_of part {name!r}: unknown key(s) {', '.join(sorted(extra))}; a part has {', '.join(sorted(_PART_KEYS))}")
         check_rule(spec.get("rule", ""), spec.get("params") or {})
+        check_requires(spec.get("requires") or [])
 
 
 def check_requires(requires: Iterable[dict]) -> None:
-    """Fail early on a `requires` condition that is not {value, says, at_most | at_least}."""
+    """Fail early on a `requires` condition that is not {value, says, at_most | at_least[, reach]}."""
     for condition in requires:
         if not isinstance(condition, dict):
             raise RuleError(f"requires: each condition is a mapping, not {condition!r}")
         extra, missing = set(condition) - _CONDITION_KEYS, {"value", "says"} - set(condition)
         if extra or missing or not ({"at_most", "at_least"} & set(condition)):
-            raise RuleError(f"requires: {condition!r} needs value, says and at_most or at_least (and nothing else)")
+            raise RuleError(f"requires: {condition!r} needs value, says and at_most or at_least (and optionally reach)")
 
 
 def decide(rule: str, params: dict, measurement: dict, requires: Iterable[dict] = ()) -> Decision:

@@ -31,5 +31,5 @@ def test_grid_edges_name_each_hyperparameter_on_its_edge_and_the_cell():
                          "final_val_loss": [3.0, 2.9, 3.1, 3.3, 3.2, 3.1], "status": "ok", "seed": 0})
     best = best_per_group(runs, ["batch_size"], ["optimizer.lr"])
     assert list(best["edge_on"]) == ["", "optimizer.lr"]
-    assert grid_edges(best, ["batch_size"], {"optimizer.lr": "LR"}) == [{"hyperparameter": "LR", "cell": "batch_size 16"}]
+    assert grid_edges(best, ["batch_size"], {"optimizer.lr": "LR"}) == [{"hyperparameter": "LR", "cell": "B=16"}]
     assert grid_edges(best[best["batch_size"] == 1], ["batch_size"]) == []

@@ -90,7 +90,8 @@ def test_gates_few_seeds_and_few_steps_are_not_testable_at_this_scale():
 def test_a_best_cell_on_the_grid_edge_blocks_the_verdict():
     m = {**compare(_seeds(3.1), _seeds(3.0)), "edges": [v.edge("LR", "optimizer muon, batch_size 16")]}
     d = decide("difference", {"expect": "higher"}, m)
-    assert d.verdict == "not testable at this scale" and d.reason == "best LR on the grid edge at optimizer muon, batch_size 16"
+    assert d.verdict == "not testable at this scale" and d.reason.startswith("best LR on the grid edge at optimizer muon, batch_size 16")
+    assert "would need: the grid extended past that edge" in d.reason
     assert decide("difference", {"expect": "higher"}, {**m, "edges": []}).verdict == "confirmed"
     parts = {"a": {"rule": "difference", "params": {"expect": "higher"}}}
     assert decide("all_of", {"parts": parts}, {"parts": {"a": compare(_seeds(3.1), _seeds(3.0))}, "edges": m["edges"]}).verdict == v.NOT_TESTABLE
@@ -107,6 +108,8 @@ def test_regime_conditions_gate_with_the_value_and_the_limit():
     assert outside.verdict == "not testable at this scale"
     assert outside.reason == "the optimal half-life is at most 10 % of the run (0.86 vs 0.1)"
     at_least = [{"value": "n_range", "at_least": 10, "says": "a 10x range of N"}]
+    reach = [{**at_least[0], "reach": "widths 32-512"}]
+    assert decide("difference", {"expect": "higher"}, {**m, "regime": {"n_range": 4.0}}, reach).reason == "a 10x range of N (4 vs 10; would need: widths 32-512)"
     assert decide("difference", {"expect": "higher"}, {**m, "regime": {"n_range": 4.0}}, at_least).reason == "a 10x range of N (4 vs 10)"
     unmeasured = decide("difference", {"expect": "higher"}, {**m, "regime": {"half_life_share": None}}, REQUIRES)
     assert unmeasured.verdict == "not testable at this scale" and "not measured" in unmeasured.reason
@@ -155,6 +158,7 @@ def test_interval_confirms_only_when_the_whole_bootstrap_interval_is_in_range():
 def test_interval_touching_the_range_is_within_noise_not_partly_and_outside_is_not_confirmed():
     touching = decide("interval", {"low": -0.3, "high": 0.3, "exclude": 1}, _draws(-0.81, -0.89, -0.25))
     assert touching.verdict == "within noise" and touching.share < 0.2
+    assert v.share_words(touching.verdict, touching.share) == "8% of bootstrap draws inside the accepted range"
     outside = decide("interval", {"low": -0.3, "high": 0.3}, _draws(-0.8, -0.9, -0.5))
     assert outside.verdict == "not confirmed" and outside.share == 1.0
     straddles_exclude = decide("interval", {"low": -1, "high": 1, "exclude": 0}, _draws(0.5, -0.1, 0.9))
@@ -244,3 +248,9 @@ def test_an_exact_measurement_needs_no_seeds_but_still_enough_steps():
     assert v.interval(exact, low=0.35, high=0.65, exclude=0).verdict == v.CONFIRMED
     assert v.interval({**exact, "exact": False}, low=0.35, high=0.65).verdict == v.NOT_TESTABLE
     assert v.interval({**exact, "min_steps": 100}, low=0.35, high=0.65).verdict == v.NOT_TESTABLE
+
+
+def test_a_bootstrapped_standard_error_is_not_shrunk_by_few_seeds():
+    cells = {"a": _seeds(3.1), "b": _seeds(3.0)}
+    m = v.bootstrap_difference(cells, lambda means: means["a"] - means["b"], draws=20000)
+    assert m["se"] == pytest.approx(compare(cells["a"], cells["b"])["se"], rel=0.03)  # the analytic SE of a difference of means

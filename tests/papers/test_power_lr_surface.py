@@ -63,11 +63,11 @@ def test_the_fits_recover_shens_law_from_a_synthetic_surface():
     claims = {c["id"]: c for c in lr_surface.claims(m, SETTINGS, FAR_ABOVE)}
     assert claims["power.lr_surface.gamma_exponent"]["verdict"] == "confirmed"
     assert claims["power.lr_surface.optimal_lr_grows_with_batch"]["verdict"] == "confirmed"
-    assert claims["power.lr_surface.optimal_lr_grows_with_batch"]["measurement"]["regime"] == {"largest_batch_over_critical": 16 / 64}
-    # the same surface, but batch sizes past B* of the body (or B* not measured): Hypothesis 1 is not testable there
-    for critical in ({"model": "w64", "b_star": 8.0, "b_noise": None}, None):
+    assert claims["power.lr_surface.optimal_lr_grows_with_batch"]["measurement"]["regime"] == {"largest_batch_over_critical": 16 / 200}
+    # the same surface, but batch sizes past B_noise of the body (or it is not measured): Hypothesis 1 is not testable there
+    for critical in ({"model": "w64", "b_star": 64.0, "b_noise": 8.0}, {"model": "w64", "b_star": 8.0, "b_noise": None}, None):
         grows = {c["id"]: c for c in lr_surface.claims(m, SETTINGS, critical)}["power.lr_surface.optimal_lr_grows_with_batch"]
-        assert grows["verdict"] == "not testable at this scale" and "critical batch size" in grows["reason"]
+        assert grows["verdict"] == "not testable at this scale" and "noise scale" in grows["reason"]
 
 
 def test_a_square_root_law_is_not_called_linear_and_gamma_loses_its_premise():

@@ -105,17 +105,18 @@ def test_the_chinchilla_exponent_reports_its_regime_and_is_gated_on_it(tmp_path)
     claims, exponent = steps_to_target.claims(m, exp, d)
     sizes = [common.non_embedding_parameters(exp, d, model) for model in d.models]
     unreached = {model: [int(b) for b in m.fits[(model, 1.0)]["unreached"]] for model in d.models}
-    assert exponent["regime"] == {"model_size_range": pytest.approx(max(sizes) / min(sizes)),
-                                  "censored_batch_sizes": sum(map(len, unreached.values()))}
+    assert {k: exponent["regime"][k] for k in ("model_size_range", "censored_batch_sizes")} == {
+        "model_size_range": pytest.approx(max(sizes) / min(sizes)), "censored_batch_sizes": sum(map(len, unreached.values()))}
+    assert exponent["regime"]["plateau_min_steps"] == common.fewest_steps(m, sorted({b for f in m.fits.values() for b in f.get("batch_sizes", [])}))
     assert exponent["censored"] == unreached and exponent["regime"]["censored_batch_sizes"] > 0
     assert claims[2]["verdict"] == "not testable at this scale" and "10x" in claims[2]["reason"]
     for model, bs in unreached.items():
         assert not bs or f"{model} B={', '.join(map(str, bs))}" in claims[2]["measured"]
     assert "B_noise = b/a ~ N^" in claims[2]["measured"]
     entry = ledger.entry("zhang.steps_to_target.chinchilla_exponent")
-    wide = {**exponent, "regime": {"model_size_range": 14.0, "censored_batch_sizes": 0}}
+    wide = {**exponent, "regime": {"model_size_range": 14.0, "censored_batch_sizes": 0, "plateau_min_steps": 300}}
     assert decide(entry.rule, entry.params, wide, entry.requires).verdict in ("not confirmed", "within noise")  # exponent ~ 0
-    censored = {**exponent, "regime": {"model_size_range": 14.0, "censored_batch_sizes": 1}}
+    censored = {**exponent, "regime": {"model_size_range": 14.0, "censored_batch_sizes": 1, "plateau_min_steps": 300}}
     assert "reaching the target" in decide(entry.rule, entry.params, censored, entry.requires).reason
 
 

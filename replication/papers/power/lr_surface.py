@@ -141,7 +141,7 @@ def _interval(m: dict, key: str, cells: pd.DataFrame, regime: dict | None = None
 
 
 def claims(m: dict, s: dict, critical: dict | None = None) -> list[dict]:
-    """The three claims of Sec. 3. Hypothesis 1 is tested only below B* of the same body (`critical`, from
+    """The three claims of Sec. 3. Hypothesis 1 is tested only below B_noise of the same body (`critical`, from
     `critical_batch_size`; None: not measured, so not testable), and gamma = eta_opt / B is a constant of B
     only if eta_opt ~ B: gamma's exponent is gated on the batch exponent that Hypothesis 1 measures."""
     best, p = m["best"], m["point"]
@@ -150,17 +150,20 @@ def claims(m: dict, s: dict, critical: dict | None = None) -> list[dict]:
     at_t = ok[ok["tokens"] == max(s["budgets"])]
     g = gamma_cells(best)
     span = lambda f, col: f"{f[col].min():,}-{f[col].max():,}" if len(f) else "none"  # noqa: E731
-    b_star = critical["b_star"] if critical else None
+    # the LR saturates as B approaches the gradient noise scale (McCandlish et al. 2018), so Hypothesis 1 is
+    # read below B_noise = b/a of the same body (B* = 1.2 B0 + 0.2 b/a would also carry the design's B0)
+    b_noise = critical.get("b_noise") if critical else None
     largest = float(at_t["batch_size"].max()) if len(at_t) else np.nan
-    star_words = (f"largest B / B* = {largest:g} / {b_star:.3g} = {largest / b_star:.2f} (B* of zhang_steps_to_target's "
-                  f"{critical['model']}, the same body)" if b_star else "B* of this body not measured (metrics/zhang/steps_to_target.json)")
+    star_words = (f"largest B / B_noise = {largest:g} / {b_noise:.3g} = {largest / b_noise:.2f} (B_noise of zhang_steps_to_target's "
+                  f"{critical['model']}, the same body; its B* is {critical['b_star']:.3g})" if b_noise
+                  else "B_noise of this body not measured (metrics/zhang/steps_to_target.json)")
     return [
         claim("power.lr_surface.optimal_lr_falls_with_tokens",
               f"B={s['fixed_batch_size']}: eta_opt ~ T^{p['token_slope']:.2f} over T = {span(at_b, 'tokens')} tokens", _interval(m, "token_slope", at_b)),
         claim("power.lr_surface.optimal_lr_grows_with_batch",
               f"T={max(s['budgets']):,}: eta_opt ~ B^{p['batch_slope']:.2f} over B = {span(at_t, 'batch_size')}; {star_words}; "
               f"free fit over all cells: eta_opt ~ B^{p['free_batch_exponent']:.2f} T^{p['free_token_exponent']:.2f}",
-              _interval(m, "batch_slope", at_t, {"largest_batch_over_critical": largest / b_star if b_star else None})),
+              _interval(m, "batch_slope", at_t, {"largest_batch_over_critical": largest / b_noise if b_noise else None})),
         claim("power.lr_surface.gamma_exponent",
               f"gamma = {p['a']:.3g} T^{p['b']:.2f} on the 3 best batch sizes of {g['tokens'].nunique()} budgets; its premise "
               f"eta_opt ~ B^1 measured as B^{p['batch_slope']:.2f} (T={max(s['budgets']):,})",

@@ -11,6 +11,9 @@ optimum per cell, then 3 seeds at its best.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -116,8 +119,20 @@ def regret_table(t: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def premise(path: str = "metrics/power/lr_surface.json") -> dict:
+    """The regime the schedule's transfer across batch sizes needs: the exponent of eta_opt in B that
+    power_lr_surface measured (one (a, b) with LR proportional to B presumes 1); None before that stage ran."""
+    try:
+        stored = {c["id"]: c for c in json.loads(Path(path).read_text())["claims"]}
+        estimate = stored["power.lr_surface.optimal_lr_grows_with_batch"]["measurement"].get("estimate")
+    except (OSError, KeyError, ValueError):
+        estimate = None
+    return {"lr_batch_exponent": estimate}
+
+
 def claims(t: dict) -> list[dict]:
     s = t["settings"]
+    regime = premise()
     wsd, cos = _best_cells(t["wsd"]), _best_cells(t["cosine"]) if len(t["cosine"]) else {}
     power = {k: g["loss"].tolist() for k, g in t["fitted"].groupby(["batch_size", "tokens"])}
     steps = {k: int(g["steps"].min()) for k, g in t["fitted"].groupby(["batch_size", "tokens"])}
@@ -125,7 +140,7 @@ def claims(t: dict) -> list[dict]:
     sd = pooled_sd(*(power[k] for k in cells), *(wsd[k]["losses"] for k in cells))
     gaps = {k: np.mean(power[k]) - np.mean(wsd[k]["losses"]) for k in cells}
     worst = max(gaps, key=gaps.get) if gaps else None
-    matches = (compare(power[worst], wsd[worst]["losses"], [steps[worst], wsd[worst]["steps"]], seed_sd=sd) if worst
+    matches = ({**compare(power[worst], wsd[worst]["losses"], [steps[worst], wsd[worst]["steps"]], seed_sd=sd), "regime": regime} if worst
                else {"untestable": f"no (batch size, budget) cell trains for >= {MIN_STEPS} steps"})
     at_b = [k for k in cells if k[0] == s["fixed_batch_size"]]
     gaps_b = {k: gaps[k] for k in at_b}
@@ -135,8 +150,8 @@ def claims(t: dict) -> list[dict]:
     cos_cells = [k for k in cos if k in power and min(steps[k], cos[k]["steps"]) >= MIN_STEPS]
     if cos_cells:
         series = {f"p{i}": power[k] for i, k in enumerate(cos_cells)} | {f"c{i}": cos[k]["losses"] for i, k in enumerate(cos_cells)}
-        beats = bootstrap_difference(series, lambda m: np.mean([m[f"p{i}"] - m[f"c{i}"] for i in range(len(cos_cells))]),
-                                     [steps[k] for k in cos_cells])
+        beats = {**bootstrap_difference(series, lambda m: np.mean([m[f"p{i}"] - m[f"c{i}"] for i in range(len(cos_cells))]),
+                                        [steps[k] for k in cos_cells]), "regime": regime}
     else:
         beats = {"untestable": f"no cosine cell trains for >= {MIN_STEPS} steps"}
     cos_gap = np.mean([np.mean(power[k]) - np.mean(cos[k]["losses"]) for k in cos_cells]) if cos_cells else np.nan

@@ -336,10 +336,21 @@ def exponent_measurement(x: list[float], fits: list[dict], m: Measured, d: Desig
     n = min(len(f["b_star_draws"]) for f in fits)
     law = power_law(x, [f["b_star"] for f in fits], y_draws=np.array([f["b_star_draws"][:n] for f in fits]).T)
     noise = power_law(x, [f["b_noise"] for f in fits], y_draws=np.array([b_noise_draws(f)[:n] for f in fits]).T)
+    cut = censored(fits, labels)
     return {"estimate": law["exponent"], "draws": law["exponent_draws"], "coefficient": law["coefficient"],
             "b_noise_exponent": {"estimate": noise["exponent"], "low": noise["exponent_low"], "high": noise["exponent_high"]},
-            "censored": censored(fits, labels), "constant_share": {label: constant_share(f) for label, f in zip(labels, fits)},
-            "n_seeds": seeds_at(m, d.batch_sizes[:2]), "min_steps": fewest_steps(m, d.batch_sizes[:2])}
+            "censored": cut, "constant_share": {label: constant_share(f) for label, f in zip(labels, fits)},
+            "n_seeds": seeds_at(m, d.batch_sizes[:2]), "min_steps": fewest_steps(m, d.batch_sizes[:2]),
+            "regime": plateau_regime(m, fits, cut)}
+
+
+def plateau_regime(m: Measured, fits: list[dict], cut: dict[str, list[int]]) -> dict:
+    """What the B* fits' regime gates read: B* = 1.2 B0 + 0.2 b/a is placed by the plateau of S(B), so
+    every batch size in a fit must train for enough steps (`plateau_min_steps`, the fewest steps to the
+    target of any batch size any fit uses) and reach the target (`censored_batch_sizes`, the number of
+    (fit, batch size) pairs left out because no seed reached it)."""
+    used = sorted({b for f in fits for b in f.get("batch_sizes", [])})
+    return {"plateau_min_steps": fewest_steps(m, used), "censored_batch_sizes": sum(len(bs) for bs in cut.values())}
 
 
 def exponent_words(measurement: dict, variable: str) -> str:

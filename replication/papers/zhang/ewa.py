@@ -238,8 +238,7 @@ def claims(exp, runs_: pd.DataFrame) -> list[dict]:
         claim("zhang.ewa.decay_and_beta2_fall_with_batch_size",
               "slope of log(1 - optimum) on log B: " + ", ".join(f"{n} {m['estimate']:.2f}" if "estimate" in m else f"{n}: {m['untestable']}"
                                                                for n, m in (("EWA decay", decays["ewa"]), ("beta2", decays["beta2"]))),
-              {"parts": {"ewa_decay": decays["ewa"], "beta2": decays["beta2"]},
-               "regime": {"half_life_share": half_life_share(exp, runs_)}}),
+              {"parts": {"ewa_decay": decays["ewa"], "beta2": {**decays["beta2"], "regime": {"half_life_share": half_life_share(exp, runs_)}}}}),
     ], sched
 
 

@@ -62,7 +62,10 @@ def claims(m: common.Measured, exp, d: common.Design) -> tuple[list[dict], dict]
     inside = ({"parts": {"above_smallest": {"value": min(f["b_star"] for f in ok) / b_min, "min_steps": steps},
                          "below_largest": {"value": max(f["b_star"] for f in ok) / b_max, "min_steps": steps}}}
               if len(ok) == len(fits) else {"untestable": next(f["error"] for f in fits if "error" in f)})
-    exponent = {**common.exponent_measurement(parameters(exp, d), fits, m, d, list(d.models)), "regime": regime(exp, d, fits)}
+    exponent = common.exponent_measurement(parameters(exp, d), fits, m, d, list(d.models))
+    exponent = {**exponent, "regime": {**exponent.get("regime", {}), **regime(exp, d, fits)}}
+    if "estimate" in slope:  # the claim is about the whole hyperbola: its plateau needs enough batch sizes at the target
+        slope = {**slope, "regime": {"batch_sizes_reaching_target": len(m.fits[(largest, mult)].get("batch_sizes", []))}}
     stars = ", ".join(f"{model} {f['b_star']:.1f}" if "b_star" in f else f"{model}: no fit" for model, f in zip(d.models, fits))
     return [
         claim("zhang.steps_to_target.hyperbola",
