@@ -40,6 +40,13 @@ def pytest_configure(config):
     _state.update(copy=copy, before=_git_status(), previous=os.environ.get("REPLICATION_WORKBOOK"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark what executes notebooks, so `-m "not notebooks"` leaves a fast development subset."""
+    for item in items:
+        if type(item).__module__.startswith("nbval") or item.nodeid.startswith("tests/test_notebooks.py"):
+            item.add_marker(pytest.mark.notebooks)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     """Before nbval starts a notebook's kernel (at its first cell), point it at the copy; every other test

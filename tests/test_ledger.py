@@ -107,7 +107,7 @@ def test_checks_are_the_claims_the_design_guarantees_and_findings_are_the_rest()
     assert {k for k, v in kinds.items() if v == "check"} == {
         "marek.memory.accumulation_matches_large_batch", "marek.memory.accumulation_needs_gradient_buffer",
         "marek.memory.lean_optimizers_save_memory", "marek.finetune.adafactor_at_lora_memory",
-        "zhang.linear_regression.cbs_independent_of_m", "zhang.steps_to_target.cbs_rule",
+        "zhang.linear_regression.cbs_independent_of_m", "zhang.linear_regression.cbs_grows_with_n", "zhang.steps_to_target.cbs_rule",
         "zhang.local_cbs.batch_size_warmup_saves_steps", "smoltulu.ratio.high_ratio_forgets"}
     rows = report.ledger_rows(ROOT)
     text = (ROOT / "REPORT.md").read_text()

@@ -38,7 +38,7 @@ def test_optimal_half_life_finds_a_constant_optimum_and_a_flat_slope():
     assert c["verdict"] == "confirmed" and c["share"] > 0.9
     assert c["measurement"]["regime"]["half_life_share"] == pytest.approx(0.05) and "unresolved" not in c["measurement"]
     (short,) = beta2.half_life_claims(sweep, SEQ, tokens=2e5)  # the same optimum is a quarter of a shorter run
-    assert short["verdict"] == "not testable at this scale" and "(0.25 vs 0.1)" in short["reason"]
+    assert short["verdict"] == "not testable at this scale" and "(0.25 vs 0.1; would need:" in short["reason"]
 
 
 def test_half_life_claim_is_within_noise_when_a_neighbour_of_an_optimum_is_within_the_seed_noise():
@@ -58,7 +58,7 @@ def test_half_life_claim_is_not_testable_when_an_optimum_is_on_the_edge_of_its_g
             for b in (1, 4, 16, 64) for h in (5e3, 2e4, 5e4, 1.25e5, 5e5)]
     (c,) = beta2.half_life_claims(beta2.with_beta2(_seeded(rows), SEQ), SEQ, tokens=1e6)
     assert c["verdict"] == "not testable at this scale"
-    assert c["reason"] == "best beta2 half-life on the grid edge at batch_size 64"
+    assert c["reason"] == "best beta2 half-life on the grid edge at B=64 (would need: the grid extended past that edge until the best cell is interior)"
 
 
 def test_half_life_claim_is_not_confirmed_when_the_optimum_is_a_fixed_beta2():

@@ -48,5 +48,5 @@ def test_a_baseline_best_on_the_edge_of_its_grid_decides_nothing():
     assert arms["edge_on"].iloc[0] == "optimizer.beta1_half_life_tokens"
     claims = curves.curve_claims(arms)
     assert claims[0]["verdict"] == "not testable at this scale"
-    assert claims[0]["reason"] == "best beta1 half-life on the grid edge at arm AdamW B=64, tuned LR and beta1 half-life"
+    assert claims[0]["reason"] == "best beta1 half-life on the grid edge at AdamW B=64, tuned LR and beta1 half-life (would need: the grid extended past that edge until the best cell is interior)"
     assert claims[1]["verdict"] == "confirmed"  # the two batch-size-1 Adam arms do not involve the baseline

@@ -44,7 +44,7 @@ def test_an_arm_whose_best_lr_is_on_the_edge_of_its_grid_decides_nothing():
     table["edge_on"] = ["", "", "optimizer.lr", "", "", ""]  # Adafactor's best LR is the largest it tried
     claims = by_id(finetune.finetune_claims(table, runs))
     assert claims["marek.finetune.adafactor_beats_lora"]["verdict"] == "not testable at this scale"
-    assert "best LR on the grid edge at arm full, Adafactor B=1" in claims["marek.finetune.adafactor_beats_lora"]["reason"]
+    assert "best LR on the grid edge at full, Adafactor B=1" in claims["marek.finetune.adafactor_beats_lora"]["reason"]
     assert claims["marek.finetune.scaled_adam_b1_matches_b16"]["verdict"] == "confirmed"  # Adafactor is not in it
 
 

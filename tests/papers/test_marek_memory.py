@@ -23,7 +23,7 @@ def test_accumulation_arms_and_claims():
     edged = best.assign(edge_on=["", "", "optimizer.lr"])  # the small batch's best LR is the largest it tried
     assert edged["setup"].tolist()[2] == "small batch"
     no_benefit = topic.accumulation_claims(edged, runs, memory)[1]
-    assert no_benefit["verdict"] == "not testable at this scale" and no_benefit["reason"] == "best LR on the grid edge at setup small batch"
+    assert no_benefit["verdict"] == "not testable at this scale" and no_benefit["reason"] == "best LR on the grid edge at small batch (would need: the grid extended past that edge until the best cell is interior)"
     starved = runs.assign(steps=runs["steps"] // 4)  # the accumulated arm now takes 100 steps
     assert topic.accumulation_claims(best, starved, memory)[1]["verdict"] == "not testable at this scale"
 

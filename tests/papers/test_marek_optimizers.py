@@ -64,7 +64,7 @@ def test_a_best_cell_on_the_edge_of_its_grid_decides_nothing():
     claims = by_id(optimizers.optimizer_claims(best, runs))
     small = claims["marek.optimizers.small_batch_per_token"]
     assert small["verdict"] == "not testable at this scale"
-    assert small["reason"] == "best beta1 half-life on the grid edge at name adamw, batch_size 1"
+    assert small["reason"] == "best beta1 half-life on the grid edge at adamw, B=1 (would need: the grid extended past that edge until the best cell is interior)"
     assert claims["marek.optimizers.sgd_competitive_at_b1"]["verdict"] == "confirmed"  # SGD against Muon: AdamW's edge is not in it
     assert _verdicts(_runs(PAPER_LIKE))["marek.optimizers.small_batch_per_token"] == "confirmed"  # the same world without the edge
 

@@ -43,6 +43,6 @@ def test_a_best_lr_on_the_edge_of_the_grid_decides_nothing():
     runs = runs_table(rows)
     claims = robustness.robustness_claims(robustness.robustness_table(runs, 0.05), runs, tolerance=0.05)
     assert claims[0]["verdict"] == "not testable at this scale"  # B=16 is best at the smallest LR tried
-    assert claims[0]["reason"].startswith("best LR on the grid edge at batch_size 16")
+    assert claims[0]["reason"].startswith("best LR on the grid edge at B=16")
     parts = claims[1]["measurement"]["parts"]
     assert "edges" not in parts["beta1_0_fine_at_small_batch"] and "edges" in parts["beta1_0_hurts_at_large_batch"]

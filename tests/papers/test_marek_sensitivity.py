@@ -51,7 +51,7 @@ def test_sensitivity_table_measures_change_from_the_centre_per_hyperparameter():
     best["edge_on"] = ["optimizer.beta1_half_life_tokens", ""]  # B=1's centre: the shortest beta1 half-life tried there
     (edged,) = sensitivity.sensitivity_claims(table, runs, centres, best)
     parts = edged["measurement"]["parts"]
-    assert parts["beta1_half_life"]["edges"] == [{"hyperparameter": "beta1 half-life", "cell": "batch_size 1"}]
+    assert parts["beta1_half_life"]["edges"] == [{"hyperparameter": "beta1 half-life", "cell": "B=1"}]
     assert "edges" not in parts["learning_rate"] and edged["verdict"] == "not testable at this scale"
     flat = runs.assign(final_val_loss=3.0 + 0.001 * runs["seed"])
     assert sensitivity.sensitivity_claims(sensitivity.sensitivity_table(flat, centres), flat, centres)[0]["verdict"] == "within noise"

@@ -7,6 +7,9 @@ import pytest
 from replication.papers.power import scheduler
 
 
+PREMISE = {"lr_batch_exponent": 1.0}  # eta_opt ~ B: the regime the schedule's transfer across batch sizes needs
+
+
 def _rows(schedule_loss, cells, seeds=(0, 1, 2), **extra):
     rng = np.random.default_rng(1)
     return pd.DataFrame([{"batch_size": b, "tokens": t, "seed": s, "steps": t // (32 * b), **extra,
@@ -29,14 +32,14 @@ def test_power_level_with_tuned_wsd_and_below_cosine():
     t = _tables(power_gap=0.0, cosine_gap=0.05)
     regret = scheduler.regret_table(t)
     assert regret["regret"].abs().max() < 0.01
-    claims = {c["id"]: c for c in scheduler.claims(t)}
+    claims = {c["id"]: c for c in scheduler.claims(t, PREMISE)}
     assert claims["power.scheduler.power_matches_tuned_wsd"]["verdict"] == "confirmed"
     assert claims["power.scheduler.power_beats_cosine"]["verdict"] == "confirmed"
     assert claims["power.scheduler.anytime"]["verdict"] == "confirmed"
 
 
 def test_a_power_schedule_behind_wsd_is_not_called_a_match():
-    claims = {c["id"]: c for c in scheduler.claims(_tables(power_gap=0.05, cosine_gap=0.0))}
+    claims = {c["id"]: c for c in scheduler.claims(_tables(power_gap=0.05, cosine_gap=0.0), PREMISE)}
     assert claims["power.scheduler.power_matches_tuned_wsd"]["verdict"] == "not confirmed"
     assert claims["power.scheduler.power_beats_cosine"]["verdict"] == "not confirmed"
 

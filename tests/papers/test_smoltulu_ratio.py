@@ -95,11 +95,11 @@ def test_a_best_cell_on_the_lr_grid_edge_is_not_testable():
     table = ratio.cells(runs)
     claims = by_id(ratio.claims(runs, table, _baselines()))
     ridge = claims["smoltulu.ratio.ratio_not_lr_alone"]
-    assert [e["cell"] for e in ridge["measurement"]["edges"]] == ["batch_size 8", "batch_size 16"]
+    assert [e["cell"] for e in ridge["measurement"]["edges"]] == ["B=8", "B=16"]
     assert ridge["measurement"]["regime"] == {"batch_sizes_in_fit": 2} and ridge["verdict"] == "not testable at this scale"
     for cid in ("pattern_prefers_low_ratio", "opposite_optima"):
         c = claims[f"smoltulu.ratio.{cid}"]
-        assert c["measurement"]["edges"] == [{"hyperparameter": "learning rate", "cell": "batch_size 16, lr 0.00025"}], cid
+        assert c["measurement"]["edges"] == [{"hyperparameter": "learning rate", "cell": "B=16, lr=0.00025"}], cid
         assert c["verdict"] == "not testable at this scale" and "grid edge" in c["reason"], (cid, c)
 
 

@@ -102,11 +102,11 @@ def test_a_best_cell_on_the_edge_of_its_grid_makes_its_part_not_testable():
     runs.loc[cosine & np.isclose(runs["multiplier"], top), "final_val_loss"] -= 0.5  # cosine's best LR: the largest tried
     matches, falls = ewa.claims(exp, runs)[0]
     small, large = (matches["measurement"]["parts"][p] for p in ("cosine_at_small_batch", "cosine_at_large_batch"))
-    assert small["edges"] == [] and large["edges"] == [{"hyperparameter": "LR multiplier", "cell": f"batch_size {big}, schedule cosine"}]
+    assert small["edges"] == [] and large["edges"] == [{"hyperparameter": "LR multiplier", "cell": f"B={big}, cosine"}]
     assert matches["verdict"] == "not testable at this scale" and "grid edge" in matches["reason"]
     longest = runs["beta2_half_life_tokens"].max()
     runs.loc[np.isclose(runs["beta2_half_life_tokens"], longest) & (runs["batch_size"] == 2), "final_val_loss"] -= 1.0
     falls = ewa.claims(exp, runs)[0][1]
-    assert falls["measurement"]["parts"]["beta2"]["edges"] == [{"hyperparameter": "beta2 half-life", "cell": "batch_size 2"}]
+    assert falls["measurement"]["parts"]["beta2"]["edges"] == [{"hyperparameter": "beta2 half-life", "cell": "B=2"}]
     assert falls["measurement"]["parts"]["ewa_decay"]["edges"] == []
     assert falls["verdict"] == "not testable at this scale"

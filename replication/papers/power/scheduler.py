@@ -130,9 +130,10 @@ def premise(path: str = "metrics/power/lr_surface.json") -> dict:
     return {"lr_batch_exponent": estimate}
 
 
-def claims(t: dict) -> list[dict]:
+def claims(t: dict, regime: dict | None = None) -> list[dict]:
+    """The Sec. 4-5 claims; the transfer claims carry `regime` (default: `premise()`, read from power_lr_surface)."""
     s = t["settings"]
-    regime = premise()
+    regime = premise() if regime is None else regime
     wsd, cos = _best_cells(t["wsd"]), _best_cells(t["cosine"]) if len(t["cosine"]) else {}
     power = {k: g["loss"].tolist() for k, g in t["fitted"].groupby(["batch_size", "tokens"])}
     steps = {k: int(g["steps"].min()) for k, g in t["fitted"].groupby(["batch_size", "tokens"])}
