@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 
-from replication.spec import ConfigError, _choice, _from_dict
+from replication.validation import ConfigError, choice, from_dict
 
 BACKENDS = ("local", "ray")
 
@@ -29,7 +29,7 @@ class ExecutorConfig:
     max_retries: int = 3  # Ray's retries of a task whose worker died
 
     def validate(self, key: str = "executor") -> "ExecutorConfig":
-        _choice(f"{key}.backend", self.backend, BACKENDS)
+        choice(f"{key}.backend", self.backend, BACKENDS)
         if self.num_cpus <= 0 or self.num_gpus < 0 or (self.memory_gb is not None and self.memory_gb <= 0) or self.max_retries < 0:
             raise ConfigError(f"{key}: num_cpus must be > 0, num_gpus >= 0, memory_gb > 0 and max_retries >= 0")
         return self
@@ -40,7 +40,7 @@ def executor_config(params: dict | None = None) -> ExecutorConfig:
     raw = dict((params or {}).get("executor") or {})
     if os.environ.get("REPLICATION_EXECUTOR"):
         raw["backend"] = os.environ["REPLICATION_EXECUTOR"]
-    return _from_dict(ExecutorConfig, raw, "executor").validate()
+    return from_dict(ExecutorConfig, raw, "executor").validate()
 
 
 def _ray():

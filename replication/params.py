@@ -11,17 +11,8 @@ from typing import Any
 
 import yaml
 
-from replication.spec import (
-    PROFILES,
-    ConfigError,
-    RunSpec,
-    _choice,
-    _coerce,
-    _did_you_mean,
-    _merge,
-    _undot,
-    run_spec_from_dict,
-)
+from replication.spec import PROFILES, RunSpec, run_spec_from_dict
+from replication.validation import ConfigError, choice, coerce, did_you_mean, merge, undot
 
 
 @dataclass(frozen=True)
@@ -50,7 +41,7 @@ class Experiment:
         name `experiments.<name>.<where>`. The LR is used as given (no lr_batch_exponent)."""
         if not isinstance(dotted, dict):
             raise ConfigError(f"experiments.{self.name}.{where}: expected a mapping of dotted keys to values, got {dotted!r}")
-        return run_spec_from_dict(_merge(self.base.to_dict(), _undot(dotted)), f"experiments.{self.name}.{where}")
+        return run_spec_from_dict(merge(self.base.to_dict(), undot(dotted)), f"experiments.{self.name}.{where}")
 
     def checked_settings(self, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
         """`settings` with every key of `keys` present and none outside `keys + optional` (a topic's knobs:
@@ -58,7 +49,7 @@ class Experiment:
         where, accepted = f"experiments.{self.name}.settings", keys + optional
         unknown = [k for k in self.settings if k not in accepted]
         if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown key{_did_you_mean(unknown[0], accepted)}; accepted keys: {', '.join(accepted)}")
+            raise ConfigError(f"{where}.{unknown[0]}: unknown key{did_you_mean(unknown[0], accepted)}; accepted keys: {', '.join(accepted)}")
         missing = [k for k in keys if k not in self.settings]
         if missing:
             raise ConfigError(f"{where}: missing {', '.join(missing)}; accepted keys: {', '.join(accepted)}")
@@ -71,7 +62,7 @@ class Experiment:
             for values in itertools.product(*(grid[k] for k in keys)):
                 dotted = dict(zip(keys, values))
                 key = f"experiments.{self.name}[{', '.join(f'{k}={v}' for k, v in dotted.items())}]"
-                raw = _merge(self.base.to_dict(), _undot(dotted))
+                raw = merge(self.base.to_dict(), undot(dotted))
                 if self.lr_batch_exponent:
                     scale = raw["batch_size"] ** self.lr_batch_exponent
                     raw["optimizer"]["lr"] *= scale
@@ -97,26 +88,26 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     for k in params:
         if k not in _TOP_KEYS:
-            raise ConfigError(f"{k}: unknown key{_did_you_mean(k, _TOP_KEYS)}; accepted keys: {', '.join(_TOP_KEYS)}")
+            raise ConfigError(f"{k}: unknown key{did_you_mean(k, _TOP_KEYS)}; accepted keys: {', '.join(_TOP_KEYS)}")
     for name in params.get("profiles", {}):
-        _choice("profiles", name, PROFILES)
+        choice("profiles", name, PROFILES)
     for name, exp in params.get("experiments", {}).items():
         for k in exp or {}:
             if k not in _EXPERIMENT_KEYS:
                 raise ConfigError(
-                    f"experiments.{name}.{k}: unknown key{_did_you_mean(k, _EXPERIMENT_KEYS)}; "
+                    f"experiments.{name}.{k}: unknown key{did_you_mean(k, _EXPERIMENT_KEYS)}; "
                     f"accepted keys: {', '.join(_EXPERIMENT_KEYS)}"
                 )
     if "profile" in params:
-        _choice("profile", params["profile"], PROFILES)
+        choice("profile", params["profile"], PROFILES)
     return params
 
 
 def experiment(params: dict[str, Any], name: str, profile: str) -> Experiment:
     """Resolve experiment `name` on `profile`: global run < profile run < experiment run < experiment profile run."""
-    _choice("profile", profile, PROFILES)
+    choice("profile", profile, PROFILES)
     experiments = params.get("experiments", {})
-    _choice("experiment", name, experiments)
+    choice("experiment", name, experiments)
     exp = experiments[name] or {}
     profile_block = params.get("profiles", {}).get(profile) or {}
     for k in profile_block:
@@ -126,12 +117,12 @@ def experiment(params: dict[str, Any], name: str, profile: str) -> Experiment:
     for k in exp_profile:
         if k not in ("run", "grid", "settings"):
             raise ConfigError(
-                f"experiments.{name}.profiles.{profile}.{k}: unknown key{_did_you_mean(k, ('grid', 'run', 'settings'))}; "
+                f"experiments.{name}.profiles.{profile}.{k}: unknown key{did_you_mean(k, ('grid', 'run', 'settings'))}; "
                 "accepted keys: grid, run, settings"
             )
     raw = {}
     for layer in (params.get("run"), profile_block.get("run"), exp.get("run"), exp_profile.get("run")):
-        raw = _merge(raw, layer or {})
+        raw = merge(raw, layer or {})
     base = run_spec_from_dict(raw, f"experiments.{name}.run")
     base_grid, profile_grid = exp.get("grid"), exp_profile.get("grid")
     if isinstance(base_grid, dict) and isinstance(profile_grid, dict):
@@ -140,7 +131,7 @@ def experiment(params: dict[str, Any], name: str, profile: str) -> Experiment:
         raw_grid = profile_grid if profile_grid is not None else base_grid  # ... or replaces a list of grids
     grids = _grids(name, raw_grid)
     settings = {**(exp.get("settings") or {}), **(exp_profile.get("settings") or {})}
-    exponent = _coerce(f"experiments.{name}.lr_batch_exponent", exp.get("lr_batch_exponent", 0.0), float)
+    exponent = coerce(f"experiments.{name}.lr_batch_exponent", exp.get("lr_batch_exponent", 0.0), float)
     return Experiment(name, profile, base, grids, settings, exponent)
 
 
@@ -169,7 +160,7 @@ def _check_dotted_key(where: str, dotted: str) -> None:
         names = [f.name for f in dataclasses.fields(cls)] if cls else []
         if part not in names:
             raise ConfigError(
-                f"{where}.{dotted}: unknown key '{part}'{_did_you_mean(part, names)}; accepted: {', '.join(names) or 'nothing below ' + parts[i - 1]}"
+                f"{where}.{dotted}: unknown key '{part}'{did_you_mean(part, names)}; accepted: {', '.join(names) or 'nothing below ' + parts[i - 1]}"
             )
         hint = typing.get_type_hints(cls)[part]
         cls = hint if dataclasses.is_dataclass(hint) else None

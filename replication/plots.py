@@ -69,14 +69,14 @@ def curves_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _marker_height(values) -> float:
+def marker_height(values) -> float:
     """Where diverged cells are drawn (as x): a little above the highest finite value."""
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values)]
     return finite.max() + 0.05 * (finite.max() - finite.min() + 1e-9) if len(finite) else 1.0
 
 
-def _batch_colour(i: int, n: int):
+def batch_colour(i: int, n: int):
     """Batch sizes coloured cold (small) to warm (large), as in the paper's figures."""
     return plt.get_cmap("coolwarm")(i / max(1, n - 1))
 
@@ -86,12 +86,12 @@ def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_los
     seeds); diverged runs are drawn as x at the top of their panel."""
     panels = sorted(runs[panel].unique())
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), sharey=True, squeeze=False)
-    top = _marker_height(runs[loss])
+    top = marker_height(runs[loss])
     sizes = sorted(runs["batch_size"].unique())
     for ax, value in zip(axes[0], panels):
         sub = runs[runs[panel] == value]
         for i, b in enumerate(sizes):
-            colour = _batch_colour(i, len(sizes))
+            colour = batch_colour(i, len(sizes))
             cells = sub[sub["batch_size"] == b].groupby("optimizer.lr")[loss].mean()
             ax.plot(cells.index, cells.to_numpy(), "o-", ms=4, color=colour, label=f"B={b}")
             failed = cells[cells.isna()]

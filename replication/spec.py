@@ -9,14 +9,12 @@ Errors name the key, the bad value and what is accepted, e.g.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from replication.record import spec_hash
+from replication.validation import ConfigError, choice, coerce, from_dict, merge, positive, undot  # noqa: F401 (ConfigError: re-exported)
 
 OPTIMIZERS = ("sgd", "adamw", "adafactor", "muon")
 SCHEDULES = ("constant", "cosine", "wsd", "power")
@@ -37,23 +35,6 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key and what is accepted."""
-
-
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _choice(key: str, value: str, choices) -> None:
-    if value not in choices:
-        raise ConfigError(
-            f"{key}: {value!r} is unknown{_did_you_mean(str(value), choices)}; "
-            f"choose one of: {', '.join(sorted(choices))}"
-        )
-
-
 @dataclass(frozen=True)
 class DataConfig:
     corpus: str = "shakespeare"  # 'shakespeare', a local file/folder path, or 'hf:<dataset name>'
@@ -68,17 +49,17 @@ class DataConfig:
     domain: str | None = None  # train/val on the documents whose names match this glob ('!glob': all but those)
 
     def validate(self, key: str) -> None:
-        _positive(f"{key}.vocab_size", self.vocab_size)
+        positive(f"{key}.vocab_size", self.vocab_size)
         if self.vocab_size < 260:
             raise ConfigError(f"{key}.vocab_size: {self.vocab_size} is too small; a byte-level BPE needs >= 260")
-        _positive(f"{key}.seq_len", self.seq_len)
-        _positive(f"{key}.val_tokens", self.val_tokens)
+        positive(f"{key}.seq_len", self.seq_len)
+        positive(f"{key}.val_tokens", self.val_tokens)
         if self.val_tokens < self.seq_len + 1:
             raise ConfigError(f"{key}.val_tokens: {self.val_tokens} is shorter than one sequence ({self.seq_len + 1})")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"{key}.val_fraction: {self.val_fraction} must lie in (0, 1)")
         if self.max_documents is not None:
-            _positive(f"{key}.max_documents", self.max_documents)
+            positive(f"{key}.max_documents", self.max_documents)
         if self.domain is not None and not self.domain.lstrip("!"):
             raise ConfigError(f"{key}.domain: {self.domain!r} is an empty pattern; give a glob over document names, e.g. 'histories/*'")
 
@@ -92,9 +73,9 @@ class ModelConfig:
 
     def validate(self, key: str) -> None:
         for name in ("width", "depth", "head_dim"):
-            _positive(f"{key}.{name}", getattr(self, name))
+            positive(f"{key}.{name}", getattr(self, name))
         if self.mup_base_width is not None:
-            _positive(f"{key}.mup_base_width", self.mup_base_width)
+            positive(f"{key}.mup_base_width", self.mup_base_width)
         if self.width % self.head_dim:
             raise ConfigError(f"{key}.width: {self.width} is not a multiple of head_dim {self.head_dim}")
         if self.head_dim % 2:
@@ -116,10 +97,10 @@ class OptimizerConfig:
     beta2_decay: float = -0.8  # adafactor: torch's 1 - beta2_t = t**beta2_decay
 
     def validate(self, key: str) -> None:
-        _choice(f"{key}.name", self.name, OPTIMIZERS)
-        _positive(f"{key}.lr", self.lr)
+        choice(f"{key}.name", self.name, OPTIMIZERS)
+        positive(f"{key}.lr", self.lr)
         if self.adam_lr is not None:
-            _positive(f"{key}.adam_lr", self.adam_lr)
+            positive(f"{key}.adam_lr", self.adam_lr)
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
@@ -127,8 +108,8 @@ class OptimizerConfig:
         for name in ("beta1_half_life_tokens", "beta2_half_life_tokens"):
             value = getattr(self, name)
             if value is not None:
-                _positive(f"{key}.{name}", value)
-        _positive(f"{key}.eps", self.eps)
+                positive(f"{key}.{name}", value)
+        positive(f"{key}.eps", self.eps)
         if self.weight_decay < 0:
             raise ConfigError(f"{key}.weight_decay: {self.weight_decay} must be >= 0")
         if self.beta2_decay >= 0:
@@ -146,15 +127,15 @@ class ScheduleConfig:
     power_b: float = -0.51
 
     def validate(self, key: str) -> None:
-        _choice(f"{key}.name", self.name, SCHEDULES)
-        _choice(f"{key}.decay_shape", self.decay_shape, DECAY_SHAPES)
+        choice(f"{key}.name", self.name, SCHEDULES)
+        choice(f"{key}.decay_shape", self.decay_shape, DECAY_SHAPES)
         for name in ("warmup_fraction", "decay_fraction"):
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ConfigError(f"{key}.{name}: {value} must lie in [0, 1)")
         if self.warmup_fraction + self.decay_fraction >= 1 and self.name in ("wsd", "power"):
             raise ConfigError(f"{key}: warmup_fraction + decay_fraction must be < 1")
-        _positive(f"{key}.power_a", self.power_a)
+        positive(f"{key}.power_a", self.power_a)
         if self.warmup_tokens is not None and self.warmup_tokens < 0:
             raise ConfigError(f"{key}.warmup_tokens: {self.warmup_tokens} must be >= 0")
 
@@ -192,9 +173,9 @@ class RunSpec:
         self.data.validate(f"{key}.data")
         self.optimizer.validate(f"{key}.optimizer")
         self.schedule.validate(f"{key}.schedule")
-        _positive(f"{key}.batch_size", self.batch_size)
+        positive(f"{key}.batch_size", self.batch_size)
         if self.micro_batch_size is not None:
-            _positive(f"{key}.micro_batch_size", self.micro_batch_size)
+            positive(f"{key}.micro_batch_size", self.micro_batch_size)
             if self.batch_size % self.micro_batch_size:
                 raise ConfigError(
                     f"{key}.micro_batch_size: {self.micro_batch_size} does not divide batch_size {self.batch_size}"
@@ -204,14 +185,14 @@ class RunSpec:
                 f"{key}.tokens: {self.tokens} is smaller than one step "
                 f"(batch_size x seq_len = {self.tokens_per_step} tokens)"
             )
-        _positive(f"{key}.log_every_tokens", self.log_every_tokens)
-        _positive(f"{key}.eval_every_tokens", self.eval_every_tokens)
+        positive(f"{key}.log_every_tokens", self.log_every_tokens)
+        positive(f"{key}.eval_every_tokens", self.eval_every_tokens)
         if self.ewa_decay is not None and not 0 < self.ewa_decay < 1:
             raise ConfigError(f"{key}.ewa_decay: {self.ewa_decay} must lie in (0, 1)")
         if self.eval_spacing is not None and not 1 < self.eval_spacing <= 2:
             raise ConfigError(f"{key}.eval_spacing: {self.eval_spacing} must lie in (1, 2] (the ratio of successive evaluation steps)")
         if self.stop_below is not None:
-            _positive(f"{key}.stop_below", self.stop_below)
+            positive(f"{key}.stop_below", self.stop_below)
         if self.noise_scale_batches is not None and self.noise_scale_batches < 2:
             raise ConfigError(f"{key}.noise_scale_batches: {self.noise_scale_batches} must be >= 2 (a small and a k x larger batch)")
         if self.decay_branches:
@@ -220,10 +201,10 @@ class RunSpec:
             raise ConfigError(f"{key}.divergence_factor: {self.divergence_factor} must be > 1")
         if self.seed < 0:
             raise ConfigError(f"{key}.seed: {self.seed} must be >= 0")
-        _choice(f"{key}.device", self.device, DEVICES)
-        _choice(f"{key}.compile", self.compile, COMPILE_MODES)
+        choice(f"{key}.device", self.device, DEVICES)
+        choice(f"{key}.compile", self.compile, COMPILE_MODES)
         if self.lora_rank is not None:
-            _positive(f"{key}.lora_rank", self.lora_rank)
+            positive(f"{key}.lora_rank", self.lora_rank)
             if self.optimizer.name == "muon":
                 raise ConfigError(f"{key}.lora_rank: LoRA with optimizer.name 'muon' is not supported; use adamw, adafactor or sgd")
             if self.ewa_decay is not None:
@@ -237,7 +218,7 @@ class RunSpec:
                 if unsupported:
                     raise ConfigError(f"{key}.tasks: {name} with supervised fine-tuning on a task set is not supported")
         if self.lora_alpha is not None:
-            _positive(f"{key}.lora_alpha", self.lora_alpha)
+            positive(f"{key}.lora_alpha", self.lora_alpha)
         if self.model.mup_base_width is not None and (self.optimizer.name != "adamw" or self.lora_rank):
             raise ConfigError(f"{key}.model.mup_base_width: muP's per-layer learning rates are defined for full adamw training only, "
                               f"not {self.optimizer.name}" + (" with LoRA" if self.lora_rank else ""))
@@ -271,79 +252,14 @@ class RunSpec:
 
     def replace(self, **dotted: Any) -> "RunSpec":
         """A copy with dotted keys changed, e.g. ``spec.replace(**{'optimizer.lr': 3e-3})``; validated."""
-        return run_spec_from_dict(_merge(self.to_dict(), _undot(dotted)))
+        return run_spec_from_dict(merge(self.to_dict(), undot(dotted)))
 
     @property
     def hash(self) -> str:
         return spec_hash(self)
 
 
-def _positive(key: str, value) -> None:
-    if value <= 0:
-        raise ConfigError(f"{key}: {value} must be > 0")
-
-
 # ---------------------------------------------------------------- dict -> dataclass, with type checks
-
-
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner[0])
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {annotation.__name__} fields, got {value!r}")
-        return _from_dict(annotation, value, key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)  # 1e6 in YAML
-        if isinstance(value, str):
-            try:
-                as_float = float(value)
-            except ValueError:
-                as_float = None
-            if as_float is not None and as_float.is_integer():
-                return int(as_float)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {annotation!r} for {key}")
-
-
-def _from_dict(cls, raw: dict[str, Any], key: str):
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for name in raw:
-        if name not in names:
-            raise ConfigError(
-                f"{key}.{name}: unknown key{_did_you_mean(name, names)}; accepted keys: {', '.join(names)}"
-            )
-    return cls(**{name: _coerce(f"{key}.{name}", value, hints[name]) for name, value in raw.items()})
 
 
 def run_spec_from_dict(raw: dict[str, Any], key: str = "run") -> RunSpec:
@@ -354,16 +270,9 @@ def run_spec_from_dict(raw: dict[str, Any], key: str = "run") -> RunSpec:
     if isinstance(raw.get("model"), dict) and "preset" in raw["model"]:
         model = dict(raw["model"])
         preset = model.pop("preset")
-        _choice(f"{key}.model.preset", preset, MODEL_PRESETS)
+        choice(f"{key}.model.preset", preset, MODEL_PRESETS)
         raw["model"] = {**MODEL_PRESETS[preset], **model}
-    return _from_dict(RunSpec, raw, key).validate(key)
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return from_dict(RunSpec, raw, key).validate(key)
 
 
 def get_dotted(d: dict[str, Any], dotted: str) -> Any:
@@ -371,14 +280,3 @@ def get_dotted(d: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         d = d[part]
     return d
-
-
-def _undot(dotted: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, value in dotted.items():
-        node = out
-        *parents, leaf = path.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out

@@ -10,7 +10,7 @@ from replication.claims import claim, grid_edges
 from replication.verdicts import compare
 from replication.fit import best_per_group, trained_steps
 from replication.papers.marek.common import OPTIMIZER_LABELS, memory_frame
-from replication.plots import _marker_height
+from replication.plots import marker_height
 from replication.sweep import finetuning, reseeded, stored_table
 
 
@@ -122,7 +122,7 @@ def finetune_panels(runs: pd.DataFrame, table: pd.DataFrame, memory: str = "tota
     """Left: loss against LR for each fine-tuning arm (mean over seeds; x = diverged). Right: each arm's
     best loss against its measured memory (the paper's bar chart, memory on an axis instead of bar widths)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.2))
-    top = _marker_height(runs["final_val_loss"])
+    top = marker_height(runs["final_val_loss"])
     for i, (arm, group) in enumerate(runs.groupby("arm", sort=True)):
         cells = group.groupby("optimizer.lr")["final_val_loss"].mean()
         colour = f"C{i}"

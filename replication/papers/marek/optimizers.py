@@ -9,7 +9,7 @@ import pandas as pd
 from replication.claims import claim, grid_edges
 from replication.fit import best_cell_runs, best_per_group, trained_steps
 from replication.papers.marek.common import ADAPTIVE, best_specs, decidable, refine_factor, staged
-from replication.plots import _marker_height
+from replication.plots import marker_height
 from replication.sweep import reseeded
 from replication.verdicts import MIN_STEPS, bootstrap_difference, compare
 
@@ -161,7 +161,7 @@ def best_loss_vs_batch_size(best: pd.DataFrame, labels: dict[str, str] | None = 
     written under the axis; cells where every setting diverged are an x at the top."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6.8, 4.4))
-    top = _marker_height(best["loss"])
+    top = marker_height(best["loss"])
     for i, (name, group) in enumerate(best.groupby("optimizer.name", sort=True)):
         group = group.sort_values("batch_size")
         colour = f"C{i}"

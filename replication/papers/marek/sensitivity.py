@@ -10,7 +10,7 @@ from replication.claims import claim, grid_edges
 from replication.fit import trained_steps
 from replication.papers.marek.common import SAME_SETUP, setup_differences
 from replication.params import experiment
-from replication.plots import _batch_colour, _marker_height
+from replication.plots import batch_colour, marker_height
 from replication.spec import ConfigError
 from replication.sweep import stored_table
 from replication.verdicts import bootstrap_difference
@@ -170,11 +170,11 @@ def sensitivity_panels(table: pd.DataFrame):
     batch size (mean over seeds, standard-error bars); diverged cells drawn as x at the top."""
     names = list(dict.fromkeys(table["hyperparameter"]))
     fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), sharey=True, squeeze=False)
-    top = _marker_height(table["delta_loss"])
+    top = marker_height(table["delta_loss"])
     sizes = sorted(table["batch_size"].unique())
     for ax, name in zip(axes[0], names):
         for i, b in enumerate(sizes):
-            colour = _batch_colour(i, len(sizes))
+            colour = batch_colour(i, len(sizes))
             line = table[(table["hyperparameter"] == name) & (table["batch_size"] == b)].sort_values("multiplier")
             ok = line[np.isfinite(line["delta_loss"])]
             ax.errorbar(ok["multiplier"], ok["delta_loss"], yerr=np.nan_to_num(ok["delta_se"].to_numpy()), marker="o", ms=4,
