@@ -105,11 +105,25 @@ def welch_dof(weights: Iterable[float], cells: Iterable[Iterable[float]]) -> flo
     return float(total**2 / sum(v * v / d for v, d in terms if v > 0))
 
 
-def t_critical(dof: float | None) -> float:
-    """The two-sided CONFIDENCE critical value of Student's t (the normal one without degrees of freedom)."""
-    if dof is None or not np.isfinite(dof):
-        return float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
-    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, max(dof, 1.0)))
+def difference_dof(u_a, n_a, u_b, n_b):
+    """Welch-Satterthwaite degrees of freedom of a difference of two means from their squared standard
+    errors u and seed counts n (scalars or arrays; a side without spread adds no term)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        term = lambda u, n: np.where(np.asarray(u) > 0, np.asarray(u) ** 2 / (np.asarray(n) - 1), 0.0)  # noqa: E731
+        return (np.asarray(u_a) + np.asarray(u_b)) ** 2 / (term(u_a, n_a) + term(u_b, n_b))
+
+
+def t_critical(dof):
+    """The two-sided CONFIDENCE critical value of Student's t (the normal one without finite degrees of
+    freedom); `dof` a number, None, or an array (then an array comes back)."""
+    normal = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
+    if dof is None or np.ndim(dof) == 0:
+        if dof is None or not np.isfinite(dof):
+            return normal
+        return float(stats.t.ppf(0.5 + CONFIDENCE / 2, max(dof, 1.0)))
+    dof = np.asarray(dof, dtype=float)
+    finite = np.isfinite(dof)
+    return np.where(finite, stats.t.ppf(0.5 + CONFIDENCE / 2, np.maximum(np.where(finite, dof, 1.0), 1.0)), normal)
 
 
 def _fewest(steps: Iterable[int]) -> int | None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from replication.fit import argmin_log_parabola, resampled, slope  # noqa: F401 (topics call them as common.*)
 from replication.spec import ConfigError, RunSpec
 from replication.store import Store
 from replication.sweep import needs_run
-from replication.verdicts import CONFIDENCE, DRAWS, MIN_STEPS, t_critical
+from replication.verdicts import DRAWS, MIN_STEPS, difference_dof, t_critical
 
 
 def settings(exp, keys: tuple[str, ...]) -> dict:
@@ -138,7 +137,7 @@ def resolved(mean: np.ndarray, count: np.ndarray, var: np.ndarray) -> np.ndarray
     """Per row of a grid's seed means, finite-seed counts and seed variances (rows: resamples): whether the
     best point lies inside the grid and both its neighbours are worse beyond the t critical value (Welch
     degrees of freedom) times the standard error of the difference, the rule every difference obeys
-    (`verdicts.t_critical`, on arrays). A neighbour that diverged at every seed is worse; one seed leaves
+    (`verdicts.difference_dof` and `verdicts.t_critical`, on arrays). A neighbour that diverged at every seed is worse; one seed leaves
     no standard error (unresolved); without seed noise any gap counts."""
     rows, k = np.arange(len(mean)), mean.shape[1]
     i = np.argmin(np.where(np.isfinite(mean), mean, np.inf), axis=1)
@@ -149,8 +148,7 @@ def resolved(mean: np.ndarray, count: np.ndarray, var: np.ndarray) -> np.ndarray
         with np.errstate(invalid="ignore", divide="ignore"):
             ua, ub = va / na, vb / nb
             total = ua + ub
-            dof = total**2 / (np.where(ua > 0, ua * ua / (na - 1), 0) + np.where(ub > 0, ub * ub / (nb - 1), 0))
-            t = np.where(total > 0, stats.t.ppf(0.5 + CONFIDENCE / 2, np.maximum(np.nan_to_num(dof, nan=1.0), 1.0)), t_critical(None))
+            t = np.where(total > 0, t_critical(difference_dof(ua, na, ub, nb)), t_critical(None))
             worse = (na == 0) | ((na > 1) & (nb > 1) & (ma - mb > t * np.sqrt(total)))
         out &= worse
     return out
