@@ -43,7 +43,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Mark what executes notebooks, so `-m "not notebooks"` leaves a fast development subset."""
     for item in items:
-        if type(item).__module__.startswith("nbval") or item.nodeid.startswith("tests/test_notebooks.py"):
+        if type(item).__module__.startswith("nbval"):
             item.add_marker(pytest.mark.notebooks)
 
 

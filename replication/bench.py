@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from replication.model import GPT, flops_per_token
+from replication.model import GPT
+from replication.sizes import flops_per_token
 from replication.optim import build_optimizer
 from replication.spec import MODEL_PRESETS, ModelConfig, run_spec_from_dict
 from replication.step import TrainStep
-from replication.train import resolve_device
+from replication.device import resolve_device
 
 MODELS = {"cpu": ("micro", 2048, 128), "larger": ("mini", 2048, 128)}  # preset, vocab, seq_len
 GPU_MODELS = {"gpu": ("lm11m", 8192, 512)}  # on CUDA: the gpu profile's model and sequence length

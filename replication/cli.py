@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from replication.data import DataError
+from replication.executor import executor_config
 from replication.params import experiment, load_params
 from replication.spec import ConfigError
 from replication.store import MergeConflict
@@ -30,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-members", type=int, default=None, help="largest ensemble trained as one computation")
     sweep.add_argument("--workers", type=int, default=None, help="worker processes (default: what metrics/bench.json measured faster)")
     sweep.add_argument("--checkpoint-every-tokens", type=int, default=None, help="checkpoint long runs at this interval so a killed sweep resumes mid-run")
-    sweep.add_argument("--max-minutes", type=float, default=None,
+    sweep.add_argument("--max-minutes", default=None,
                        help="start no training after this many minutes; runs in flight finish and are stored (exit 3 while runs are left)")
 
     store = sub.add_parser("store", help="operate on result stores")
@@ -38,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     merge = store_sub.add_parser("merge", help="copy the records of store SOURCE that store TARGET lacks (a run with different results in both is an error, and nothing is merged)")
     merge.add_argument("source", help="a store root, e.g. another machine's results/")
     merge.add_argument("target", help="the store root to merge into, e.g. results/")
+
+    new = sub.add_parser("new", help="write the files of a new experiment <paper>_<topic>: topic module, notebook, params block, stage, test, ledger stub")
+    new.add_argument("name", help="<paper>_<topic>, e.g. marek_warmup")
+
+    pipeline = sub.add_parser("pipeline", help="rewrite dvc.yaml's code deps from what each stage imports (--check: only report drift)")
+    pipeline.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml's code deps differ from the imports; write nothing")
+    pipeline.add_argument("--dvc-yaml", default="dvc.yaml")
 
     show = sub.add_parser("show", help="summarise the store: runs per experiment and status")
     show.add_argument("--profile")
@@ -67,14 +75,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from replication import papers
+    from replication import experiments
+    from replication.deadline import deadline_in, minutes, stage_deadline
     from replication.store import Store, merge
-    from replication.sweep import deadline_in, finetuning, run_finetuning, run_more, stage_deadline
 
     if args.command == "store":  # merge
         counts = merge(args.source, args.target)
         print(f"merged {args.source} into {args.target}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
         return 0
+    if args.command == "new":
+        from replication.scaffold import new_experiment
+
+        written = new_experiment(args.name, Path(args.params).parent)
+        print(f"wrote {args.name}:\n  " + "\n  ".join(str(p) for p in written)
+              + f"\nnext: python -m replication sweep {args.name} --profile smoke; then open notebooks/{args.name}.ipynb "
+              "(docs/adding-an-experiment.md)")
+        return 0
+    if args.command == "pipeline":
+        from replication import pipeline
+
+        changed = pipeline.check(Path(args.dvc_yaml)) if args.check else pipeline.write(Path(args.dvc_yaml))
+        verb = "drifted from their imports" if args.check else "rewritten"
+        print(f"{args.dvc_yaml}: code deps {verb} in {', '.join(changed)}" if changed else f"{args.dvc_yaml}: code deps up to date")
+        return 1 if changed and args.check else 0
     if args.command == "show":
         root = Path(args.results)
         profiles = [args.profile] if args.profile else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -103,12 +126,13 @@ def _dispatch(args) -> int:
         print(format_costs(rows, hours=args.hours))
         return 0
     if args.command == "sweep":  # every run the experiment's notebook reads, follow-ups included
-        df = papers.sweep(args.experiment, params, profile, args.results, max_members=args.max_members,
-                          workers=args.workers, checkpoint_every_tokens=args.checkpoint_every_tokens,
-                          deadline=deadline_in(args.max_minutes))
+        limit = None if args.max_minutes is None else minutes(args.max_minutes, "--max-minutes")
+        df = experiments.sweep(args.experiment, params, profile, args.results, max_members=args.max_members,
+                               workers=args.workers, checkpoint_every_tokens=args.checkpoint_every_tokens,
+                               deadline=deadline_in(limit))
         status = _report(df)
         bounded = args.max_minutes is not None or stage_deadline() is not None  # --max-minutes or REPLICATION_MAX_MINUTES
-        left = papers.missing_runs(args.experiment, params, profile, args.results) if bounded else 0
+        left = experiments.missing_runs(args.experiment, params, profile, args.results) if bounded else 0
         if left:
             print(f"stopped at the time limit with {left} run(s) left; the same command continues "
                   "(finished runs are stored)", file=sys.stderr)
@@ -119,10 +143,10 @@ def _dispatch(args) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = json.loads(value) if value[:1] in "[{\"" or value in ("true", "false", "null") else value
-    if "pretrain" in exp.settings:  # a fine-tuning experiment: the run starts from the pretrained weights
-        pretrain, exp = finetuning(exp, args.results)
-        return _report(run_finetuning(exp, pretrain, [exp.base.replace(**overrides)], args.results)[1])
-    return _report(run_more(exp, [exp.base.replace(**overrides) if overrides else exp.base], results_root=args.results))
+    base = experiments.finetuning(exp, args.results)[1].base if "pretrain" in exp.settings else exp.base  # fine-tuning starts from the pretrained weights
+    spec = base.replace(**overrides) if overrides else base
+    records = experiments.train_runs(exp, [spec], args.results, executor=executor_config(params))
+    return _report(experiments.table(records, grid_keys=experiments.table_keys(exp)))
 
 
 def _report(df) -> int:

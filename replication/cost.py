@@ -26,10 +26,11 @@ import numpy as np
 
 from replication.bench import GPU_MODELS
 from replication.ensemble import plan
-from replication.model import flops_per_token
+from replication.experiments import declared_runs
+from replication.sizes import flops_per_token
 from replication.params import experiment
 from replication.spec import ConfigError, RunSpec
-from replication.sweep import GPU_MAX_MEMBERS
+from replication.runner import GPU_MAX_MEMBERS
 
 GPU_BENCH = "metrics/bench_gpu.json"
 EVAL_FLOPS_SHARE = 1 / 3  # a forward pass of a validation token against a forward + backward of a training one
@@ -105,8 +106,6 @@ def first_round(name: str, params: dict, profile: str) -> tuple[list[RunSpec], s
     A stage whose runs are sized from a hub corpus (a fine-tuning mixture) is not priced, since declaring
     them would read the corpus: it returns no runs and says so."""
     from replication.data import DataError, offline
-    from replication.papers import declared_runs
-
     exp = experiment(params, name, profile)
     with tempfile.TemporaryDirectory() as empty:
         try:
@@ -121,8 +120,6 @@ def first_round(name: str, params: dict, profile: str) -> tuple[list[RunSpec], s
 def follow_up_factor(name: str, params: dict, tp: Throughput, which: str, results_root="results") -> float | None:
     """The whole stage over its first round (`which`: declared or grid) on the cpu profile's stored records,
     priced alike; None where the cpu records are not there."""
-    from replication.papers import declared_runs
-
     exp = experiment(params, name, "cpu")
     try:
         whole = seconds(declared_runs(exp, params, results_root), tp)

@@ -17,11 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from replication.spec import DataConfig
+
+if TYPE_CHECKING:
+    import torch
 
 EOS = "<|endoftext|>"
 TOKENIZER_FORMAT = 1  # bump when the tokenizer recipe changes, so caches are rebuilt
@@ -316,15 +319,19 @@ class BatchSampler:
             out[j] = self._perm(epoch)[pos]
         return out
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, step: int) -> tuple["torch.Tensor", "torch.Tensor"]:
         """(inputs, targets), each [batch_size, seq_len] int64."""
+        import torch  # here, so the corpus helpers the paper layer reads do not import torch
+
         starts = self.window_indices(step) * self.seq_len
         windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
         return windows[:, :-1], windows[:, 1:]
 
 
-def validation_windows(tokens: np.ndarray, seq_len: int, n_tokens: int) -> torch.Tensor:
+def validation_windows(tokens: np.ndarray, seq_len: int, n_tokens: int) -> "torch.Tensor":
     """The fixed validation set: the first `n_tokens` of the split as [n, seq_len + 1] windows."""
+    import torch
+
     n = min(n_tokens, len(tokens) - 1) // seq_len
     if n < 1:
         raise DataError(f"the validation split has {len(tokens)} tokens, fewer than one sequence of {seq_len + 1}")

@@ -11,14 +11,15 @@ from collections import defaultdict
 
 import torch
 
-from replication.model import count_parameters
+from replication.sizes import count_parameters
 from replication.spec import RunSpec
-from replication.train import SHARED_FIELDS, branch_schedule, resolve_device, train_members
+from replication.device import resolve_device
+from replication.train import SHARED_FIELDS, branch_schedule
 
 MEMORY_FRACTION = 0.5  # of the free memory an ensemble may plan to use
 OPTIMIZER_STATE_COPIES = {"sgd": 1, "adamw": 2, "adafactor": 1, "muon": 2}  # upper bounds, in parameter copies
 
-__all__ = ["group_key", "member_memory_bytes", "members_that_fit", "plan", "train_members"]
+__all__ = ["group_key", "member_memory_bytes", "members_that_fit", "plan"]
 
 
 def group_key(spec: RunSpec) -> str:

@@ -59,25 +59,25 @@ def ensure_ray(cfg: ExecutorConfig):
     return ray
 
 
-def _run_group(group, store_where: tuple, train_kwargs: dict, threads: int, train=None) -> list[str]:
-    """One Ray task: train the runs of `group` the store still lacks, write their records, return their ids."""
+def _run_group(group, store_where: tuple, train_kwargs: dict, threads: int, train) -> list[str]:
+    """One Ray task: train (with `train`, the runner's `train_group`) the runs of `group` the store still
+    lacks, write their records, return their ids."""
     import torch
 
     from replication.store import Store
-    from replication.sweep import needs_run, train_group
 
     store = Store(*store_where)
-    todo = [s for s in group if needs_run(store, s)]
+    todo = [s for s in group if store.needs_run(s)]
     if not todo:
         return [s.hash for s in group]
     torch.set_num_threads(threads)
-    for record in (train or train_group)(todo, **train_kwargs):
-        if needs_run(store, next(s for s in todo if s.hash == record["id"])):
+    for record in train(todo, **train_kwargs):
+        if store.needs_run(next(s for s in todo if s.hash == record["id"])):
             store.write(record)
     return [s.hash for s in group]
 
 
-def train_on_ray(groups: list, store, cfg: ExecutorConfig, train_kwargs: dict, expired, train=None):
+def train_on_ray(groups: list, store, cfg: ExecutorConfig, train_kwargs: dict, expired, train):
     """Yield the ids of each group's runs as its task ends; submit no group once `expired()` is true. At most
     as many tasks are in flight as the cluster has room for, so a deadline stops what has not started."""
     ray = ensure_ray(cfg)

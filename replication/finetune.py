@@ -3,7 +3,7 @@
 A pretraining run's final weights are saved as `<store>/_weights/<run id>.pt`; a fine-tuning RunSpec
 names that file in `init_from`, so the pretraining spec's hash is part of every fine-tuning run's
 identity. Weight files are a cache, not a result: they are git-ignored and retrained on demand
-(`sweep.run_finetuning`), while the records of both stages are kept.
+(`runner.ensure_pretrained`), while the records of both stages are kept.
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ from replication.store import save_torch
 LORA_OUTPUT_HEAD = "embed_out"
 
 
-def weights_file(store_root: str | Path, run_id: str) -> Path:
-    return Path(store_root) / "_weights" / f"{run_id}.pt"
-
-
 def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:
     """Write a member's weights (on the CPU, so any device can load them), atomically."""
     return save_torch({name: t.cpu() for name, t in state.items()}, path)
@@ -35,7 +31,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(
             f"init_from: no pretrained weights at {str(path)!r}; they are written by the pretraining run "
-            "(sweep.run_finetuning trains it when the file is missing)"
+            "(a sweep of its experiment trains it when the file is missing)"
         )
     return torch.load(path, map_location="cpu", weights_only=True)
 

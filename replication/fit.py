@@ -1,6 +1,6 @@
 """Fits and summaries over run tables: best cells, robustness fractions, log-log slopes with intervals.
 
-Inputs are the tidy tables of `replication.sweep.table` (one row per run). Diverged or failed runs
+Inputs are the tidy tables of `replication.experiments.table` (one row per run). Diverged or failed runs
 carry no loss; every function says how it treats them instead of dropping them silently.
 """
 
@@ -54,6 +54,9 @@ def best_per_group(df: pd.DataFrame, by: list[str], over: list[str], loss: str =
         else:
             row.update(loss=np.nan, loss_se=np.nan, n_seeds=0, best_on_edge=False, edge_on="")
         rows.append(row)
+    if not rows:  # no group (e.g. no batch size trains long enough to decide): the columns still, for what reads them
+        return pd.DataFrame(columns=[*by, "n_settings", "n_diverged_settings", *over, "best_on_edge", "edge_on", "loss", "loss_se",
+                                     "n_seeds", "steps"])
     return pd.DataFrame(rows)
 
 

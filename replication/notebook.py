@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown
 
-from replication.model import count_parameters
+from replication.sizes import count_parameters
+from replication.experiments import missing_specs
+from replication.runner import runs_trained
 from replication.params import Experiment
 from replication.spec import PROFILES, ConfigError
-from replication.sweep import runs_trained
 
 _clock: dict = {}  # set by setup(): when this notebook started, and how many runs had been trained by then
 
@@ -77,8 +78,6 @@ def coverage(name: str, params: dict, profile: str, results_root="results") -> M
     """What the store holds of the runs this notebook reads. Complete: one line. Partial (a sweep stopped by
     `REPLICATION_MAX_MINUTES` or `--max-minutes`): what is missing, by experiment and batch size, so the
     tables and figures below are read as drawn from the stored runs only; `require_complete` then fails the stage."""
-    from replication.papers import missing_specs
-
     missing, waiting = missing_specs(name, params, profile, results_root)
     _clock["missing"] = len(missing) + len(waiting)
     if not _clock["missing"]:
@@ -99,8 +98,6 @@ def coverage(name: str, params: dict, profile: str, results_root="results") -> M
 
 def require_complete(name: str, params: dict, profile: str, results_root="results") -> None:
     """The notebook's last cell: fail the stage (so `dvc repro` runs it again) while runs it reads are missing."""
-    from replication.papers import missing_specs
-
     missing, waiting = missing_specs(name, params, profile, results_root)
     if missing or waiting:
         raise PartialStore(f"{len(missing)} run(s) this notebook reads are not stored yet"

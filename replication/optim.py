@@ -11,23 +11,12 @@ import math
 
 import torch
 
+from replication.half_life import beta_from_half_life
 from replication.model import mup_width_multiplier
 from replication.spec import OptimizerConfig, RunSpec, ScheduleConfig
 
 
 # ---------------------------------------------------------------- Marek et al.: decay half-life in tokens
-
-
-def beta_from_half_life(half_life_tokens: float, tokens_per_step: int) -> float:
-    """beta = 0.5 ** (tokens_per_step / half_life_tokens): a decay whose memory halves every half_life_tokens."""
-    return 0.5 ** (tokens_per_step / half_life_tokens)
-
-
-def half_life_from_beta(beta: float, tokens_per_step: int) -> float:
-    """Inverse of `beta_from_half_life`: tokens_per_step * ln(0.5) / ln(beta) (0 for beta = 0)."""
-    if beta == 0:
-        return 0.0
-    return tokens_per_step * math.log(0.5) / math.log(beta)
 
 
 def resolved_betas(cfg: OptimizerConfig, tokens_per_step: int) -> tuple[float, float]:

@@ -34,13 +34,15 @@ def _markers(name: str) -> tuple[str, str]:
 
 
 def stage_timings(root: str | Path = ".") -> list[dict]:
-    """One row per dvc.yaml stage whose metrics file carries a timing block, in dvc.yaml's order."""
+    """One row per dvc.yaml stage whose metrics file (a JSON output under metrics/) carries a timing block,
+    in dvc.yaml's order."""
     root = Path(root)
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     rows = []
     for name, stage in stages.items():
-        for entry in stage.get("metrics", []):
-            path = root / (next(iter(entry)) if isinstance(entry, dict) else entry)
+        outputs = [next(iter(e)) if isinstance(e, dict) else e for e in stage.get("outs", []) + stage.get("metrics", [])]
+        for entry in [o for o in outputs if o.startswith("metrics/") and o.endswith(".json")]:
+            path = root / entry
             timing = json.loads(path.read_text()).get("timing") if path.is_file() else None
             if timing:
                 rows.append({"stage": name, **timing})

@@ -11,6 +11,7 @@ the metrics files it names: nothing here changes.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -18,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from replication import ledger, plots, readme, verdicts
-from replication.model import count_parameters
+from replication.sizes import count_parameters
 from replication.notebook import write_metrics
-from replication.papers import declared_runs
+from replication.experiments import declared_runs
 from replication.params import experiment, load_params
 from replication.data import DataError, offline
 from replication.spec import ConfigError
@@ -108,8 +109,10 @@ def _ours(params: dict, name: str, profile: str, root: Path = Path(".")) -> dict
     except ConfigError:
         return None
     try:
+        # the store as the stages name it (relative to the workbook): a fine-tuning run's `init_from` path is part of its id
+        results = os.path.relpath(root / "results") if Path.cwd().resolve() == Path(root).resolve() else root / "results"
         with offline():  # never downloads: a corpus-declared topic is a DataError at once
-            specs = declared_runs(exp, params, root / "results")
+            specs = declared_runs(exp, params, results)
     except (RuntimeError, FileNotFoundError):  # its runs follow from another experiment's, not stored here yet
         return {"model": "its runs follow from runs not stored on this profile yet", "tokens": "", "batch_sizes": "", "seeds": ""}
     except DataError:  # its runs are declared from its corpus (a task set's continuation items), e.g. a hub dataset offline
@@ -303,6 +306,27 @@ def report_markdown(rows: pd.DataFrame, counts: pd.DataFrame, params: dict, prof
     return "\n".join(out) + "\n"
 
 
+VERDICT_KEYS = {"confirmed": "confirmed", "partly": "partly", "not confirmed": "not_confirmed", "within noise": "within_noise",
+                "not testable at this scale": "not_testable", "not run yet": "not_run_yet"}
+
+
+def write_verdict_summaries(counts: pd.DataFrame, checks: pd.DataFrame, folder: Path) -> list[Path]:
+    """metrics/verdicts/<paper>.json: the same few numbers per paper (its findings by verdict, its checks and how
+    many passed), the files `dvc metrics show` prints as one small table (each stage's own metrics file has
+    its measurements and is read with `dvc metrics show metrics/<paper>/<topic>.json`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for paper in counts.index:
+        row = {"findings": int(counts.loc[paper, "claims"]),
+               **{short: int(counts.loc[paper].get(verdict, 0)) for verdict, short in VERDICT_KEYS.items()},
+               "checks": int(checks.loc[paper, "claims"]) if paper in checks.index else 0,
+               "checks_passed": int(checks.loc[paper].get("confirmed", 0)) if paper in checks.index else 0}
+        path = folder / f"{paper}.json"
+        path.write_text(json.dumps(row, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
 def build(profile: str, root: str | Path = ".") -> dict:
     """Write REPORT.md, figures/report/*.png, metrics/report.json (with the notebook's timing) and the
     generated gallery (docs/figures.md) and verdicts (README.md) blocks; return the rows, the counts and the figure paths to show."""
@@ -327,5 +351,6 @@ def build(profile: str, root: str | Path = ".") -> dict:
                "check_verdicts": {p: {v: int(n) for v, n in checks.loc[p].items()} for p in checks.index},
                "by_id": dict(zip(rows["id"], rows["verdict"]))}
     write_metrics(root / "metrics/report.json", metrics)  # before the README's verdicts block reads it
+    write_verdict_summaries(counts, checks, root / "metrics" / "verdicts")
     readme.update_docs(root, only=("gallery", "verdicts"))  # skips files the root lacks
     return {"rows": rows, "counts": counts, "figures": written, "metrics": metrics}

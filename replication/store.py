@@ -34,6 +34,11 @@ def save_torch(obj, path: str | Path) -> Path:
     return path
 
 
+def weights_file(store_root: str | Path, run_id: str) -> Path:
+    """Where a run's final weights are cached (`init_from` of the runs that start from it): never committed."""
+    return Path(store_root) / "_weights" / f"{run_id}.pt"
+
+
 class CorruptRecordWarning(UserWarning):
     """A stored record was unreadable or inconsistent and was quarantined; its run will be redone."""
 
@@ -97,6 +102,15 @@ class Store:
             return None
         record["spec"] = spec.to_dict()  # with every field, those added after it was written at their defaults
         return record
+
+    def needs_run(self, spec) -> bool:
+        """Whether `spec` still has to be trained: no record, or a failed one (a diverged run is a result)."""
+        record = self.read(spec.hash)
+        return record is None or record["status"] == "failed"
+
+    def has_all(self, specs) -> bool:
+        """Whether every run of `specs` is stored (none missing or failed)."""
+        return not any(self.needs_run(s) for s in specs)
 
     def _quarantine(self, path: Path, problem: str) -> None:
         self.quarantine.mkdir(parents=True, exist_ok=True)

@@ -13,20 +13,23 @@ import copy
 import dataclasses
 import hashlib
 import math
-import platform
-import subprocess
 import time
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
 from replication.data import BatchSampler, load_tokens, validation_windows
+from replication.device import environment, resolve_device
 from replication.finetune import attach_lora, load_weights, save_weights
-from replication.model import GPT, count_parameters, flops_per_token
+from replication.model import GPT
+from replication.sizes import count_parameters, flops_per_token
 from replication.optim import build_optimizer, set_learning_rates
 from replication.record import new_record
-from replication.sft import ExampleSampler, encode_examples, load_task_set, task_accuracy
+from replication.sft import ExampleSampler, encode_examples, task_accuracy
+from replication.task_set import load_task_set
 from replication.spec import RunSpec
 from replication.step import TrainStep, should_compile
 from replication.store import save_torch
@@ -35,30 +38,6 @@ from replication.store import save_torch
 SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device",
                  "init_from", "lora_rank", "lora_alpha", "compile", "eval_spacing", "noise_scale_batches", "decay_branches", "tasks")
 EVAL_CHUNK_ELEMENTS = 2**25  # logits elements per validation forward (bounds eval memory)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def environment(device: torch.device) -> dict:
-    """What produced a record, for audit (never part of its identity)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "threads": torch.get_num_threads(),
-        "git_commit": commit or None,
-    }
 
 
 def train(spec: RunSpec, progress: bool = False) -> dict:
@@ -157,6 +136,12 @@ class _WeightAverage:
         self.avg = {m: [torch.zeros_like(p) for p in model.members[m].parameters()] for m, d in enumerate(decays) if d}
         self.steps = 0
 
+    def state_dict(self) -> dict:
+        return {"avg": self.avg, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.avg, self.steps = state["avg"], state["steps"]
+
     def update(self, model: GPT, active: list[int]) -> None:
         self.steps += 1
         for m in active:
@@ -196,32 +181,45 @@ def train_members(
     _check_shared(specs)
     group = _GroupRun(specs)
     checkpoint = _Checkpoint(checkpoint_dir, specs) if checkpoint_dir and checkpoint_every_tokens else None
-    checkpoint_every = max(1, (checkpoint_every_tokens or 1) // specs[0].tokens_per_step)
     if checkpoint and (saved := checkpoint.load()):
-        group.resume(saved)
-    group.start()
+        group.load_state(saved)
     bar = tqdm(range(group.first_step, group.steps), desc=f"train x{len(specs)} B={specs[0].batch_size}",
                disable=not progress, leave=False)
+    group.add_hook(lambda done: bar.set_postfix(loss=f"{group.latest_train_loss():.3f}"), every=group.log_every, at={group.steps})
+    if checkpoint:  # last: the state it saves includes what every other hook logged at this step
+        every = max(1, checkpoint_every_tokens // specs[0].tokens_per_step)
+        group.add_hook(lambda done: done < group.steps and checkpoint.save(group.state_dict(done)), every=every)
+    group.start()
     step = group.first_step - 1
     for step in bar:
         if not group.train_step(step):  # every member diverged at this step
             break
-        done = step + 1
-        group.after_step(done, bar)
+        group.run_hooks(step + 1)
         if not group.active:
             break
-        if checkpoint and done % checkpoint_every == 0 and done < group.steps:
-            checkpoint.save(group.state(done))
     records = group.finish(step, weights_dir)
     if checkpoint:
         checkpoint.remove()
     return records
 
 
+@dataclasses.dataclass(frozen=True)
+class _Hook:
+    """`run(done)` after every `every`-th optimizer step and at the steps in `at` (levanter's `add_hook(cb, every=N)`)."""
+    run: Callable[[int], object]
+    every: int
+    at: frozenset[int] = frozenset()
+
+    def due(self, done: int) -> bool:
+        return done % self.every == 0 or done in self.at
+
+
 class _GroupRun:
     """One group of runs in training: the model of all members, the optimizer, the samplers, the records,
     and what happens at a step (train, log, evaluate, branch a decay, measure the noise scale, drop a
-    diverged member). `train_members` drives it; a checkpoint is `state()` and comes back by `resume()`."""
+    diverged member). `train_members` drives it: a step, then the hooks due after it (logging, the noise
+    scale, evaluation and its checks, progress, checkpoints); a checkpoint is `state_dict()`, read back by
+    `load_state()`."""
 
     def __init__(self, specs: list[RunSpec]):
         self.specs, spec0 = specs, specs[0]
@@ -259,24 +257,42 @@ class _GroupRun:
         self.noise_samplers = [BatchSampler(self.data.train, B, T, 1_000_003 + s.seed) for s in specs] if self.noise_k else []
         self.first_step, self.elapsed_before, self.activation_bytes = 0, 0.0, 0
         self.forks = {branch_fork_step(spec0, t): t for t in spec0.decay_branches}
+        self.hooks: list[_Hook] = []  # what happens at evaluation points, in order
+        self.add_hook(self.log_train, every=self.log_every, at={self.steps})
+        if self.noise_k:
+            self.add_hook(self.measure_noise, every=self.eval_every)
+        self.add_hook(self.run_eval, every=self.eval_every, at={self.steps} | self.eval_extra)
+        self.eval_checks = [self.note_targets, self.stop_at_goal]  # run on each member's loss at every evaluation
+
+    def add_hook(self, run: Callable[[int], object], every: int, at: set[int] = frozenset()) -> None:
+        self.hooks.append(_Hook(run, max(1, every), frozenset(at)))
+
+    def run_hooks(self, done: int) -> None:
+        """After optimizer step `done`: each hook that is due, in the order added, while a member trains."""
+        for hook in self.hooks:
+            if self.active and hook.due(done):
+                hook.run(done)
 
     # ------------------------------------------------------------------------------ checkpoint state
-    def state(self, done: int) -> dict:
-        return {
-            "step": done, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
-            "records": self.records, "active": list(self.active), "initial_loss": self.initial_loss,
-            "interval_sum": self.interval_sum, "interval_n": self.interval_n, "ewa_avg": self.ewa.avg, "ewa_steps": self.ewa.steps,
-            "elapsed": self.elapsed_before + time.perf_counter() - self.started, "activation_bytes": self.activation_bytes,
-        }
+    # What a checkpoint holds besides the stateful objects below (each saved and loaded through its own
+    # state_dict): the records so far, who still trains, the train-loss accumulators, the activation size.
+    PROGRESS = ("records", "active", "initial_loss", "interval_sum", "interval_n", "activation_bytes")
 
-    def resume(self, saved: dict) -> None:
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+    def _stateful(self) -> dict:
+        return {"model": self.model, "optimizer": self.optimizer, "ewa": self.ewa}
+
+    def state_dict(self, done: int) -> dict:
+        """Everything needed to go on from step `done` exactly as if never stopped (tensors and plain types only)."""
+        return {"step": done, "elapsed": self.elapsed_before + time.perf_counter() - self.started, "rng": torch.get_rng_state(),
+                **{k: getattr(self, k) for k in self.PROGRESS}, **{k: obj.state_dict() for k, obj in self._stateful().items()}}
+
+    def load_state(self, saved: dict) -> None:
+        self.first_step, self.elapsed_before = saved["step"], saved["elapsed"]
         torch.set_rng_state(saved["rng"])
-        self.records, self.active[:], self.initial_loss = saved["records"], saved["active"], saved["initial_loss"]
-        self.interval_sum, self.interval_n = saved["interval_sum"], saved["interval_n"]
-        self.ewa.avg, self.ewa.steps = saved["ewa_avg"], saved["ewa_steps"]
-        self.first_step, self.elapsed_before, self.activation_bytes = saved["step"], saved["elapsed"], saved["activation_bytes"]
+        for k in self.PROGRESS:
+            setattr(self, k, saved[k])
+        for k, obj in self._stateful().items():
+            obj.load_state_dict(saved[k])
 
     # ------------------------------------------------------------------------------------- the loop
     def start(self) -> None:
@@ -319,18 +335,11 @@ class _GroupRun:
         self.interval_n += 1
         return True
 
-    def after_step(self, done: int, bar) -> None:
-        """Log the train loss (and catch a slow divergence), measure the noise scale, evaluate."""
-        if done % self.log_every == 0 or done == self.steps:
-            self.log_train(done)
-            if self.active:
-                bar.set_postfix(loss=f"{min(self.records[m]['train']['loss'][-1] for m in self.active):.3f}")
-        if self.active and self.noise_k and done % self.eval_every == 0:
-            self.measure_noise(done)
-        if self.active and (done % self.eval_every == 0 or done == self.steps or done in self.eval_extra):
-            self.run_eval(done)
+    def latest_train_loss(self) -> float:
+        return min(self.records[m]["train"]["loss"][-1] for m in self.active)
 
     def log_train(self, done: int) -> None:
+        """The mean train loss since the last log, per member; a member far above its first loss has diverged."""
         for m in list(self.active):
             mean = self.interval_sum[m] / self.interval_n
             r = self.records[m]
@@ -348,6 +357,7 @@ class _GroupRun:
         return torch.stack(xs).to(self.device), torch.stack(ys).to(self.device)
 
     def run_eval(self, step: int) -> None:
+        """Validation loss of every active member, on its weight average where it keeps one (EWA), then the checks."""
         with self.ewa.applied(self.model):
             losses = evaluate(self.model, self.val, self.active)
         for m, loss in zip(list(self.active), losses):
@@ -355,13 +365,23 @@ class _GroupRun:
             r["val"]["step"].append(step)
             r["val"]["tokens"].append(step * self.spec0.tokens_per_step)
             r["val"]["loss"].append(loss)
-            for target in self.specs[m].target_losses:
-                key = repr(float(target))
-                if r["targets"][key] is None and loss <= target:
-                    r["targets"][key] = {"step": step, "tokens": step * self.spec0.tokens_per_step}
-            if self.specs[m].stop_below is not None and loss <= self.specs[m].stop_below and step > 0:
-                r["stopped_at_step"] = step  # reached the loss it trains towards: the rest would be wasted
-                self.leave(m)
+            for check in self.eval_checks:
+                check(m, step, loss)
+
+    def note_targets(self, m: int, step: int, loss: float) -> None:
+        """The first evaluation at which member `m` reaches each of its target losses."""
+        targets = self.records[m]["targets"]
+        for target in self.specs[m].target_losses:
+            key = repr(float(target))
+            if targets[key] is None and loss <= target:
+                targets[key] = {"step": step, "tokens": step * self.spec0.tokens_per_step}
+
+    def stop_at_goal(self, m: int, step: int, loss: float) -> None:
+        """Member `m` stops once it reaches the loss it trains towards (`stop_below`): the rest would be wasted."""
+        goal = self.specs[m].stop_below
+        if goal is not None and loss <= goal and step > 0:
+            self.records[m]["stopped_at_step"] = step
+            self.leave(m)
 
     def measure_noise(self, step: int) -> None:
         """Gradient norms of k fresh batches at the live weights (not the average), per active member."""
@@ -469,9 +489,20 @@ class _Checkpoint:
         self.path = Path(folder) / f"{group}.pt"
 
     def load(self) -> dict | None:
+        """The saved state, or None (start from scratch) when there is none or it cannot be trusted: a file
+        that is truncated or holds anything but tensors and plain types (a pickle that would run code) is
+        moved to `_quarantine/` beside it, with a warning naming it, and never loaded again."""
         if not self.path.exists():
             return None
-        return torch.load(self.path, weights_only=False)
+        try:
+            return torch.load(self.path, weights_only=True)  # tensors and plain types only: loading cannot run code
+        except Exception as err:  # noqa: BLE001 (torch raises many types for a bad file)
+            moved = self.path.parent / "_quarantine" / self.path.name
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            self.path.replace(moved)
+            warnings.warn(f"checkpoint {self.path} cannot be read safely ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+                          f"moved to {moved}, and the runs start from scratch", stacklevel=2)
+            return None
 
     def save(self, state: dict) -> None:
         save_torch(state, self.path)

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from replication import papers
+from replication import experiments
 from replication.cli import main
 from replication.params import experiment, load_params
 
@@ -29,7 +29,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
 def test_a_finetuning_experiment_pretrains_first_and_starts_every_run_from_it(tmp_path, capsys):
     assert main(["--results", str(tmp_path), "sweep", "marek_finetune", "--profile", "smoke"]) == 0
     exp = experiment(load_params(), "marek_finetune", "smoke")
-    declared = papers.declared_runs(exp, load_params(), tmp_path)
+    declared = experiments.declared_runs(exp, load_params(), tmp_path)
     assert len(declared) > len(exp.expand())  # the grid and its follow-ups (the best arms re-seeded)
     assert capsys.readouterr().out.count("\n") == 1 + len(declared)  # header + every declared run
     assert all(s.init_from and s.init_from.endswith(".pt") for s in declared)
@@ -60,12 +60,12 @@ def test_a_missing_init_from_file_fails_before_training(tmp_path, capsys):
 
 
 def test_a_run_that_fails_while_training_shows_why_and_exits_1(tmp_path, capsys, monkeypatch):
-    import replication.sweep
+    import replication.runner
 
     def broken(*args, **kwargs):
         raise RuntimeError("the GPU fell off the bus")
 
-    monkeypatch.setattr(replication.sweep, "train_members", broken)
+    monkeypatch.setattr(replication.runner, "train_members", broken)
     assert main(["--results", str(tmp_path), "sweep", "quickstart", "--profile", "smoke", "--workers", "1"]) == 1
     out, err = capsys.readouterr()
     assert out.count("failed") == 2
@@ -75,7 +75,7 @@ def test_a_run_that_fails_while_training_shows_why_and_exits_1(tmp_path, capsys,
 
 def sweep_table_has_error_column(results) -> bool:
     from replication.store import Store
-    from replication.sweep import table
+    from replication.experiments import table
 
     records = Store(results, "smoke", "quickstart").records()
     return all("the GPU fell off the bus" in e for e in table(records)["error"])

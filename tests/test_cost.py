@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from replication import cost
-from replication.model import flops_per_token
+from replication.sizes import flops_per_token
 from replication.params import load_params
 from replication.spec import ConfigError, DataConfig, ModelConfig, RunSpec
 from replication.tokens import data_configs, write_manifest

@@ -43,10 +43,10 @@ def test_memory_estimate_bounds_the_measured_memory(tiny_spec):
 
 
 def test_out_of_memory_splits_the_ensemble_and_retries(tiny_spec, monkeypatch):
-    from replication import sweep
+    from replication import runner
 
     sizes = []
-    real = sweep.train_members
+    real = runner.train_members
 
     def tight(specs):
         sizes.append(len(specs))
@@ -54,9 +54,9 @@ def test_out_of_memory_splits_the_ensemble_and_retries(tiny_spec, monkeypatch):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(specs)
 
-    monkeypatch.setattr(sweep, "train_members", tight)
+    monkeypatch.setattr(runner, "train_members", tight)
     with pytest.warns(UserWarning) as caught:
-        records = sweep.train_group([tiny_spec.replace(seed=s) for s in range(3)])
+        records = runner.train_group([tiny_spec.replace(seed=s) for s in range(3)])
     assert [str(w.message) for w in caught] == [
         "ensemble of 3 ran out of memory; retrying as 1 + 2",
         "ensemble of 2 ran out of memory; retrying as 1 + 1",
@@ -67,7 +67,7 @@ def test_out_of_memory_splits_the_ensemble_and_retries(tiny_spec, monkeypatch):
 
 def test_per_core_workers_write_the_same_records(tmp_path, tiny_spec):
     from replication.store import Store
-    from replication.sweep import run_specs
+    from replication.runner import run_specs
 
     specs = [tiny_spec.replace(seed=s) for s in range(4)]
     serial = run_specs(specs, Store(tmp_path / "a", "smoke", "x"), progress=False)

@@ -5,12 +5,13 @@ import dataclasses
 import pytest
 import torch
 
-from replication.finetune import load_weights, lora_targets, weights_file
+from replication.finetune import load_weights, lora_targets
+from replication.store import weights_file
 from replication.model import GPT
 from replication.params import Experiment
 from replication.spec import ConfigError, run_spec_from_dict
 from replication.store import Store
-from replication.sweep import finetuning, run_finetuning
+from replication.experiments import finetuning, train_runs
 from replication.train import train, train_members
 
 from tests.conftest import TINY
@@ -96,20 +97,21 @@ def _experiment(tmp_path) -> Experiment:
     return Experiment("ft", "smoke", base, grid, settings)
 
 
-def test_run_finetuning_needs_the_weights_only_while_a_run_is_missing(tmp_path):
+def test_fine_tuning_needs_the_weights_only_while_a_run_is_missing(tmp_path):
     exp = _experiment(tmp_path)
     pretrain, ft = finetuning(exp, results_root=tmp_path)
-    pre, runs = run_finetuning(ft, pretrain, results_root=tmp_path, progress=False)
-    weights = weights_file(Store(tmp_path, "smoke", "ft").root, pretrain.hash)
-    assert pre["status"] == "ok" and len(runs) == 2 and weights.exists()
+    runs = train_runs(exp, ft.expand(), tmp_path, progress=False)
+    store = Store(tmp_path, "smoke", "ft")
+    weights = weights_file(store.root, pretrain.hash)
+    assert store.read(pretrain.hash)["status"] == "ok" and len(runs) == 2 and weights.exists()
     weights.unlink()  # a fresh clone: records committed, weights (git-ignored) absent
-    run_finetuning(ft, pretrain, results_root=tmp_path, progress=False)
+    train_runs(exp, [s for s in ft.expand() if store.needs_run(s)], tmp_path, progress=False)
     assert not weights.exists()  # every record present: nothing retrained
     extra = [s.replace(seed=1) for s in ft.expand()]
-    _, more = run_finetuning(ft, pretrain, extra, results_root=tmp_path, progress=False)
+    more = train_runs(exp, extra, tmp_path, progress=False)
     assert weights.exists() and len(more) == 2  # a missing run: the pretraining weights came back
     with pytest.raises(ValueError, match="must start from"):
-        run_finetuning(ft, pretrain, exp.expand(), results_root=tmp_path, progress=False)
+        train_runs(exp, exp.expand(), tmp_path, progress=False)
 
 
 def test_pretrain_settings_errors_name_the_key(tmp_path):

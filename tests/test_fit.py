@@ -59,3 +59,14 @@ def test_edge_keys_leave_out_hyperparameters_with_a_natural_bound():
     best = best_per_group(pd.DataFrame(rows), ["batch_size"], ["optimizer.lr", "optimizer.beta1"], edge_keys=["optimizer.lr"])
     assert best["optimizer.beta1"].tolist() == [0.0] and best["best_on_edge"].tolist() == [False]
     assert best_per_group(pd.DataFrame(rows), ["batch_size"], ["optimizer.lr", "optimizer.beta1"])["best_on_edge"].tolist() == [True]
+
+
+def test_best_per_group_of_no_runs_keeps_its_columns():
+    """A profile whose runs are all too short to decide (no batch size reaches MIN_STEPS) leaves an empty
+    table; what reads the best cells must get no cells, not a KeyError."""
+    from replication.fit import best_cell_runs
+
+    empty = pd.DataFrame(columns=["batch_size", "optimizer.lr", "seed", "final_val_loss", "status", "steps"])
+    best = best_per_group(empty, ["batch_size"], ["optimizer.lr"])
+    assert {"loss", "optimizer.lr", "best_on_edge"} <= set(best.columns) and best.empty
+    assert best_cell_runs(empty, best, ["batch_size"], ["optimizer.lr"]) == {}

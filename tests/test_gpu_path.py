@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from replication import sweep
+from replication import runner
 from replication.model import GPT
 from replication.optim import build_optimizer
 from replication.spec import ModelConfig, run_spec_from_dict
@@ -54,6 +54,6 @@ def test_a_bf16_step_trains_close_to_fp32_but_not_in_fp32(fp32_losses, compile):
 
 def test_gpu_sweeps_default_to_larger_ensembles(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert sweep.default_max_members() == sweep.GPU_MAX_MEMBERS
+    assert runner.default_max_members() == runner.GPU_MAX_MEMBERS
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert sweep.default_max_members() == sweep.DEFAULT_MAX_MEMBERS
+    assert runner.default_max_members() == runner.DEFAULT_MAX_MEMBERS

@@ -15,7 +15,8 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def _metrics_written_by(stage: str) -> set[str]:
-    return {next(iter(m)) if isinstance(m, dict) else m for m in STAGES.get(stage, {}).get("metrics", [])}
+    stage = STAGES.get(stage, {})
+    return {next(iter(m)) if isinstance(m, dict) else m for m in stage.get("outs", []) + stage.get("metrics", [])}
 
 
 def test_the_ledger_lists_every_paper_and_at_least_30_claims():

@@ -1,6 +1,7 @@
 import torch
 
-from replication.model import GPT, count_parameters, flops_per_token
+from replication.model import GPT
+from replication.sizes import count_parameters, flops_per_token
 from replication.spec import ModelConfig
 
 

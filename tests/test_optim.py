@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from replication.model import GPT
-from replication.optim import beta_from_half_life, build_optimizer, half_life_from_beta, lr_multiplier
+from replication.half_life import beta_from_half_life, half_life_from_beta
+from replication.optim import build_optimizer, lr_multiplier
 from replication.spec import ScheduleConfig
 from replication.train import train
 

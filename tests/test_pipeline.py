@@ -40,3 +40,36 @@ def test_dvc_status_is_clean_on_a_fresh_clone(tmp_path):
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     out = subprocess.run(["dvc", "status"], cwd=clone, capture_output=True, text=True, check=True).stdout
     assert "up to date" in out, out
+
+
+def test_every_stage_depends_on_exactly_the_code_it_imports():
+    from replication import pipeline
+
+    assert pipeline.check(ROOT / "dvc.yaml") == [], "dvc.yaml's code deps drifted: run `python -m replication pipeline`"
+
+
+def test_the_code_deps_follow_imports_inside_functions_and_topics_loaded_by_name(tmp_path):
+    from replication import pipeline
+
+    deps = pipeline.code_deps("marek_sensitivity", "${papermill} notebooks/marek_sensitivity.ipynb notebooks/executed/x.ipynb",
+                              ["marek_sensitivity", "marek_optimizers"])
+    assert deps[0] == "notebooks/marek_sensitivity.ipynb"
+    assert "replication/papers/marek/optimizers.py" in deps  # REQUIRES: its sweep sweeps marek_optimizers first
+    assert "replication/runner.py" in deps  # imported inside experiments.train_runs
+    assert "replication/papers/marek/ledger.yaml" in deps and "replication/papers/zhang/ledger.yaml" not in deps
+    assert pipeline.code_deps("tokens", "python -m replication tokens --profile cpu", [])[-1] == "replication/validation.py"
+
+
+def test_a_new_import_makes_dvc_yaml_drift_until_regenerated(tmp_path):
+    from replication import pipeline
+
+    shutil.copytree(ROOT / "replication", tmp_path / "replication", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("executed"))
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    assert pipeline.check(tmp_path / "dvc.yaml") == []
+    tokens = tmp_path / "replication" / "tokens.py"
+    tokens.write_text(tokens.read_text() + "\n\ndef _late():\n    from replication import fit  # noqa: F401\n")
+    assert pipeline.check(tmp_path / "dvc.yaml") == ["tokens"]
+    assert pipeline.write(tmp_path / "dvc.yaml") == ["tokens"]
+    assert "replication/fit.py" in yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]["tokens"]["deps"]
+    assert pipeline.check(tmp_path / "dvc.yaml") == []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from replication import notebook, readme, sweep
+from replication import notebook, readme, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")])
@@ -90,11 +90,11 @@ def test_every_notebook_stage_records_its_wall_time():
 def test_a_run_that_trains_records_its_time_and_a_rerun_keeps_it(tmp_path, monkeypatch):
     path = tmp_path / "m.json"
     notebook._clock.clear()
-    notebook._clock.update(start=0.0, trained=sweep.runs_trained(), profile="smoke")
-    monkeypatch.setattr(sweep, "_runs_trained", sweep.runs_trained() + 3)
+    notebook._clock.update(start=0.0, trained=runner.runs_trained(), profile="smoke")
+    monkeypatch.setattr(runner, "_runs_trained", runner.runs_trained() + 3)
     notebook.write_metrics(path, {"x": 1})
     first = json.loads(path.read_text())["timing"]
     assert first["runs_trained"] == 3 and first["wall_s"] > 0 and first["profile"] == "smoke"
-    notebook._clock.update(trained=sweep.runs_trained())  # a re-execution that reads every record back
+    notebook._clock.update(trained=runner.runs_trained())  # a re-execution that reads every record back
     notebook.write_metrics(path, {"x": 1})
     assert json.loads(path.read_text())["timing"] == first

@@ -8,23 +8,24 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from replication.store import Store
-from replication.sweep import run_specs
+from replication.runner import run_specs
 from replication.train import train, train_members
 
 SWEEP_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
-    from replication import sweep
+    from replication import runner
     from replication.spec import run_spec_from_dict
     from replication.store import Store
 
     root, log = sys.argv[1], sys.argv[2]
     specs = [run_spec_from_dict(json.loads(line)) for line in sys.stdin]
-    real = sweep.train_members
+    real = runner.train_members
 
     def logged(group, **kw):
         records = real(group, **kw)
@@ -32,8 +33,8 @@ SWEEP_SCRIPT = textwrap.dedent(
             f.writelines(f"{os.getpid()} {r['id']}\\n" for r in records)
         return records
 
-    sweep.train_members = logged
-    sweep.run_specs(specs, Store(root, "smoke", "demo"), max_members=1, workers=1, progress=False, poll_s=0.2)
+    runner.train_members = logged
+    runner.run_specs(specs, Store(root, "smoke", "demo"), max_members=1, workers=1, progress=False, poll_s=0.2)
     """
 )
 
@@ -125,7 +126,7 @@ def test_checkpointed_run_resumes_to_the_same_final_loss(tmp_path, tiny_spec, en
     [checkpoint] = list(folder.glob("*.pt"))
     import torch
 
-    assert 0 < torch.load(checkpoint, weights_only=False)["step"] < spec.steps
+    assert 0 < torch.load(checkpoint, weights_only=True)["step"] < spec.steps  # tensors and plain types only
     [resumed] = train_members([spec], checkpoint_dir=folder, checkpoint_every_tokens=64 * 50)
     uninterrupted = train(spec)
     assert resumed["final_val_loss"] == uninterrupted["final_val_loss"]
@@ -138,3 +139,39 @@ def test_same_spec_same_machine_gives_a_bit_identical_record(tiny_spec):
     a.pop("timing"), b.pop("timing")  # wall-clock measurements are the one part that cannot repeat
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     assert {"torch", "device", "threads", "git_commit"} <= set(a["environment"])
+
+
+class _RunsCode:
+    """What a crafted checkpoint would hold: unpickling it calls `Path.touch` on a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("content", ["pickle", "truncated"])
+def test_a_checkpoint_that_cannot_be_trusted_is_quarantined_not_loaded(tmp_path, tiny_spec, content):
+    import pickle
+    import warnings
+
+    import torch
+
+    from replication.train import _Checkpoint
+
+    folder, marker = tmp_path / "ckpt", tmp_path / "code-ran"
+    path = _Checkpoint(folder, [tiny_spec]).path
+    folder.mkdir()
+    if content == "pickle":  # a file dropped into a shared store's checkpoint folder
+        torch.save({"step": 1, "payload": _RunsCode(marker)}, path, pickle_module=pickle)
+    else:  # a kill mid-write on a filesystem without atomic rename, or a disk error
+        torch.save({"step": 1, "w": torch.ones(1000)}, path)
+        path.write_bytes(path.read_bytes()[:200])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [record] = train_members([tiny_spec], checkpoint_dir=folder, checkpoint_every_tokens=tiny_spec.tokens_per_step * 5)
+    assert not marker.exists()  # nothing in the file ran
+    assert record["status"] == "ok" and record["final_val_loss"] == train(tiny_spec)["final_val_loss"]  # started from scratch
+    assert (folder / "_quarantine" / path.name).is_file() and not path.exists()
+    assert any(str(path) in str(w.message) and "quarantine" in str(w.message) for w in caught)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from replication import sweep as sweep_module
+from replication import deadline as deadline_module
+from replication import experiments
 from replication.record import new_record
 from replication.spec import DataConfig, ModelConfig, RunSpec
 from replication.store import MergeConflict, Store, merge
-from replication.sweep import run_specs
+from replication.runner import run_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = RunSpec(model=ModelConfig(width=16, depth=1, head_dim=8), data=DataConfig(vocab_size=300, seq_len=16, val_tokens=512),
@@ -60,10 +61,10 @@ def test_a_deadline_stops_before_the_next_group_and_the_next_sweep_finishes(tmp_
     specs = [TINY.replace(batch_size=b) for b in (1, 2, 4)]  # three groups
     store = Store(tmp_path, "smoke", "demo")
     clock = iter([0.0] + [10.0] * 100)  # the first group starts at 0; every later look at the clock is past the deadline
-    monkeypatch.setattr(sweep_module, "_now", lambda: next(clock))
+    monkeypatch.setattr(deadline_module, "_now", lambda: next(clock))
     first = run_specs(specs, store, workers=1, progress=False, deadline=5.0)
     assert len(first) == 1 and len(store.ids()) == 1
-    monkeypatch.setattr(sweep_module, "_now", lambda: 0.0)
+    monkeypatch.setattr(deadline_module, "_now", lambda: 0.0)
     kept = json.loads(store.path(first[0]["id"]).read_text())
     done = run_specs(specs, store, workers=1, progress=False)
     assert len(done) == 3 and len(store.ids()) == 3
@@ -73,7 +74,7 @@ def test_a_deadline_stops_before_the_next_group_and_the_next_sweep_finishes(tmp_
 def test_a_past_deadline_starts_nothing_in_worker_processes(tmp_path):
     store = Store(tmp_path, "smoke", "demo")
     specs = [TINY.replace(batch_size=b) for b in (1, 2, 4)]
-    assert run_specs(specs, store, workers=2, progress=False, deadline=sweep_module.deadline_in(0)) == []
+    assert run_specs(specs, store, workers=2, progress=False, deadline=deadline_module.deadline_in(0)) == []
     assert store.ids() == []
 
 
@@ -140,7 +141,7 @@ def test_a_ray_worker_that_dies_loses_only_its_own_runs_and_none_is_written_twic
     def dies_once(group, **kwargs):  # pickled by value into the Ray worker
         import os
 
-        from replication.sweep import train_group
+        from replication.runner import train_group
 
         try:
             os.unlink(marker)  # atomic: of the tasks in flight together, exactly one claims the death
@@ -179,53 +180,48 @@ def test_a_ray_task_that_raises_leaves_its_runs_missing_and_says_so(tmp_path, lo
 def test_replication_max_minutes_bounds_every_sweep_of_the_process_and_bad_values_are_named(tmp_path, monkeypatch):
     from replication.spec import ConfigError
 
-    monkeypatch.setattr(sweep_module, "_stage_deadline", {})
+    monkeypatch.setattr(deadline_module, "_stage_deadline", {})
     monkeypatch.setenv("REPLICATION_MAX_MINUTES", "soon")
     with pytest.raises(ConfigError, match="REPLICATION_MAX_MINUTES='soon'"):
-        sweep_module.stage_deadline()
+        deadline_module.stage_deadline()
     monkeypatch.setenv("REPLICATION_MAX_MINUTES", "0")
     store = Store(tmp_path, "smoke", "demo")
     assert run_specs([TINY], store, progress=False) == [] and store.ids() == []  # the limit is already past: nothing starts
     monkeypatch.delenv("REPLICATION_MAX_MINUTES")
-    assert sweep_module.stage_deadline() is None
+    assert deadline_module.stage_deadline() is None
     assert [r["id"] for r in run_specs([TINY], store, progress=False)] == [TINY.hash]
 
 
 def test_a_notebook_on_a_partial_store_lists_what_is_missing_and_fails_its_stage_until_complete(tmp_path, monkeypatch):
-    from replication import papers
     from replication.notebook import PartialStore, coverage, require_complete
     from replication.params import load_params
 
     params = load_params(ROOT / "params.yaml")
-    monkeypatch.setattr(sweep_module, "_stage_deadline", {})
+    monkeypatch.setattr(deadline_module, "_stage_deadline", {})
     monkeypatch.setenv("REPLICATION_MAX_MINUTES", "0")
-    assert papers.sweep("quickstart", params, "smoke", tmp_path, progress=False).empty  # stopped before any run
+    assert experiments.sweep("quickstart", params, "smoke", tmp_path, progress=False).empty  # stopped before any run
     banner = coverage("quickstart", params, "smoke", tmp_path).data
     assert "Partial store: 2 run(s)" in banner and "| quickstart | adamw | 4 | 1 |" in banner
     with pytest.raises(PartialStore, match="2 run\\(s\\) this notebook reads are not stored yet"):
         require_complete("quickstart", params, "smoke", tmp_path)
     monkeypatch.delenv("REPLICATION_MAX_MINUTES")
-    assert len(papers.sweep("quickstart", params, "smoke", tmp_path, progress=False)) == 2
+    assert len(experiments.sweep("quickstart", params, "smoke", tmp_path, progress=False)) == 2
     assert coverage("quickstart", params, "smoke", tmp_path).data.startswith("Store complete")
     require_complete("quickstart", params, "smoke", tmp_path)
 
 
 def test_an_empty_run_table_keeps_its_columns():
-    from replication.sweep import table
-
-    assert {"batch_size", "optimizer.lr", "final_val_loss", "status", "id"} <= set(table([], ["batch_size"]).columns)
+    assert {"batch_size", "optimizer.lr", "final_val_loss", "status", "id"} <= set(experiments.table([], ["batch_size"]).columns)
 
 
 def test_after_the_time_limit_a_fine_tuning_sweep_starts_not_even_its_pretraining(tmp_path, monkeypatch):
     from replication.params import experiment, load_params
-    from replication.sweep import finetuning, run_finetuning
-
     exp = experiment(load_params(ROOT / "params.yaml"), "marek_finetune", "smoke")
-    pretrain, ft = finetuning(exp, tmp_path)
-    monkeypatch.setattr(sweep_module, "_stage_deadline", {})
+    _, ft = experiments.finetuning(exp, tmp_path)
+    monkeypatch.setattr(deadline_module, "_stage_deadline", {})
     monkeypatch.setenv("REPLICATION_MAX_MINUTES", "0")
     with pytest.raises(RuntimeError, match="nothing to analyse yet: the time limit passed before its pretraining run"):
-        run_finetuning(ft, pretrain, results_root=tmp_path, progress=False)
+        experiments.train_runs(exp, ft.expand(), tmp_path, progress=False)
     assert not any(tmp_path.rglob("*.json"))
 
 
@@ -253,3 +249,32 @@ def test_a_notebook_run_in_a_bounded_chunk_shows_what_is_missing_and_fails_its_s
     assert "Partial store: 1 run(s)" in text and "loss_curves" in text  # the analysis ran on the stored run
     assert json.loads((tmp_path / "metrics" / "quickstart.json").read_text())["missing_runs"] == 1
     assert len(list((tmp_path / "results" / "smoke" / "quickstart").glob("*.json"))) == 1  # nothing trained after the limit
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_max_minutes_is_checked_the_same_way_on_the_command_line_and_in_the_environment(tmp_path, monkeypatch, capsys, value):
+    from replication.cli import main
+    from replication.spec import ConfigError
+
+    assert main(["--results", str(tmp_path), "sweep", "quickstart", "--profile", "smoke", "--max-minutes", value]) == 2
+    assert f"--max-minutes={value!r}: expected a number of minutes >= 0" in capsys.readouterr().err
+    monkeypatch.setattr(deadline_module, "_stage_deadline", {})
+    monkeypatch.setenv("REPLICATION_MAX_MINUTES", value)
+    with pytest.raises(ConfigError, match=f"REPLICATION_MAX_MINUTES={value!r}: expected a number of minutes >= 0"):
+        deadline_module.stage_deadline()
+    assert not any(tmp_path.rglob("*.json"))
+
+
+def test_the_run_command_trains_where_the_params_executor_block_says(tmp_path, monkeypatch):
+    import yaml
+
+    from replication import runner
+    from replication.cli import main
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["executor"] = {"backend": "local", "num_cpus": 3}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    seen = []
+    monkeypatch.setattr(runner, "run_specs", lambda specs, store, **kw: seen.append(kw["executor"]) or [])
+    main(["--params", str(tmp_path / "params.yaml"), "--results", str(tmp_path), "run", "quickstart", "--profile", "smoke"])
+    assert [e.num_cpus for e in seen] == [3.0]

@@ -10,8 +10,8 @@ import torch
 
 from replication.data import EOS, DataError, load_tokens
 from replication.model import GPT
-from replication.sft import (IGNORE, ExampleSampler, encode_examples, greedy_outputs, load_task_set, task_accuracy,
-                             task_set_path, write_task_set)
+from replication.sft import IGNORE, ExampleSampler, encode_examples, greedy_outputs, task_accuracy
+from replication.task_set import load_task_set, task_set_path, write_task_set
 from replication.spec import ConfigError, DataConfig, ModelConfig, RunSpec
 from replication.train import train_members
 

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from replication import sweep
+from replication import runner
 from replication.store import CorruptRecordWarning, Store
-from replication.sweep import run_specs
+from replication.runner import run_specs
 
 
 @pytest.fixture
@@ -43,8 +43,8 @@ def test_untrustworthy_records_are_quarantined_and_redone(stored, tiny_spec, dam
 def test_sweep_skips_runs_the_store_has(stored, tiny_spec, monkeypatch):
     store, _ = stored
     calls = []
-    real = sweep.train_members
-    monkeypatch.setattr(sweep, "train_members", lambda specs: calls.append(len(specs)) or real(specs))
+    real = runner.train_members
+    monkeypatch.setattr(runner, "train_members", lambda specs: calls.append(len(specs)) or real(specs))
     run_specs([tiny_spec, tiny_spec.replace(seed=1), tiny_spec.replace(seed=2)], store, workers=1, progress=False)
     assert calls == [2]  # one ensemble of the two missing runs
     run_specs([tiny_spec, tiny_spec.replace(seed=1)], store, workers=1, progress=False)
@@ -57,7 +57,7 @@ def test_a_failing_group_is_recorded_and_retried(tmp_path, tiny_spec, monkeypatc
     def boom(specs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(sweep, "train_members", boom)
+    monkeypatch.setattr(runner, "train_members", boom)
     [record] = run_specs([tiny_spec], store, workers=1, progress=False)
     assert record["status"] == "failed" and "out of memory" in record["error"]
     monkeypatch.undo()

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replication.optim import beta_from_half_life
+from replication.half_life import beta_from_half_life
 from replication.papers.marek import beta2
 from tests.papers.marek_tables import SEQ, runs_table
 

@@ -9,7 +9,7 @@ import pytest
 from replication.claims import by_id
 from replication.papers.smoltulu import ratio
 from replication.params import experiment, load_params
-from replication.sft import load_task_set
+from replication.task_set import load_task_set
 
 SIZES, LRS, SEEDS = [2, 4, 8, 16], [2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], [0, 1, 2]
 

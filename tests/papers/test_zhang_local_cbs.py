@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 
 from replication.params import experiment, load_params
-from replication.papers import declared_runs, sweep
+from replication.experiments import declared_runs, sweep
 from replication.papers.zhang import local_cbs
 from replication.store import Store
 

@@ -8,9 +8,9 @@ import pandas as pd
 
 from replication.claims import claim, grid_edges
 from replication.fit import argmin_log_parabola, best_cell_runs, best_per_group, loglog_slope, trained_steps
-from replication.optim import beta_from_half_life, half_life_from_beta
-from replication.papers.marek.common import best_specs, decidable, refine_factor, staged
-from replication.sweep import reseeded
+from replication.half_life import beta_from_half_life, half_life_from_beta
+from replication.experiments import reseeded, staged
+from replication.papers.marek.common import best_specs, decidable, refine_factor
 from replication.verdicts import DRAWS, bootstrap, compare, t_critical
 
 HALF_LIFE = "beta2_half_life"

@@ -1,4 +1,4 @@
-"""What several Marek et al. topics share: optimizer names, staged follow-ups, LR tables, measured memory."""
+"""What several Marek et al. topics share: optimizer names, LR tables, best cells, measured memory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 
 from replication.fit import best_cell_runs
-from replication.sweep import stored_table
 from replication.verdicts import MIN_STEPS
 
 
@@ -39,18 +38,6 @@ def decidable(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs of batch sizes that train for at least MIN_STEPS optimizer steps: the only ones a verdict
     reads, so the only ones follow-ups are spent on (the others stay in the figures, marked)."""
     return runs[runs.groupby("batch_size")["steps"].transform("max") >= MIN_STEPS]
-
-
-def staged(exp, results_root, follow_ups) -> list:
-    """The grid, then each follow-up `f(specs, table)` in turn once every run before it is stored: what a
-    topic's `runs()` declares (`replication.papers.sweep` repeats until nothing new appears)."""
-    specs = exp.expand()
-    for follow_up in follow_ups:
-        table = stored_table(exp, specs, results_root)
-        if table is None:
-            return specs
-        specs = list(dict.fromkeys(specs + follow_up(specs, table)))
-    return specs
 
 
 def best_specs(specs: list, table: pd.DataFrame, best: pd.DataFrame, by: list[str], over: list[str]) -> list:

@@ -6,12 +6,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from replication.experiments import finetuning, reseeded, stored_table
 from replication.claims import claim, grid_edges
 from replication.verdicts import compare
 from replication.fit import best_per_group, trained_steps
 from replication.papers.marek.common import OPTIMIZER_LABELS, memory_frame
 from replication.plots import marker_height
-from replication.sweep import finetuning, reseeded, stored_table
 
 
 def seeded_specs(ft, runs: pd.DataFrame) -> list:

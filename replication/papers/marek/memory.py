@@ -7,8 +7,8 @@ import pandas as pd
 
 from replication.claims import claim, grid_edges
 from replication.fit import best_cell_runs, best_per_group, trained_steps
-from replication.papers.marek.common import OPTIMIZER_LABELS, best_specs, staged
-from replication.sweep import reseeded
+from replication.experiments import reseeded, staged
+from replication.papers.marek.common import OPTIMIZER_LABELS, best_specs
 from replication.verdicts import compare
 
 
@@ -17,6 +17,13 @@ def runs(exp, params: dict, results_root="results") -> list:
     `settings.seeds_at_best` at each arm's best LR (once the grid is stored), and the memory measurements."""
     specs = staged(exp, results_root, [lambda specs, table: seeded_specs(exp, specs, table)])
     return specs + memory_specs(exp, exp.settings["memory_optimizers"], exp.settings["memory_batch_sizes"])
+
+
+def accumulation_and_memory_runs(exp, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The accumulation arms' runs and the memory measurements apart (one sweep declares both)."""
+    ids = {s.hash for s in memory_specs(exp, exp.settings["memory_optimizers"], exp.settings["memory_batch_sizes"])}
+    measured = runs["id"].isin(ids)
+    return runs[~measured].reset_index(drop=True), runs[measured].reset_index(drop=True)
 
 
 def best_arms(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:

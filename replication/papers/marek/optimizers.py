@@ -8,9 +8,9 @@ import pandas as pd
 
 from replication.claims import claim, grid_edges
 from replication.fit import best_cell_runs, best_per_group, trained_steps
-from replication.papers.marek.common import ADAPTIVE, best_specs, decidable, refine_factor, staged
+from replication.experiments import reseeded, staged
+from replication.papers.marek.common import ADAPTIVE, best_specs, decidable, refine_factor
 from replication.plots import marker_height
-from replication.sweep import reseeded
 from replication.verdicts import MIN_STEPS, bootstrap_difference, compare
 
 

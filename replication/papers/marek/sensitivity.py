@@ -6,13 +6,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from replication.experiments import declared_runs, stored_table
 from replication.claims import claim, grid_edges
 from replication.fit import trained_steps
 from replication.papers.marek.common import SAME_SETUP, setup_differences
 from replication.params import experiment
 from replication.plots import batch_colour, marker_height
 from replication.spec import ConfigError
-from replication.sweep import stored_table
 from replication.verdicts import bootstrap_difference
 
 
@@ -30,8 +30,6 @@ def centre_cells(source_runs: pd.DataFrame) -> pd.DataFrame:
 def runs(exp, params: dict, results_root="results") -> list:
     """Every run the notebook reads: the 1-D sweeps around each centre, each with every seed of
     `settings.seeds` (known once the source experiment is stored)."""
-    from replication.papers import declared_runs
-
     source = experiment(params, exp.settings["centre_from"], exp.profile)
     check_same_setup(exp, source)
     table = stored_table(source, declared_runs(source, params, results_root), results_root)
@@ -45,6 +43,7 @@ SENSITIVITY_KEYS = {
     "optimizer.beta1_half_life_tokens": "beta1 half-life",
     "optimizer.beta2_half_life_tokens": "beta2 half-life",
 }
+TABLE_KEYS = tuple(SENSITIVITY_KEYS)  # the run table shows which hyperparameter each run moves
 
 
 def sensitivity_centres(exp, centres: pd.DataFrame) -> dict[int, dict]:

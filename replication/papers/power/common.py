@@ -14,8 +14,7 @@ import pandas as pd
 
 from replication.fit import argmin_log_parabola, resampled, slope  # noqa: F401 (topics call them as common.*)
 from replication.spec import ConfigError, RunSpec
-from replication.store import Store
-from replication.sweep import needs_run
+from replication.experiments import stored
 from replication.verdicts import DRAWS, MIN_STEPS, difference_dof, t_critical
 
 
@@ -52,7 +51,7 @@ def budget_rows(record: dict) -> list[dict]:
 def loss_table(exp, specs: list[RunSpec], results_root="results", label=None) -> pd.DataFrame:
     """Per stored run and budget: batch size, LR, seed, tokens, steps, validation loss (NaN: diverged),
     and `label(spec)`'s columns. Runs not stored yet are left out."""
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     rows = []
     for spec in specs:
         r = store.read(spec.hash)
@@ -166,12 +165,12 @@ def grid_past_edges(exp, values, make, max_extension: int, results_root="results
     grown one step a side while an edge value is some budget's best, up to `max_extension` steps a side; `make(v)`
     is the run at value v. Returns the grid and each budget's best value, or None for the bests while a run of
     the grid is not stored (the grid then names the runs to train next)."""
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     low = high = 0
     while True:
         grid = values(low, high)
         specs = [make(v) for v in grid]
-        if any(needs_run(store, spec) for spec in specs):
+        if not store.has_all(specs):
             return grid, None
         best = sorted(set(optima(loss_table(exp, specs, results_root, label), ["tokens"], x)[f"best_{x}"]))
         grow_low, grow_high = grid[0] in best and low < max_extension, grid[-1] in best and high < max_extension

@@ -22,8 +22,7 @@ from replication.claims import claim
 from replication.fit import lr_power_law
 from replication.papers.power import common
 from replication.params import experiment
-from replication.store import Store
-from replication.sweep import needs_run
+from replication.experiments import stored
 from replication.verdicts import DRAWS, MIN_STEPS
 
 KEYS = ("batch_sizes", "budgets", "center_lr", "center_batch_size", "lr_scaling", "lr_steps", "max_extension", "seeds",
@@ -55,9 +54,9 @@ def runs(exp, params: dict, results_root="results") -> list:
 
 def complete_table(exp, params: dict, results_root="results") -> pd.DataFrame:
     """The table of every declared run, for topics that read this experiment: raises while one is missing."""
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     specs = runs(exp, params, results_root)
-    if any(needs_run(store, x) for x in specs):
+    if not store.has_all(specs):
         raise RuntimeError(f"{exp.name}'s runs are read by another experiment: sweep {exp.name} first")
     return common.loss_table(exp, specs, results_root)
 

@@ -22,8 +22,7 @@ from replication import plots
 from replication.claims import claim
 from replication.params import experiment
 from replication.papers.power import common, lr_surface
-from replication.store import Store
-from replication.sweep import needs_run
+from replication.experiments import stored
 from replication.verdicts import DRAWS, MIN_STEPS, bootstrap_difference, compare, pooled_sd
 
 REQUIRES = ("power_lr_surface",)
@@ -64,12 +63,12 @@ def runs(exp, params: dict, results_root="results") -> list:
     out += [power_spec(exp, params, s["fixed_batch_size"], a * k, b, seed) for k in s["a_multipliers"] for seed in s["seeds"]]
     out += [power_spec(exp, params, s["fixed_batch_size"], a, b + d, seed) for d in s["b_offsets"] for seed in s["seeds"]]
     best = lr_surface.optima(table)
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     for bs in s["batch_sizes"]:
         for t in s["cosine_budgets"]:
             grid = [cosine_spec(exp, bs, t, lr, s["seeds"][0]) for lr in _cosine_lrs(s, best, bs, t)]
             out += grid
-            if grid and not any(needs_run(store, x) for x in grid):
+            if grid and not not store.has_all(grid):
                 done = common.loss_table(exp, grid, results_root)
                 lr = float(done.loc[done["loss"].idxmin(), "lr"]) if done["loss"].notna().any() else grid[0].optimizer.lr
                 out += [cosine_spec(exp, bs, t, lr, seed) for seed in s["seeds"][1:]]

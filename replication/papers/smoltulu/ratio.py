@@ -27,10 +27,9 @@ from replication.claims import claim, grid_edges
 from replication.data import load_documents, split_names
 from replication.fit import argmin_log_parabola, slope
 from replication.papers.smoltulu import baselines, tasks
-from replication.sft import load_task_set, write_task_set
+from replication.task_set import load_task_set, write_task_set
 from replication.spec import RunSpec
-from replication.store import Store
-from replication.sweep import finetuning
+from replication.experiments import finetuning, stored
 from replication.verdicts import DRAWS, MIN_SEEDS, MIN_STEPS, bootstrap_difference, compare, pooled_sd
 
 KEYS = ("pretrain", "sizes", "eval_fraction", "continuation_items", "task_seed", "epochs")
@@ -99,10 +98,10 @@ def run_table(exp, results_root="results") -> tuple[dict, pd.DataFrame]:
     """`before` (the pretrained model: held-out loss, accuracy per task and family) and one row per (arm, run):
     cell, seed, steps, epochs, held-out pretraining loss, accuracy per task and per family (NaN: diverged)."""
     pretrain, arms = arm_specs(exp, results_root)
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     pre, rows = store.read(pretrain.hash), []
-    stored = [store.read(x.hash) for specs in arms.values() for x in specs]
-    if pre is None or not any(stored):
+    arm_records = [store.read(x.hash) for specs in arms.values() for x in specs]
+    if pre is None or not any(arm_records):
         raise FileNotFoundError(f"{store.root}: runs of {exp.name} are missing; run its stage "
                                 f"(or `python -m replication sweep {exp.name}`)")
     for arm, specs in arms.items():
@@ -113,7 +112,7 @@ def run_table(exp, results_root="results") -> tuple[dict, pd.DataFrame]:
             rows.append({"arm": arm, "batch_size": x.batch_size, "lr": x.optimizer.lr, "ratio": x.optimizer.lr / x.batch_size,
                          "seed": x.seed, "status": r["status"], "steps": r["steps"], "epochs": r.get("epochs"),
                          "heldout_loss": r["final_val_loss"], **(r.get("task_accuracy") or {})})
-    first = next(r for r in stored if r is not None and "task_accuracy_before" in r)
+    first = next(r for r in arm_records if r is not None and "task_accuracy_before" in r)
     names = sorted(first["task_accuracy_before"])
     df = pd.DataFrame(rows)
     for name in names:  # a column even if every run diverged

@@ -9,19 +9,19 @@ import pandas as pd
 
 from replication.claims import claim
 from replication.fit import argmin_log_parabola, power_law
-from replication.papers.zhang import common
+from replication.papers.zhang import protocol
 
 
 def runs(exp, params: dict, results_root="results") -> list:
-    return common.runs(exp, common.design(exp), results_root)
+    return protocol.runs(exp, protocol.design(exp), results_root)
 
 
-def budgets(d: common.Design) -> list[float]:
+def budgets(d: protocol.Design) -> list[float]:
     model = list(d.models)[0]
     return [k * d.reference_tokens(model) for k in d.target_multiples]
 
 
-def optimal_batch_sizes(m: common.Measured, d: common.Design) -> pd.DataFrame:
+def optimal_batch_sizes(m: protocol.Measured, d: protocol.Design) -> pd.DataFrame:
     """Per target: the batch size that reaches it in the fewest tokens (B x S(B), mean over seeds), located
     between grid points by a parabola in log B: at a budget, the loss-optimal batch size of Power Lines."""
     rows = []
@@ -37,12 +37,12 @@ def optimal_batch_sizes(m: common.Measured, d: common.Design) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claims(m: common.Measured, exp, d: common.Design) -> tuple[list[dict], dict]:
+def claims(m: protocol.Measured, exp, d: protocol.Design) -> tuple[list[dict], dict]:
     model = list(d.models)[0]
     fits = [m.fits[(model, k)] for k in d.target_multiples]
-    exponent = common.exponent_measurement(budgets(d), fits, m, d, [f"{k:g}x" for k in d.target_multiples])
+    exponent = protocol.exponent_measurement(budgets(d), fits, m, d, [f"{k:g}x" for k in d.target_multiples])
     stars = ", ".join(f"{k:g}x {f['b_star']:.1f}" if "b_star" in f else f"{k:g}x: no fit" for k, f in zip(d.target_multiples, fits))
-    return [claim("zhang.data_size.cbs_grows_with_data", f"{common.exponent_words(exponent, 'D')}; B* (sequences) by budget: {stars}",
+    return [claim("zhang.data_size.cbs_grows_with_data", f"{protocol.exponent_words(exponent, 'D')}; B* (sequences) by budget: {stars}",
                   exponent)], exponent
 
 
@@ -58,13 +58,13 @@ def power_lines(b_opt: pd.DataFrame) -> dict:
     return {"exponent": law["exponent"], "low": law["exponent_low"], "high": law["exponent_high"], "budgets": len(inside)}
 
 
-def figure(m: common.Measured, exp, d: common.Design, measurement: dict, b_opt: pd.DataFrame):
+def figure(m: protocol.Measured, exp, d: protocol.Design, measurement: dict, b_opt: pd.DataFrame):
     model = list(d.models)[0]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    common.plot_steps(axes[0], m, d, [(model, k) for k in d.target_multiples],
+    protocol.plot_steps(axes[0], m, d, [(model, k) for k in d.target_multiples],
                       [f"target at {k:g}x ({k * d.reference_tokens(model) / 1e3:.0f} k tokens, loss {m.goal[model][k]:.3f})" for k in d.target_multiples])
     axes[0].set_title(f"{model}: steps to targets of growing data (hollow: < 250 steps)", fontsize=9)
-    common.plot_cbs(axes[1], budgets(d), [m.fits[(model, k)] for k in d.target_multiples], measurement, "tokens of the reference run's target")
+    protocol.plot_cbs(axes[1], budgets(d), [m.fits[(model, k)] for k in d.target_multiples], measurement, "tokens of the reference run's target")
     if len(b_opt):
         axes[1].plot(b_opt["tokens"], b_opt["b_opt"], "s:", color="C0", label="B_opt: fewest tokens to the target")
         axes[1].legend(fontsize=7)

@@ -11,15 +11,15 @@ import pandas as pd
 from replication import plots
 from replication.claims import claim, grid_edges
 from replication.fit import argmin_log_parabola, best_per_group, trained_steps
-from replication.papers.zhang import common
+from replication.papers.zhang import protocol
 from replication.spec import RunSpec
-from replication.store import Store
-from replication.sweep import needs_run, table
+from replication.experiments import stored, table
 from replication.verdicts import bootstrap, cell_losses, compare, seed_values
 
 _KEYS = ("schedule_batch_sizes", "schedules", "lr_multipliers", "optimum_batch_sizes", "ewa_half_life_multipliers",
          "beta2_half_life_multipliers", "reference_batch_size", "base_lr", "lr_scaling", "ewa_half_life_tokens", "seeds")
 GRID_KEYS = ["schedule.name", "ewa_decay", "optimizer.beta2_half_life_tokens"]
+TABLE_KEYS = GRID_KEYS  # the run table shows what tells the EWA, beta2 and schedule sweeps apart
 
 
 def _settings(exp) -> dict:
@@ -27,11 +27,11 @@ def _settings(exp) -> dict:
 
 
 def lr(s: dict, batch_size: int, multiplier: float = 1.0) -> float:
-    return common.scaled_lr(s["base_lr"], batch_size, s["reference_batch_size"], s["lr_scaling"], multiplier)
+    return protocol.scaled_lr(s["base_lr"], batch_size, s["reference_batch_size"], s["lr_scaling"], multiplier)
 
 
 def ewa_decay(exp, batch_size: int, half_life_tokens: float) -> float:
-    return common.ewa_decay(batch_size, exp.base.data.seq_len, half_life_tokens)
+    return protocol.ewa_decay(batch_size, exp.base.data.seq_len, half_life_tokens)
 
 
 def _spec(exp, batch_size: int, lr_: float, schedule: str, seed: int, ewa_half_life: float | None, beta2_half_life: float) -> RunSpec:
@@ -90,10 +90,10 @@ def best_schedule_cells(exp, runs: pd.DataFrame) -> pd.DataFrame:
 def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
     """The schedule grid (first seed), then the other seeds at each (batch size, schedule)'s best LR; the optimum sweeps."""
     s = _settings(exp)
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     grid = schedule_specs(exp, s["seeds"][0])
     specs = grid + optimum_specs(exp)
-    if any(needs_run(store, x) for x in grid):
+    if not store.has_all(grid):
         return specs
     best = best_schedule_cells(exp, table([store.read(x.hash) for x in grid], GRID_KEYS))
     cells = {(r["batch_size"], r["schedule.name"], r["multiplier"]) for _, r in best.iterrows()}
@@ -102,11 +102,10 @@ def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
     return list(dict.fromkeys(specs))
 
 
-def frame(exp, specs: list[RunSpec], results_root="results") -> pd.DataFrame:
-    """The run table with the half-lives (tokens) of the EWA and beta2 and the LR multiplier."""
+def frame(exp, runs_: pd.DataFrame) -> pd.DataFrame:
+    """The run table (`sweep`'s) with the half-lives (tokens) of the EWA and beta2 and the LR multiplier."""
     s = _settings(exp)
-    store = Store(results_root, exp.profile, exp.name)
-    rows = table([r for r in (store.read(x.hash) for x in specs) if r is not None], GRID_KEYS)
+    rows = runs_[list(table([], GRID_KEYS).columns)]
     tokens_per_step = rows["batch_size"] * exp.base.data.seq_len
     ewa = rows["ewa_decay"].astype(float)
     return rows.assign(ewa_half_life_tokens=np.where(ewa > 0, tokens_per_step * np.log(0.5) / np.log(ewa), np.nan),

@@ -18,12 +18,11 @@ import pandas as pd
 
 from replication import plots
 from replication.claims import claim
-from replication.finetune import weights_file
-from replication.papers.zhang import common
+from replication.papers.zhang import protocol
 from replication.spec import ConfigError, RunSpec
-from replication.store import Store
-from replication.sweep import deadline_or_stage, expired, needs_run, run_more
-from replication.train import train_members
+from replication.deadline import deadline_or_stage, expired
+from replication.experiments import stored
+from replication.store import weights_file
 from replication.verdicts import DRAWS, compare
 
 _KEYS = ("reference_batch_size", "base_lr", "lr_scaling", "warmup_tokens", "branch_points", "window_tokens",
@@ -38,11 +37,11 @@ def _settings(exp) -> dict:
 
 
 def lr(s: dict, batch_size: int) -> float:
-    return common.scaled_lr(s["base_lr"], batch_size, s["reference_batch_size"], s["lr_scaling"])
+    return protocol.scaled_lr(s["base_lr"], batch_size, s["reference_batch_size"], s["lr_scaling"])
 
 
 def _root(exp, results_root) -> str:
-    return str(Store(results_root, exp.profile, exp.name).root)
+    return str(stored(exp, results_root).root)
 
 
 def prefix_specs(exp) -> list[RunSpec]:
@@ -70,7 +69,7 @@ def branch_specs(exp, results_root) -> list[RunSpec]:
 def branch_table(exp, results_root="results") -> pd.DataFrame | None:
     """Per branch: the branch point, batch size, seed, final loss and steps (None while a branch is missing)."""
     s = _settings(exp)
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     rows = []
     points = {str(weights_file(_root(exp, results_root), p.hash)): t for p, t in zip(prefix_specs(exp), s["branch_points"])}
     for spec in branch_specs(exp, results_root):
@@ -124,9 +123,9 @@ def arm_specs(exp, cbs: pd.DataFrame, results_root) -> dict[str, list[list[RunSp
 def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
     """Prefixes, branches, then each arm's chain stage by stage (a stage appears once the one before it is stored)."""
     s = _settings(exp)
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     specs = prefix_specs(exp)
-    if any(needs_run(store, p) for p in specs):
+    if not store.has_all(specs):
         return specs
     specs += branch_specs(exp, results_root)
     branches = branch_table(exp, results_root)
@@ -136,7 +135,7 @@ def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
         for chain in chains:
             for stage in chain:
                 specs.append(stage)
-                if needs_run(store, stage):
+                if store.needs_run(stage):
                     break
     return list(dict.fromkeys(specs))
 
@@ -144,7 +143,9 @@ def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
 def train(exp, missing: list[RunSpec], results_root="results", **kwargs) -> None:
     """Train `missing`, making each weights file a run starts from first: a prefix or an earlier stage whose
     record exists but whose weights (a cache, not committed) do not is retrained with its weights saved."""
-    store = Store(results_root, exp.profile, exp.name)
+    from replication import runner  # training imports torch; declaring this topic's runs does not
+
+    store = stored(exp, results_root)
     producers = {str(weights_file(store.root, x.hash)): x for x in runs(exp, {}, results_root) + missing}
     deadline = deadline_or_stage(kwargs.get("deadline"))
 
@@ -157,20 +158,20 @@ def train(exp, missing: list[RunSpec], results_root="results", **kwargs) -> None
         if not weights_file(store.root, producer.hash).is_file():
             if producer.init_from:
                 ensure(producer.init_from)
-            if needs_run(store, producer):
-                run_more(exp, [producer], results_root=results_root, save_weights=True, **kwargs)
+            if store.needs_run(producer):
+                runner.run_specs([producer], store, save_weights=True, **kwargs)
             else:  # its record stands; only the weights are remade (training is deterministic)
-                train_members([producer], weights_dir=store.root / "_weights")
+                runner.remake_weights([producer], store)
 
     for path in dict.fromkeys(x.init_from for x in missing if x.init_from):
         ensure(path)
-    run_more(exp, missing, results_root=results_root, save_weights=True, **kwargs)
+    runner.run_specs(missing, store, save_weights=True, **kwargs)
 
 
 def arm_table(exp, results_root="results") -> pd.DataFrame | None:
     """Per arm and seed: the batch size of each stage, total optimizer steps and final loss (None while incomplete)."""
     s = _settings(exp)
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     branches = branch_table(exp, results_root)
     if branches is None:
         return None

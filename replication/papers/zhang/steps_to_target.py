@@ -9,21 +9,21 @@ import pandas as pd
 
 from replication.claims import claim
 from replication.fit import noise_scale
-from replication.papers.zhang import common
-from replication.store import Store
+from replication.papers.zhang import protocol
+from replication.experiments import stored
 
 
 def runs(exp, params: dict, results_root="results") -> list:
-    return common.runs(exp, common.design(exp), results_root)
+    return protocol.runs(exp, protocol.design(exp), results_root)
 
 
-def noise_scale_table(exp, d: common.Design, results_root="results") -> pd.DataFrame:
+def noise_scale_table(exp, d: protocol.Design, results_root="results") -> pd.DataFrame:
     """B_simple over training from each model's best reference run (the gradient norms of k batches of B0
     and of their mean, measured at the live weights), from pairs of consecutive measurements."""
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     rows = []
     for model in d.models:
-        refs = [store.read(s.hash) for s in common.reference_specs(exp, d)
+        refs = [store.read(s.hash) for s in protocol.reference_specs(exp, d)
                 if s.model == exp.derived(d.model_keys(model), "models").model]
         refs = [r for r in refs if r and r["status"] == "ok" and r.get("noise_scale")]
         if not refs:
@@ -38,31 +38,31 @@ def noise_scale_table(exp, d: common.Design, results_root="results") -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def parameters(exp, d: common.Design) -> list[int]:
-    return [common.non_embedding_parameters(exp, d, model) for model in d.models]
+def parameters(exp, d: protocol.Design) -> list[int]:
+    return [protocol.non_embedding_parameters(exp, d, model) for model in d.models]
 
 
-def regime(exp, d: common.Design, fits: list[dict]) -> dict:
+def regime(exp, d: protocol.Design, fits: list[dict]) -> dict:
     """What the Chinchilla exponent's regime gate reads: the range of model sizes (largest / smallest
     non-embedding parameter count; the paper's spans 14x) and how many (model, batch size) pairs never
     reached the target, so that their fit's plateau is placed by the batch sizes that did."""
     n = parameters(exp, d)
     return {"model_size_range": max(n) / min(n),
-            "censored_batch_sizes": sum(len(bs) for bs in common.censored(fits, list(d.models)).values())}
+            "censored_batch_sizes": sum(len(bs) for bs in protocol.censored(fits, list(d.models)).values())}
 
 
-def claims(m: common.Measured, exp, d: common.Design) -> tuple[list[dict], dict]:
+def claims(m: protocol.Measured, exp, d: protocol.Design) -> tuple[list[dict], dict]:
     mult = d.target_multiples[0]
     fits = [m.fits[(model, mult)] for model in d.models]
     largest = list(d.models)[-1]
-    slope = common.small_batch_slope(m, largest, mult, d)
+    slope = protocol.small_batch_slope(m, largest, mult, d)
     ok = [f for f in fits if "b_star" in f]
     b_min, b_max = min(d.batch_sizes), max(d.batch_sizes)
-    steps = common.fewest_steps(m, d.batch_sizes[:2])
+    steps = protocol.fewest_steps(m, d.batch_sizes[:2])
     inside = ({"parts": {"above_smallest": {"value": min(f["b_star"] for f in ok) / b_min, "min_steps": steps},
                          "below_largest": {"value": max(f["b_star"] for f in ok) / b_max, "min_steps": steps}}}
               if len(ok) == len(fits) else {"untestable": next(f["error"] for f in fits if "error" in f)})
-    exponent = common.exponent_measurement(parameters(exp, d), fits, m, d, list(d.models))
+    exponent = protocol.exponent_measurement(parameters(exp, d), fits, m, d, list(d.models))
     exponent = {**exponent, "regime": {**exponent.get("regime", {}), **regime(exp, d, fits)}}
     if "estimate" in slope:  # the claim is about the whole hyperbola: its plateau needs enough batch sizes at the target
         slope = {**slope, "regime": {"batch_sizes_reaching_target": len(m.fits[(largest, mult)].get("batch_sizes", []))}}
@@ -74,19 +74,19 @@ def claims(m: common.Measured, exp, d: common.Design) -> tuple[list[dict], dict]
               slope),
         claim("zhang.steps_to_target.cbs_rule", f"B* (sequences): {stars}; swept {b_min}-{b_max}", inside),
         claim("zhang.steps_to_target.chinchilla_exponent",
-              f"{len(fits)} models over {exponent['regime']['model_size_range']:.1f}x in N: " + common.exponent_words(exponent, "N"), exponent),
+              f"{len(fits)} models over {exponent['regime']['model_size_range']:.1f}x in N: " + protocol.exponent_words(exponent, "N"), exponent),
     ], exponent
 
 
-def figure(m: common.Measured, exp, d: common.Design, measurement: dict, noise: pd.DataFrame):
+def figure(m: protocol.Measured, exp, d: protocol.Design, measurement: dict, noise: pd.DataFrame):
     mult = d.target_multiples[0]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     labels = [f"{model} ({n / 1e3:.0f} k params, {d.reference_tokens(model) / 1e3:.0f} k tokens)"
               for model, n in zip(d.models, parameters(exp, d))]
-    common.plot_steps(axes[0], m, d, [(model, mult) for model in d.models], labels)
+    protocol.plot_steps(axes[0], m, d, [(model, mult) for model in d.models], labels)
     axes[0].set_title("Steps to each model's target (hollow: < 250 steps)", fontsize=9)
     fits = [m.fits[(model, mult)] for model in d.models]
-    common.plot_cbs(axes[1], parameters(exp, d), fits, measurement, "non-embedding parameters")
+    protocol.plot_cbs(axes[1], parameters(exp, d), fits, measurement, "non-embedding parameters")
     axes[1].set_title("B* against model size (data ~ parameters)", fontsize=9)
     ax = axes[2]
     for i, model in enumerate(d.models):

@@ -1,40 +1,37 @@
-"""Sweeps: expand an experiment's grid, skip what the store has, train the rest, return a tidy table.
+"""Training a list of runs into a store: the internals behind `replication.experiments.sweep`.
 
 Runs that can share one batched computation (same architecture, data, batch size, budget and
 optimizer) are grouped into ensembles (`replication.ensemble.plan`, at most `max_members`, sized to
 fit memory); each finished run is written to the store as soon as its group ends, so a killed
-sweep loses only the groups in flight.
+sweep loses only the groups in flight. Which runs to train is the experiment layer's business
+(`replication.experiments`); this module only trains them, on this machine or on Ray.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing as mp
-import os
 import threading
 import time
 import traceback
 import warnings
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
 from replication.data import load_tokens
+from replication.deadline import deadline_or_stage, expired
 from replication.ensemble import plan, recommended_workers
 from replication.executor import ExecutorConfig, executor_config, train_on_ray
-from replication.finetune import weights_file
-from replication.params import Experiment
 from replication.record import new_record
-from replication.sft import load_task_set
-from replication.spec import ConfigError, RunSpec, get_dotted
-from replication.store import Store
-from replication.train import environment, resolve_device, train_members
+from replication.spec import RunSpec
+from replication.store import Store, weights_file
+from replication.task_set import load_task_set
+from replication.device import environment, resolve_device
+from replication.train import train_members
 
 DEFAULT_MAX_MEMBERS = 8
 GPU_MAX_MEMBERS = 32  # small-batch steps are latency-bound on a GPU: 32 members ran 2.5x the tokens/s of 8 (bench_gpu.json)
-_now = time.monotonic  # the clock deadlines are read on (a test replaces it)
 _runs_trained = 0  # in this process (a notebook's kernel): what its timing block reports
 
 
@@ -90,7 +87,7 @@ def run_specs(
     `replication.bench` measured faster on this machine. Each record is written the moment its group ends;
     with `checkpoint_every_tokens`, long runs also checkpoint to `<store>/_checkpoints/` and resume. With
     `save_weights`, each run's final weights go to `<store>/_weights/<run id>.pt` (what `init_from` reads).
-    With a `deadline` (on `sweep._now`'s clock, see `deadline_in`; default `stage_deadline()`), no group starts after it: the groups in
+    With a `deadline` (on `deadline._now`'s clock, see `deadline.deadline_in`; default `deadline.stage_deadline()`), no group starts after it: the groups in
     flight finish and are written, and the records stored so far are returned (a later sweep does the rest).
     `executor` (default: `REPLICATION_EXECUTOR`, else local) may send the groups to Ray instead, whose tasks
     write their records to the store themselves (see `replication.executor`).
@@ -106,7 +103,7 @@ def run_specs(
     if save_weights:
         train_kwargs["weights_dir"] = store.root / "_weights"
     pending = list({s.hash: s for s in specs}.values())
-    pending = [s for s in pending if needs_run(store, s)]
+    pending = [s for s in pending if store.needs_run(s)]
     check_inputs(pending)
     with tqdm(total=len(pending), desc=f"sweep {store.root.parent.name}/{store.root.name}", disable=not progress or not pending) as bar:
         while pending:
@@ -125,7 +122,7 @@ def run_specs(
             finally:
                 for s in mine:
                     store.release(s.hash)
-            pending = [s for s in pending if needs_run(store, s)]
+            pending = [s for s in pending if store.needs_run(s)]
             if pending and expired(deadline):
                 break
             pending = [s for s in pending if s not in mine]
@@ -151,52 +148,11 @@ def check_inputs(specs: list[RunSpec]) -> None:
                                     "of a fine-tuning experiment; `python -m replication sweep <experiment>` makes it)")
 
 
-def needs_run(store: Store, spec: RunSpec) -> bool:
-    record = store.read(spec.hash)
-    return record is None or record["status"] == "failed"  # failed runs (not diverged ones) are retried
-
-
 def _train_on_ray(specs: list[RunSpec], store: Store, max_members: int, executor: ExecutorConfig, train_kwargs: dict,
                   deadline: float | None):
     """Yield the records of each group a Ray task trained (and stored) as it ends."""
-    for ids in train_on_ray(plan(specs, max_members), store, executor, train_kwargs, lambda: expired(deadline)):
+    for ids in train_on_ray(plan(specs, max_members), store, executor, train_kwargs, lambda: expired(deadline), train_group):
         yield [r for r in (store.read(i) for i in ids) if r is not None]
-
-
-def deadline_in(minutes: float | None) -> float | None:
-    """The deadline `minutes` from now (None: no limit), for `run_specs` and `papers.sweep`."""
-    return None if minutes is None else _now() + 60 * minutes
-
-
-MAX_MINUTES_ENV = "REPLICATION_MAX_MINUTES"
-_stage_deadline: dict[str, float] = {}
-
-
-def stage_deadline() -> float | None:
-    """The deadline `REPLICATION_MAX_MINUTES` sets, counted from this process's first sweep (in a notebook
-    kernel: the stage's); None without it. `REPLICATION_MAX_MINUTES=25 dvc repro -S profile=gpu` then runs
-    each stage in bounded chunks: its notebook analyses what is stored, and the stage fails while runs are left."""
-    raw = os.environ.get(MAX_MINUTES_ENV, "").strip()
-    if not raw:
-        return None
-    if raw not in _stage_deadline:
-        try:
-            minutes = float(raw)
-        except ValueError:
-            minutes = -1.0
-        if not minutes >= 0:
-            raise ConfigError(f"{MAX_MINUTES_ENV}={raw!r}: expected a number of minutes >= 0")
-        _stage_deadline[raw] = deadline_in(minutes)
-    return _stage_deadline[raw]
-
-
-def deadline_or_stage(deadline: float | None) -> float | None:
-    """An explicit deadline, else the one `REPLICATION_MAX_MINUTES` sets (`stage_deadline`)."""
-    return deadline if deadline is not None else stage_deadline()
-
-
-def expired(deadline: float | None) -> bool:
-    return deadline is not None and _now() >= deadline
 
 
 def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwargs: dict, deadline: float | None = None):
@@ -231,113 +187,40 @@ def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwarg
             yield train_group(group, **train_kwargs)
 
 
-def run_experiment(exp: Experiment, results_root: str | Path = "results", **kwargs) -> pd.DataFrame:
-    """Run (or load) every run of an experiment and return its table."""
-    return run_more(exp, exp.expand(), results_root=results_root, **kwargs)
-
-
 def _failed_record(spec: RunSpec, err: Exception) -> dict:
     error = "".join(traceback.format_exception_only(err)).strip()
     return new_record(spec, environment(resolve_device(spec.device)), status="failed", error=error)
 
 
-# The run table's columns after the grid keys, each read off a record.
-_OUTCOME = {
-    "status": lambda r: r["status"],
-    "error": lambda r: r.get("error"),
-    "final_val_loss": lambda r: r["final_val_loss"],
-    "best_val_loss": lambda r: r["best_val_loss"],
-    "steps": lambda r: r["steps"],
-    "tokens": lambda r: r["tokens"],
-    "wall_time_s": lambda r: (r.get("timing") or {}).get("wall_time_s"),
-    "peak_memory_mb": lambda r: (r.get("peak_memory_bytes") or 0) / 2**20,
-    "id": lambda r: r["id"],
-}
 
+def ensure_pretrained(pretrain: RunSpec, store: Store, weights_needed: bool, deadline: float | None = None,
+                      progress: bool = True) -> dict:
+    """The record of a fine-tuning experiment's pretraining run, trained (its weights saved) when missing.
 
-def table(records: list[dict], grid_keys: list[str] | None = None) -> pd.DataFrame:
-    """One row per run: the grid's keys, the optimizer, batch size, outcome and cost (the columns even with
-    no run stored yet, as after a bounded sweep's first chunk)."""
-    keys = list(dict.fromkeys(["optimizer.name", "batch_size", "optimizer.lr", "seed", *(grid_keys or [])]))
-    rows = [{**{k: get_dotted(r["spec"], k) for k in keys}, **{c: read(r) for c, read in _OUTCOME.items()}} for r in records]
-    return pd.DataFrame(rows, columns=[*keys, *_OUTCOME])
-
-
-def combine(*tables: pd.DataFrame) -> pd.DataFrame:
-    """Run tables stacked, each run once (a re-run table repeats the original seed)."""
-    return pd.concat(tables, ignore_index=True).drop_duplicates(subset="id").reset_index(drop=True)
-
-
-def stored_table(exp: Experiment, specs: list[RunSpec], results_root: str | Path = "results") -> pd.DataFrame | None:
-    """The table of `specs` read from the store alone (nothing trains), or None while any is missing or
-    failed: what a topic's `runs` reads to declare the follow-ups that depend on earlier results."""
-    store = Store(results_root, exp.profile, exp.name)
-    if any(needs_run(store, s) for s in specs):
-        return None
-    return table([store.read(s.hash) for s in specs], grid_keys=exp.grid_keys)
-
-
-def run_more(exp: Experiment, specs: list[RunSpec], extra_keys: tuple[str, ...] = (), results_root: str | Path = "results",
-             **kwargs) -> pd.DataFrame:
-    """Runs derived from an experiment's grid in a later cell (more seeds at a best cell, a sweep around
-    an optimum), stored beside the experiment's own runs; the table also shows `extra_keys`."""
-    store = Store(results_root, exp.profile, exp.name)
-    return table(run_specs(specs, store, **kwargs), grid_keys=[*exp.grid_keys, *extra_keys])
-
-
-def finetuning(exp: Experiment, results_root: str | Path = "results") -> tuple[RunSpec, Experiment]:
-    """The pretraining run that `settings.pretrain` makes of the experiment's base run, and the experiment
-    with every run starting from that run's final weights (`init_from`)."""
-    pretrain = exp.derived(exp.settings.get("pretrain") or {}, "settings.pretrain")
-    weights = weights_file(Store(results_root, exp.profile, exp.name).root, pretrain.hash)
-    return pretrain, dataclasses.replace(exp, base=exp.base.replace(init_from=str(weights)))
-
-
-def run_finetuning(exp: Experiment, pretrain: RunSpec, specs: list[RunSpec] | None = None, results_root: str | Path = "results",
-                   progress: bool = True, **kwargs) -> tuple[dict, pd.DataFrame]:
-    """Ensure the pretraining run's record, then fine-tune `specs` (default: the grid of `exp`, as made by
-    `finetuning`); return the pretraining record and the fine-tuning table.
-
-    The weights file is a cache: it is (re)trained only while the pretraining record or some
-    fine-tuning record is missing, so a store with every record needs no weights at all.
-    """
-    store = Store(results_root, exp.profile, exp.name)
-    specs = exp.expand() if specs is None else specs
-    weights = weights_file(store.root, pretrain.hash)
-    if any(s.init_from != str(weights) for s in specs):
-        raise ValueError(f"fine-tuning runs of {exp.name} must start from {weights} (make them with sweep.finetuning)")
+    The weights file is a cache: it is remade only while some fine-tuning run still needs it
+    (`weights_needed`), so a store with every record needs no weights at all. Once a bounded sweep's time
+    is up nothing starts, not even the pretraining."""
+    global _runs_trained
     record = store.read(pretrain.hash)
-    if expired(deadline_or_stage(kwargs.get("deadline"))):  # a bounded sweep's time is up: start nothing, not even the pretraining
+    if expired(deadline_or_stage(deadline)):
         if record is None:
-            raise RuntimeError(f"{exp.name}: nothing to analyse yet: the time limit passed before its pretraining run "
+            raise RuntimeError(f"{store.root.name}: nothing to analyse yet: the time limit passed before its pretraining run "
                                f"{pretrain.hash}. Run the same command again; finished runs are kept")
-    elif record is None or (not weights.exists() and any(needs_run(store, s) for s in specs)):
-        global _runs_trained
+        return record
+    weights = weights_file(store.root, pretrain.hash)
+    if record is None:
         record = train_members([pretrain], progress=progress, weights_dir=weights.parent)[0]
         _runs_trained += 1
         if record["status"] != "ok":
-            raise RuntimeError(f"the pretraining run {pretrain.hash} of {exp.name} {record['status']}: {record['error']}")
+            raise RuntimeError(f"the pretraining run {pretrain.hash} of {store.root.name} {record['status']}: {record['error']}")
         store.write(record)
-    return record, run_more(exp, specs, results_root=results_root, progress=progress, **kwargs)
+    elif weights_needed and not weights.exists():
+        remake_weights([pretrain], store)
+    return record
 
 
-def reseeded(specs: list[RunSpec], ids: list[str], seeds: list[int]) -> list[RunSpec]:
-    """The runs `ids` among `specs`, each also with every seed in `seeds` (e.g. the best cell of each group)."""
-    chosen = [s for s in specs if s.hash in set(ids)]
-    return chosen + [s.replace(seed=seed) for s in chosen for seed in seeds if seed != s.seed]
-
-
-def with_seeds(exp: Experiment, ids: list[str], seeds: list[int], results_root: str | Path = "results", **kwargs) -> pd.DataFrame:
-    """Re-run the runs `ids` of an experiment with more seeds (e.g. the best cell of each group) and
-    return the table of all their seeds, the original ones included."""
-    return run_more(exp, reseeded(exp.expand(), ids, seeds), results_root=results_root, **kwargs)
-
-
-def records(exp: Experiment, ids: list[str], results_root: str | Path = "results") -> list[dict]:
-    """The stored records of runs `ids` of an experiment (for loss curves), in the order given."""
-    store = Store(results_root, exp.profile, exp.name)
-    out = [store.read(i) for i in ids]
-    missing = [i for i, r in zip(ids, out) if r is None]
-    if missing:
-        raise FileNotFoundError(f"{store.root}: no record for run(s) {', '.join(missing)}; run the experiment's stage first")
-    return out
+def remake_weights(specs: list[RunSpec], store: Store) -> None:
+    """Write the final weights of runs whose records stand (a cache that is gone) by training them again:
+    training is deterministic, so the weights are the ones the records describe. The records are not rewritten."""
+    for spec in specs:
+        train_members([spec], weights_dir=store.root / "_weights")

@@ -1,5 +1,6 @@
-"""What Zhang et al.'s steps-to-target topics share: reference runs that fix each target loss, runs that
-train towards it, S(B) per seed, and the critical batch size B* with its bootstrap.
+"""Zhang et al.'s steps-to-target protocol, which zhang_steps_to_target, zhang_data_size and zhang_model_size
+run at different settings: reference runs that fix each target loss, runs that train towards it, S(B) per
+seed, and the critical batch size B* with its bootstrap.
 
 The protocol (Zhang et al. Sec. 3; spec 1.2-1.4), scaled down:
 1. Reference: each model at the reference batch size B0 over the LR grid (seed 0), AdamW with linear
@@ -24,10 +25,10 @@ import pandas as pd
 
 from replication import plots
 from replication.fit import critical_batch_size, power_law, steps_to_target
-from replication.model import count_parameters
+from replication.sizes import count_parameters
+from replication.experiments import stored
 from replication.spec import ConfigError, RunSpec
 from replication.store import Store
-from replication.sweep import needs_run
 from replication.verdicts import bootstrap, cell_losses
 
 _KEYS = ("models", "batch_sizes", "reference_batch_size", "base_lr", "lr_scaling", "lr_multipliers", "target_multiples",
@@ -91,7 +92,7 @@ def design(exp) -> Design:
 
 def _spec(exp, d: Design, model: str, batch_size: int, lr: float, tokens: int, seed: int, **extra) -> RunSpec:
     seq_len = exp.base.data.seq_len
-    tokens = max(tokens // (batch_size * seq_len), 1) * batch_size * seq_len
+    tokens = max(-(-tokens // (batch_size * seq_len)), 1) * batch_size * seq_len  # whole steps, never short of the budget
     keys = {**d.model_keys(model), "batch_size": batch_size, "optimizer.lr": lr, "tokens": tokens, "seed": seed,
             "schedule.warmup_fraction": min(d.warmup_tokens / tokens, 0.5),
             "ewa_decay": ewa_decay(batch_size, seq_len, d.ewa_half_life_tokens), **extra}
@@ -119,7 +120,7 @@ def targets(exp, d: Design, store: Store) -> dict[str, dict[float, float]] | Non
     """Per model, the target loss at each multiple: the best reference run's loss there (None while a
     reference run is missing). Rounded to 4 decimals, as the target names the runs that train towards it."""
     refs = reference_specs(exp, d)
-    if any(needs_run(store, s) for s in refs):
+    if not store.has_all(refs):
         return None
     out: dict[str, dict[float, float]] = {m: {} for m in d.models}
     for m in d.models:
@@ -127,6 +128,8 @@ def targets(exp, d: Design, store: Store) -> dict[str, dict[float, float]] | Non
         for k in d.target_multiples:
             losses = [loss_at_tokens(r, k * d.reference_tokens(m)) for r in records if r["status"] == "ok"]
             if not np.isfinite(losses).any():
+                if any(r["status"] == "ok" for r in records):
+                    raise RuntimeError(f"{exp.name}: the reference runs of {m} end before {k:g} x its reference_tokens")
                 raise RuntimeError(f"{exp.name}: every reference run of {m} diverged; lower settings.base_lr")
             out[m][k] = round(float(np.nanmin(losses)), 4)
     return out
@@ -181,14 +184,14 @@ def best_multipliers(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
 def runs(exp, d: Design, results_root="results") -> list[RunSpec]:
     """Every run of a steps-to-target topic given what the store holds: references, then every batch size
     over the LR grid, then the other seeds at each cell's best LR (for every target)."""
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     specs = reference_specs(exp, d)
     goal = targets(exp, d, store)
     if goal is None:
         return specs
     first = target_specs(exp, d, goal, d.seeds[0])
     specs += first
-    if any(needs_run(store, s) for s in first):
+    if not store.has_all(first):
         return specs
     frame = steps_frame(exp, d, goal, [store.read(s.hash) for s in first])
     best = best_multipliers(frame, d.seeds[0]).dropna(subset=["steps"])
@@ -210,7 +213,7 @@ class Measured:
 
 
 def measure(exp, d: Design, results_root="results") -> Measured:
-    store = Store(results_root, exp.profile, exp.name)
+    store = stored(exp, results_root)
     goal = targets(exp, d, store)
     if goal is None:
         raise FileNotFoundError(f"{exp.name}: reference runs are missing from {store.root}; run the stage first")
