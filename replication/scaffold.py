@@ -119,7 +119,7 @@ PARAMS = '''
     profiles:
       smoke:
         run: {{model: {{width: 32, depth: 1, head_dim: 16}}, data: {{seq_len: 32}}, tokens: 4096, log_every_tokens: 1024, eval_every_tokens: 2048}}
-        grid: {{batch_size: [1, 4], optimizer.lr: [1.0e-3, 3.0e-3, 1.0e-2], seed: [0, 1, 2]}}
+        grid: {{batch_size: [1, 4], optimizer.lr: [1.0e-3, 3.0e-3, 1.0e-2, 3.0e-2], seed: [0, 1, 2]}}
 '''
 
 STAGE = '''
@@ -223,6 +223,7 @@ def _add_report_folders(dvc_path: Path, paper: str) -> None:
     """The report stage reads every paper's metrics and figures: add the new paper's folders to its deps."""
     text = dvc_path.read_text()
     text = re.sub(r'(?s)(\n  report:.*?    deps: \[.*?)(\])', lambda m: f"{m.group(1)}, metrics/{paper}, figures/{paper}{m.group(2)}", text, count=1)
-    text = re.sub(r'(?s)(\n  report:.*?    metrics:.*?\n)((?:      - .*\n)+)', lambda m: f"{m.group(1)}{m.group(2)}      - metrics/verdicts/{paper}.json: {{cache: false}}\n",
-                  text, count=1)
+    report = text.index("\n  report:")
+    listed = re.compile(r"^    metrics:.*\n(?:      - .*\n)+", re.M).search(text, report)  # the report's metrics list, line by line
+    text = text[:listed.end()] + f"      - metrics/verdicts/{paper}.json: {{cache: false}}\n" + text[listed.end():]
     dvc_path.write_text(text)

@@ -42,6 +42,8 @@ def test_a_new_experiment_runs_end_to_end(tmp_path):
     stages = yaml.safe_load((copy / "dvc.yaml").read_text())["stages"]
     assert "replication/papers/acme/lrscan.py" in stages["acme_lrscan"]["deps"]
     assert {"metrics/acme", "figures/acme"} <= set(stages["report"]["deps"])
+    assert {"metrics/verdicts/acme.json": {"cache": False}} in stages["report"]["metrics"]  # what `dvc metrics show` lists
+    assert all("verdicts" not in next(iter(p)) for p in stages["report"]["plots"])
     assert _python(copy, "-m", "replication", "pipeline", "--check").returncode == 0
     assert "acme_lrscan" in yaml.safe_load((copy / "params.yaml").read_text())["experiments"]
 
