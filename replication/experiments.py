@@ -222,9 +222,3 @@ def missing_runs(name: str, params: dict, profile: str, results_root="results") 
     """How many runs `missing_specs` finds (at least 1 while some experiment's runs cannot be declared yet)."""
     missing, waiting = missing_specs(name, params, profile, results_root)
     return max(len(missing), 1) if waiting else len(missing)
-
-
-def combine(*tables: pd.DataFrame) -> pd.DataFrame:
-    """Run tables stacked, each run once."""
-    return pd.concat(tables, ignore_index=True).drop_duplicates(subset="id").reset_index(drop=True)
-
