@@ -40,6 +40,15 @@ def pytest_configure(config):
     _state.update(copy=copy, before=_git_status(), previous=os.environ.get("REPLICATION_WORKBOOK"))
 
 
+def pytest_collection_finish(session):
+    """Start the gpu-profile rehearsal in the background once it is selected (tests/test_gpu_rehearsal.py)."""
+    if any(item.nodeid.startswith("tests/test_gpu_rehearsal.py::test_the_gpu_profile_runs_every_stage") for item in session.items):
+        from tests import test_gpu_rehearsal
+
+        _state["rehearsal"] = test_gpu_rehearsal
+        test_gpu_rehearsal.start()
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark what executes notebooks, so `-m "not notebooks"` leaves a fast development subset."""
     for item in items:
@@ -67,6 +76,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_unconfigure(config):
+    if "rehearsal" in _state:
+        _state["rehearsal"].stop()
     if _state.get("previous") is None:
         os.environ.pop("REPLICATION_WORKBOOK", None)
     else:

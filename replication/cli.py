@@ -11,7 +11,7 @@ from replication.data import DataError
 from replication.executor import executor_config
 from replication.params import experiment, load_params
 from replication.spec import ConfigError
-from replication.store import MergeConflict
+from replication.store import MergeConflict, UnreadableWeights
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ConfigError, DataError, FileNotFoundError, MergeConflict) as err:  # bad input, found before any training or merge
+    except (ConfigError, DataError, FileNotFoundError, MergeConflict, UnreadableWeights) as err:  # bad input, found before any training or merge
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -130,9 +130,9 @@ def _dispatch(args) -> int:
         df = experiments.sweep(args.experiment, params, profile, args.results, max_members=args.max_members,
                                workers=args.workers, checkpoint_every_tokens=args.checkpoint_every_tokens,
                                deadline=deadline_in(limit))
-        status = _report(df)
         bounded = args.max_minutes is not None or stage_deadline() is not None  # --max-minutes or REPLICATION_MAX_MINUTES
         left = experiments.missing_runs(args.experiment, params, profile, args.results) if bounded else 0
+        status = _report(df, empty="no run of its own finished before the time limit" if left else None)
         if left:
             print(f"stopped at the time limit with {left} run(s) left; the same command continues "
                   "(finished runs are stored)", file=sys.stderr)
@@ -149,11 +149,12 @@ def _dispatch(args) -> int:
     return _report(experiments.table(records, grid_keys=experiments.table_keys(exp)))
 
 
-def _report(df) -> int:
-    """Print the table; 1 when some run failed (its error printed below the table), else 0."""
+def _report(df, empty: str | None = None) -> int:
+    """Print the table (or `empty` when it has no rows); 1 when some run failed (its error printed below the
+    table), else 0."""
     failed = df[df["status"] == "failed"] if len(df) else df
     shown = df.drop(columns=["error"], errors="ignore")
-    print(shown.to_string(index=False) if len(shown) else "no runs of its own (it reads other experiments' runs)")
+    print(shown.to_string(index=False) if len(shown) else empty or "no runs of its own (it reads other experiments' runs)")
     for _, row in failed.iterrows():
         print(f"run {row['id']} failed: {row['error']}", file=sys.stderr)
     if len(failed):

@@ -13,6 +13,8 @@ import importlib.resources
 import json
 import os
 import re
+import socket
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -63,13 +65,28 @@ def shakespeare_plays() -> dict[str, str]:
     return plays
 
 
+_CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\v\f\r")
+NOT_TEXT_FRACTION = 0.01  # of characters undecodable or control: a text file with a stray byte passes, a binary one does not
+
+
+def read_text_file(path: Path) -> str:
+    """A corpus file's text (UTF-8, a stray undecodable byte replaced). A file that is not text (a binary, an
+    archive, UTF-16) is refused, naming the file, rather than tokenized into a corpus of noise."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") + len(text) - len(text.translate(_CONTROL))
+    if text and bad > NOT_TEXT_FRACTION * len(text):
+        raise DataError(f"corpus file {str(path)!r} is not text: {bad / len(text):.0%} of it is undecodable as UTF-8 or control "
+                        "bytes (give a UTF-8 text file or a folder of them)")
+    return text
+
+
 def _local_documents(path: Path) -> dict[str, str]:
     if not path.exists():
         raise DataError(f"corpus path {str(path)!r} does not exist (give 'shakespeare', a text file or folder, or 'hf:<dataset>')")
     if path.is_file():
         # One file: cut it into 20 contiguous parts at line boundaries so whole parts can be held out; a
         # file of one line is cut by position instead.
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_text_file(path)
         lines = text.splitlines(keepends=True)
         if len(lines) < 2:
             return _parts_by_position(path.name, text)
@@ -79,7 +96,7 @@ def _local_documents(path: Path) -> dict[str, str]:
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
     if not files:
         raise DataError(f"corpus folder {str(path)!r} holds no text files ({', '.join(TEXT_SUFFIXES)})")
-    return {str(p.relative_to(path)): p.read_text(encoding="utf-8", errors="replace") for p in files}
+    return {str(p.relative_to(path)): read_text_file(p) for p in files}
 
 
 def _parts_by_position(name: str, text: str, n_parts: int = 20) -> dict[str, str]:
@@ -112,12 +129,32 @@ def offline():
         _offline = saved
 
 
+def hub_unreachable(timeout_s: float = 3.0) -> str | None:
+    """Why the hub cannot be reached, known at once (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or no connection to
+    its host within `timeout_s`), or None. `datasets` would otherwise retry for half a minute before failing.
+    Behind a proxy the direct probe says nothing, so it is skipped."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var} is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as err:
+        return f"{host} cannot be reached ({type(err).__name__}: {err})"
+    return None
+
+
 def _hub_documents(cfg: DataConfig) -> dict[str, str]:
     name = cfg.corpus[len("hf:"):]
     if _offline:
         raise DataError(f"dataset {name!r} is streamed from the hub, and this step does not touch the network")
     import datasets
 
+    if not Path(name).exists() and (why := hub_unreachable()):
+        raise DataError(f"could not load dataset {name!r}: {why}. Hub datasets need a network connection; offline, point "
+                        "data.corpus at a local text file or folder, or use the embedded 'shakespeare' corpus.")
     limit = cfg.max_documents or HF_DEFAULT_MAX_DOCUMENTS
     try:
         stream = datasets.load_dataset(name, cfg.hf_config, split=cfg.hf_split, streaming=True)

@@ -8,13 +8,14 @@ identity. Weight files are a cache, not a result: they are git-ignored and retra
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from replication.model import GPT, HIDDEN_MATRICES
-from replication.store import save_torch
+from replication.store import UnreadableWeights, save_torch
 
 # LoRA adapts every matrix the forward pass multiplies by: the block matrices and the output head
 # (Marek et al. adapt all non-norm layers; the input embedding, a lookup, stays frozen here).
@@ -33,7 +34,28 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
             f"init_from: no pretrained weights at {str(path)!r}; they are written by the pretraining run "
             "(a sweep of its experiment trains it when the file is missing)"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # tensors only: loading cannot run code
+    except Exception as err:  # noqa: BLE001 (torch raises many types for a bad file)
+        raise UnreadableWeights(f"init_from: the weights file {str(path)!r} cannot be read ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:160]})") from None
+
+
+def usable_weights(path: str | Path) -> bool:
+    """Whether a cached weights file exists and loads. One that does not load is moved to `_quarantine/` beside
+    it with a warning naming it, so the caller remakes it instead of failing on it at every later sweep."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        load_weights(path)
+    except UnreadableWeights as err:
+        moved = path.parent / "_quarantine" / path.name
+        moved.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(moved)
+        warnings.warn(f"{err}; moved to {moved}, and the weights are made again", stacklevel=2)
+        return False
+    return True
 
 
 def lora_targets(depth: int) -> tuple[str, ...]:

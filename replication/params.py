@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from replication.spec import PROFILES, RunSpec, run_spec_from_dict
+from replication.spec import PROFILES, RunSpec, check_run_keys, run_spec_from_dict
 from replication.validation import ConfigError, choice, coerce, did_you_mean, merge, undot
 
 
@@ -121,7 +121,11 @@ def experiment(params: dict[str, Any], name: str, profile: str) -> Experiment:
                 "accepted keys: grid, run, settings"
             )
     raw = {}
-    for layer in (params.get("run"), profile_block.get("run"), exp.get("run"), exp_profile.get("run")):
+    layers = ((params.get("run"), "run"), (profile_block.get("run"), f"profiles.{profile}.run"),
+              (exp.get("run"), f"experiments.{name}.run"), (exp_profile.get("run"), f"experiments.{name}.profiles.{profile}.run"))
+    for layer, where in layers:
+        if isinstance(layer, dict):
+            check_run_keys(undot(layer), where)  # a typo is named where it was written, not where layers meet
         raw = merge(raw, layer or {})
     base = run_spec_from_dict(raw, f"experiments.{name}.run")
     base_grid, profile_grid = exp.get("grid"), exp_profile.get("grid")

@@ -16,6 +16,8 @@ import json
 import re
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "replication"
 _STAGE = re.compile(r"^  (\w+):\n", re.M)
@@ -61,8 +63,20 @@ def closure(modules: set[str], root: Path = ROOT) -> set[Path]:
         if name in seen or (path := _module_file(name, root)) is None:
             continue
         seen.add(name)
-        todo += [p for m in _imported_modules(ast.parse(path.read_text()), root) for p in _with_packages(m)]
+        todo += [p for m in _file_imports(path, root) for p in _with_packages(m)]
     return {_module_file(m, root) for m in seen}
+
+
+_parsed: dict[tuple, frozenset[str]] = {}
+
+
+def _file_imports(path: Path, root: Path) -> frozenset[str]:
+    """`_imported_modules` of a file, parsed once per version of it (every stage's closure reads the same files)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(root))
+    if key not in _parsed:
+        _parsed[key] = frozenset(_imported_modules(ast.parse(path.read_text()), root))
+    return _parsed[key]
 
 
 def notebook_modules(notebook: Path, root: Path = ROOT) -> set[str]:
@@ -170,3 +184,25 @@ def write(path: Path = ROOT / "dvc.yaml") -> list[str]:
     if changed:
         path.write_text(regenerated(path.read_text(), path.parent))
     return changed
+
+
+def stages(path: Path = ROOT / "dvc.yaml") -> dict[str, dict]:
+    return yaml.safe_load(path.read_text())["stages"]
+
+
+def outputs(stage: dict, profile: str | None = None) -> list[str]:
+    """A stage's declared outs, metrics and plots (with `${profile}` filled in when `profile` is given)."""
+    paths = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
+    return [p.replace("${profile}", profile) for p in paths] if profile else paths
+
+
+def upstream(declared: dict[str, dict]) -> dict[str, set[str]]:
+    """For each stage, the stages whose outputs it reads (a dep equal to, inside or above one of their outputs):
+    what must have run before it."""
+    def within(a: str, b: str) -> bool:
+        return a == b or a.startswith(b.rstrip("/") + "/")
+
+    made = {name: outputs(stage) for name, stage in declared.items()}
+    return {name: {other for other, outs in made.items() if other != name
+                   and any(within(dep, out) or within(out, dep) for dep in stage.get("deps", []) for out in outs)}
+            for name, stage in declared.items()}

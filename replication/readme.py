@@ -65,15 +65,15 @@ def compiled_table(root: str | Path = ".", bench: str = "metrics/bench.json") ->
     result = json.loads((Path(root) / bench).read_text())
     lines = [f"Measured by `python -m replication.bench` on {result['machine']['cpu_count']} cores "
              f"({result['matmul_dtype']} matmul peak {result['matmul_peak_gflops']:.0f} GFLOP/s, torch {result['machine']['torch']}), "
-             "all rows in one run.", "",
+             f"all rows in one run{_repeats(result)}.", "",
              "| model | batch | members | eager tokens/s | compiled tokens/s | compiled MFU | vs eager | vs eager runs one after another | first compiled step (compilation) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for rows in result.get("compiled", {}).values():
         for r in rows:
-            seq = r.get("speedup_vs_eager_sequential")
             lines.append(
                 f"| {r['model']} | {r['batch_size']} | {r['members']} | {r['eager_tokens_per_s']:,.0f} | {r['compiled_tokens_per_s']:,.0f} "
-                f"| {r['compiled_mfu']:.0%} | {r['speedup_vs_eager']:.2f}x | {'' if seq is None else f'{seq:.2f}x'} | {r['compile_s']:.0f} s |"
+                f"| {_percent(r['compiled_mfu'], r.get('compiled_mfu_failed'))} | {_ratio(r, 'speedup_vs_eager')} "
+                f"| {_ratio(r, 'speedup_vs_eager_sequential')} | {r['compile_s']:.0f} s |"
             )
     return "\n".join(lines)
 
@@ -81,14 +81,15 @@ def compiled_table(root: str | Path = ".", bench: str = "metrics/bench.json") ->
 def ensembles_table(root: str | Path = ".", bench: str = "metrics/bench.json") -> str:
     """Eager throughput of single runs and ensembles, and what batching members buys."""
     result = json.loads((Path(root) / bench).read_text())
-    lines = [f"Peak {result['matmul_peak_gflops']:.0f} GFLOP/s ({result['matmul_dtype']}), {result['machine']['threads']} threads.", "",
+    peaks = ", ".join(f"{p:.0f}" for p in result.get("matmul_peak_measurements", []))
+    lines = [f"Peak {result['matmul_peak_gflops']:.0f} GFLOP/s ({result['matmul_dtype']}{f'; the best of {peaks}' if peaks else ''}), "
+             f"{result['machine']['threads']} threads{_repeats(result)}.", "",
              "| model | batch | members | tokens/s | MFU | vs the M runs one after another | vs one run at batch B x M |",
              "|---|---|---|---|---|---|---|"]
     for rows in result["models"].values():
         for r in rows:
-            seq, frac = r.get("speedup_vs_sequential"), r.get("fraction_of_single_run_at_batch_BxM")
-            lines.append(f"| {r['model']} | {r['batch_size']} | {r['members']} | {r['tokens_per_s']:,.0f} | {_percent(r['mfu'])} "
-                         f"| {'' if seq is None else f'{seq:.2f}x'} | {'' if frac is None else f'{frac:.0%}'} |")
+            lines.append(f"| {r['model']} | {r['batch_size']} | {r['members']} | {r['tokens_per_s']:,.0f} | {_percent(r['mfu'], r.get('mfu_failed'))} "
+                         f"| {_ratio(r, 'speedup_vs_sequential')} | {_ratio(r, 'fraction_of_single_run_at_batch_BxM', '{:.0%}')} |")
     return "\n".join(lines)
 
 
@@ -123,8 +124,24 @@ def verdicts_table(root: str | Path = ".", report: str = "metrics/report.json") 
                                f"listed apart in REPORT.md; profile `{result['profile']}`.)")
 
 
-def _percent(x: float) -> str:
+def _percent(x: float, failed: bool = False) -> str:
+    """A utilisation; one above 100 % is impossible and shown as the failed measurement it is."""
+    if failed:
+        return f"failed ({x:.0%} > 100 %)"
     return f"{x:.1%}" if x < 0.095 else f"{x:.0%}"
+
+
+def _repeats(result: dict) -> str:
+    """How a benchmark's rows were measured, where it says (runs before interleaved repeats measured each once)."""
+    return f"; medians of {result['repeats']} interleaved repeats, [min-max] of each ratio over them" if "repeats" in result else ""
+
+
+def _ratio(row: dict, key: str, fmt: str = "{:.2f}x") -> str:
+    """A ratio's median over the benchmark's interleaved repeats, with their [min-max] when it has them."""
+    if row.get(key) is None:
+        return ""
+    low, high = row.get(f"{key}_range") or (None, None)
+    return fmt.format(row[key]) + ("" if low is None else f" [{fmt.format(low)}-{fmt.format(high)}]")
 
 
 def _minutes(seconds: float) -> str:

@@ -10,6 +10,7 @@ sweep loses only the groups in flight. Which runs to train is the experiment lay
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import threading
 import time
 import traceback
@@ -22,13 +23,14 @@ from tqdm import tqdm
 from replication.data import load_tokens
 from replication.deadline import deadline_or_stage, expired
 from replication.ensemble import plan, recommended_workers
+from replication.finetune import load_weights, usable_weights
 from replication.executor import ExecutorConfig, executor_config, train_on_ray
 from replication.record import new_record
 from replication.spec import RunSpec
 from replication.store import Store, weights_file
 from replication.task_set import load_task_set
 from replication.device import environment, resolve_device
-from replication.train import train_members
+from replication.train import checkpoint_file, train_members
 
 DEFAULT_MAX_MEMBERS = 8
 GPU_MAX_MEMBERS = 32  # small-batch steps are latency-bound on a GPU: 32 members ran 2.5x the tokens/s of 8 (bench_gpu.json)
@@ -54,6 +56,34 @@ def train_group(group: list[RunSpec], **train_kwargs) -> list[dict]:
             warnings.warn(f"ensemble of {len(group)} ran out of memory; retrying as {half} + {len(group) - half}", stacklevel=2)
             return train_group(group[:half], **train_kwargs) + train_group(group[half:], **train_kwargs)
         return [_failed_record(s, err) for s in group]
+
+
+def _split_tree(ids: list[str]) -> list[list[str]]:
+    """Every group `train_group` may train for these runs: the group, then its halves on out-of-memory, and so on."""
+    if len(ids) <= 1:
+        return [ids]
+    half = len(ids) // 2
+    return [ids, *_split_tree(ids[:half]), *_split_tree(ids[half:])]
+
+
+def _remove_checkpoints(records: list[dict], train_kwargs: dict) -> None:
+    """Delete the checkpoints of a trained group once its records are stored, not before: a sweep killed between
+    the two restarts the group from its last checkpoint instead of from scratch."""
+    if "checkpoint_dir" in train_kwargs:
+        for ids in _split_tree([r["id"] for r in records]):
+            checkpoint_file(train_kwargs["checkpoint_dir"], ids).unlink(missing_ok=True)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker's first act: watch the sweep that started it and exit when it is gone. A sweep killed with
+    SIGKILL cannot tear its pool down, and an orphaned worker would train on beside the restarted sweep,
+    writing the same checkpoints."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _train_group_in_worker(args: tuple[list[RunSpec], int, dict]) -> list[dict]:
@@ -99,7 +129,8 @@ def run_specs(
         workers = recommended_workers()
     train_kwargs = {}
     if checkpoint_every_tokens:
-        train_kwargs = {"checkpoint_dir": store.root / "_checkpoints", "checkpoint_every_tokens": checkpoint_every_tokens}
+        train_kwargs = {"checkpoint_dir": store.root / "_checkpoints", "checkpoint_every_tokens": checkpoint_every_tokens,
+                        "keep_checkpoint": True}  # removed here, once the records are stored
     if save_weights:
         train_kwargs["weights_dir"] = store.root / "_weights"
     pending = list({s.hash: s for s in specs}.values())
@@ -118,6 +149,7 @@ def run_specs(
                         if executor.backend != "ray":  # a Ray task has written its own
                             store.write(record)
                         store.release(record["id"])
+                    _remove_checkpoints(records, train_kwargs)
                     bar.update(len(records))
             finally:
                 for s in mine:
@@ -135,7 +167,8 @@ def run_specs(
 
 def check_inputs(specs: list[RunSpec]) -> None:
     """Find input errors before any training: a corpus that cannot be read, a tokenizer that cannot be
-    built, a `data.domain` that matches nothing (DataError), a missing `init_from` file (FileNotFoundError).
+    built, a `data.domain` that matches nothing (DataError), a missing `init_from` file (FileNotFoundError) or
+    one that cannot be loaded (UnreadableWeights).
     A task set that is missing or corrupt is a DataError too. Each names the problem, where it would otherwise
     turn every run of the sweep into a `failed` record."""
     for data in dict.fromkeys(s.data for s in specs):
@@ -143,7 +176,9 @@ def check_inputs(specs: list[RunSpec]) -> None:
     for digest in dict.fromkeys(s.tasks for s in specs if s.tasks):
         load_task_set(digest)
     for path in dict.fromkeys(s.init_from for s in specs if s.init_from):
-        if not Path(path).is_file():
+        if Path(path).is_file():
+            load_weights(path)  # UnreadableWeights, naming the file, rather than a failed record for every run
+        else:
             raise FileNotFoundError(f"init_from: weights file {path!r} does not exist (it is written by the pretraining run "
                                     "of a fine-tuning experiment; `python -m replication sweep <experiment>` makes it)")
 
@@ -173,7 +208,7 @@ def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwarg
                     return
                 yield group, threads, train_kwargs
 
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             try:
                 for records in pool.imap_unordered(_train_group_in_worker, feed()):
                     slots.release()
@@ -214,7 +249,7 @@ def ensure_pretrained(pretrain: RunSpec, store: Store, weights_needed: bool, dea
         if record["status"] != "ok":
             raise RuntimeError(f"the pretraining run {pretrain.hash} of {store.root.name} {record['status']}: {record['error']}")
         store.write(record)
-    elif weights_needed and not weights.exists():
+    elif weights_needed and not usable_weights(weights):  # gone, or unreadable (then quarantined, with a warning)
         remake_weights([pretrain], store)
     return record
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replication.record import spec_hash
-from replication.validation import ConfigError, choice, coerce, from_dict, merge, positive, undot  # noqa: F401 (ConfigError: re-exported)
+from replication.validation import ConfigError, check_keys, choice, coerce, from_dict, merge, positive, undot  # noqa: F401 (ConfigError: re-exported)
 
 OPTIMIZERS = ("sgd", "adamw", "adafactor", "muon")
 SCHEDULES = ("constant", "cosine", "wsd", "power")
@@ -264,6 +264,15 @@ class RunSpec:
 
 def run_spec_from_dict(raw: dict[str, Any], key: str = "run") -> RunSpec:
     """Build and validate a RunSpec; ``model.preset`` expands to width/depth/head_dim."""
+    return from_dict(RunSpec, _expanded(raw, key), key).validate(key)
+
+
+def check_run_keys(raw: dict[str, Any], key: str) -> None:
+    """Reject a key a RunSpec lacks in one layer of run settings (`raw`, written at `key`), before layers merge."""
+    check_keys(RunSpec, _expanded(raw, key), key)
+
+
+def _expanded(raw: dict[str, Any], key: str) -> dict[str, Any]:
     raw = dict(raw)
     if isinstance(raw.get("compile"), bool):  # YAML reads `compile: true` as a boolean
         raw["compile"] = str(raw["compile"]).lower()
@@ -272,7 +281,7 @@ def run_spec_from_dict(raw: dict[str, Any], key: str = "run") -> RunSpec:
         preset = model.pop("preset")
         choice(f"{key}.model.preset", preset, MODEL_PRESETS)
         raw["model"] = {**MODEL_PRESETS[preset], **model}
-    return from_dict(RunSpec, raw, key).validate(key)
+    return raw
 
 
 def get_dotted(d: dict[str, Any], dotted: str) -> Any:

@@ -1,8 +1,10 @@
 """The result store: one JSON record per run under results/<profile>/<experiment>/<spec hash>.json.
 
-Records are written atomically (temp file + rename), so a kill never leaves a partial record. A
-record that cannot be trusted (truncated, missing fields, wrong hash, older format) is reported,
-moved to a `_quarantine/` side folder, and its run counts as missing so the sweep redoes it.
+Records are written atomically (temp file + rename), so a kill never leaves a partial record, readable
+by others (mode 0644 under the usual umask, as committed files are), and sealed with a checksum of their
+content. A record that cannot be trusted (truncated, edited or corrupted so that its checksum fails,
+missing fields, wrong hash, older format) is reported, moved to a `_quarantine/` side folder, and its run
+counts as missing so the sweep redoes it.
 Sweeps sharing a store claim runs (`_claims/<id>.claim`, taken under a file lock) so that two processes never
 train the same spec; the claim of a process that died is taken over.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -39,6 +42,27 @@ def weights_file(store_root: str | Path, run_id: str) -> Path:
     return Path(store_root) / "_weights" / f"{run_id}.pt"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file: mkstemp's 0600 would hide a shared store from others
+
+
+def checksum(record: dict) -> str:
+    """sha256 of a record's content (every field but the checksum itself, as canonical JSON): a record whose
+    result was edited or silently corrupted no longer matches it."""
+    content = {k: v for k, v in record.items() if k != "checksum"}
+    return "sha256:" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+class UnreadableWeights(ValueError):
+    """A weights file (`init_from`) that exists but cannot be loaded: truncated, not a torch file, or holding
+    more than tensors."""
+
+
 class CorruptRecordWarning(UserWarning):
     """A stored record was unreadable or inconsistent and was quarantined; its run will be redone."""
 
@@ -53,13 +77,14 @@ class Store:
         return self.root / f"{run_id}.json"
 
     def write(self, record: dict) -> Path:
-        """Atomically write a record (temp file in the same folder, fsync, rename)."""
+        """Atomically write a record, sealed with its checksum (temp file in the same folder, fsync, rename)."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.path(record["id"])
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{record['id']}.", suffix=".tmp")
         try:
+            os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "w") as f:
-                json.dump(record, f, indent=1, sort_keys=True)
+                json.dump({**record, "checksum": checksum(record)}, f, indent=1, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
@@ -70,9 +95,16 @@ class Store:
 
     def read(self, run_id: str) -> dict | None:
         """The record of `run_id`, or None if absent or untrustworthy (then quarantined, with a warning)."""
+        record, problem = self.check(run_id)
+        if problem:
+            self._quarantine(self.path(run_id), problem)
+        return record
+
+    def check(self, run_id: str) -> tuple[dict | None, str | None]:
+        """(the record, None), (None, None) when absent, or (None, what is wrong with it); moves nothing."""
         path = self.path(run_id)
         if not path.exists():
-            return None
+            return None, None
         problem = None
         try:
             record = json.loads(path.read_text())
@@ -86,8 +118,10 @@ class Store:
                     f"has record format {record.get('format')!r}, this code reads format {RECORD_FORMAT}; "
                     "it was written by another version of the workbook: the run will be redone"
                 )
-            elif missing := [k for k in REQUIRED_FIELDS if k not in record]:
+            elif missing := [k for k in (*REQUIRED_FIELDS, "checksum") if k not in record]:
                 problem = f"lacks fields {', '.join(missing)}"
+            elif record["checksum"] != checksum(record):
+                problem = "does not match its checksum: its content was changed after it was written"
             elif record["id"] != run_id:
                 problem = f"holds run {record['id']!r}, not {run_id!r} (its file name)"
         if problem is None:
@@ -98,10 +132,10 @@ class Store:
             except ValueError as err:
                 problem = f"has an invalid spec ({err})"
         if problem:
-            self._quarantine(path, problem)
-            return None
+            return None, problem
+        record.pop("checksum")
         record["spec"] = spec.to_dict()  # with every field, those added after it was written at their defaults
-        return record
+        return record, None
 
     def needs_run(self, spec) -> bool:
         """Whether `spec` still has to be trained: no record, or a failed one (a diverged run is a result)."""
@@ -192,45 +226,64 @@ class Store:
 # ------------------------------------------------------------ merging stores from several machines
 
 AUDIT_FIELDS = ("timing", "environment")  # how and where a run executed: may differ between two copies of one result
+# Measured over the ensemble a run trained in, divided by its size (environment.ensemble_size), so they depend on
+# how runs were grouped (workers, a time-limited chunk, a restart), not on the run: `memory.activations` (what
+# autograd saved for the group's micro-batch / members) and the peak memory that includes it.
+GROUP_MEASURES = ("peak_memory_bytes", "peak_memory_source")
+GROUP_MEMORY_PARTS = ("activations",)
 
 
 class MergeConflict(ValueError):
     """Two stores hold different results under one run id; nothing was merged."""
 
 
+def result_of(record: dict) -> dict:
+    """What a record says about its run alone: without where and how fast it ran, and without the measurements
+    shared with the other runs of its ensemble."""
+    out = {k: v for k, v in record.items() if k not in AUDIT_FIELDS + GROUP_MEASURES}
+    if isinstance(out.get("memory"), dict):
+        out["memory"] = {k: v for k, v in out["memory"].items() if k not in GROUP_MEMORY_PARTS}
+    return out
+
+
 def same_result(a: dict, b: dict) -> bool:
-    """Whether two records of one run hold the same result (everything but where and how fast it ran)."""
-    strip = lambda r: {k: v for k, v in r.items() if k not in AUDIT_FIELDS}
-    return strip(a) == strip(b)
+    """Whether two records of one run hold the same result (see `result_of`)."""
+    return result_of(a) == result_of(b)
 
 
 def merge(source: str | Path, target: str | Path) -> dict[str, int]:
     """Copy every record of the store tree `source` (`<profile>/<experiment>/<run id>.json`) that `target` lacks.
 
-    A run in both with the same result (audit fields aside) is left alone; a `failed` record in `target` is
-    replaced by a finished one from `source`. A run with different results in the two stores is a conflict:
-    every conflict is named and nothing is written, so a merge never mixes results. Records are validated
-    on the way (an untrustworthy one is quarantined where it lies, as any read does) and written atomically.
+    A run in both with the same result (see `result_of`) is left alone; a `failed` record in `target` is
+    replaced by a finished one from `source`, and so is one `target` cannot trust (quarantined first). A run
+    with different results in the two stores is a conflict: every conflict is named and nothing is written
+    or moved, in either store, so a merge never mixes results. `source` is only read (a record it cannot
+    trust is skipped and counted); records are written atomically.
     """
     source, target = Path(source), Path(target)
     if not source.is_dir():
         raise FileNotFoundError(f"store merge: no store at {str(source)!r}")
-    plan, conflicts, counts = [], [], {"copied": 0, "identical": 0, "replaced_failed": 0, "kept_target": 0}
+    plan, conflicts = [], []
+    counts = {"copied": 0, "identical": 0, "replaced_failed": 0, "replaced_untrusted": 0, "kept_target": 0, "skipped_untrusted": 0}
     for folder in sorted(p for p in source.glob("*/*") if p.is_dir() and not p.name.startswith("_")):
         profile, experiment = folder.parent.name, folder.name
         theirs, ours = Store(source, profile, experiment), Store(target, profile, experiment)
         for run_id in theirs.ids():
-            record = theirs.read(run_id)
+            record, problem = theirs.check(run_id)
             if record is None:
+                counts["skipped_untrusted"] += problem is not None
                 continue
-            present = ours.read(run_id)
-            if present is None:
-                plan.append((ours, record))
+            present, untrusted = ours.check(run_id)
+            if untrusted:
+                plan.append((ours, record, untrusted))
+                counts["replaced_untrusted"] += 1
+            elif present is None:
+                plan.append((ours, record, None))
                 counts["copied"] += 1
             elif same_result(present, record):
                 counts["identical"] += 1
             elif present["status"] == "failed" and record["status"] != "failed":
-                plan.append((ours, record))
+                plan.append((ours, record, None))
                 counts["replaced_failed"] += 1
             elif record["status"] == "failed":
                 counts["kept_target"] += 1  # a failed attempt never replaces a result
@@ -239,6 +292,8 @@ def merge(source: str | Path, target: str | Path) -> dict[str, int]:
     if conflicts:
         raise MergeConflict(f"store merge: {len(conflicts)} run(s) hold different results in {source} and {target}: "
                             f"{', '.join(conflicts[:10])}{' ...' if len(conflicts) > 10 else ''}; nothing was merged")
-    for store, record in plan:
+    for store, record, untrusted in plan:
+        if untrusted:
+            store._quarantine(store.path(record["id"]), untrusted)
         store.write(record)
     return counts

@@ -170,13 +170,16 @@ def train_members(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every_tokens: int | None = None,
     weights_dir: str | Path | None = None,
+    keep_checkpoint: bool = False,
 ) -> list[dict]:
     """Train runs that share architecture, data, batch size and budget as one batched computation.
 
     With `checkpoint_dir` and `checkpoint_every_tokens`, the whole training state (weights, optimizer,
     data position, logs, RNG) is saved atomically at that interval, and a call for the same runs
-    resumes from the last checkpoint and ends exactly as an uninterrupted call would. With
-    `weights_dir`, each finished run's final weights are saved there as `<run id>.pt` (to fine-tune from).
+    resumes from the last checkpoint and ends exactly as an uninterrupted call would (its records say at
+    which step, `timing.resumed_at_step`). The checkpoint is deleted at the end unless `keep_checkpoint`
+    (a sweep deletes it itself once the records are stored). With `weights_dir`, each finished run's
+    final weights are saved there as `<run id>.pt` (to fine-tune from).
     """
     _check_shared(specs)
     group = _GroupRun(specs)
@@ -198,7 +201,7 @@ def train_members(
         if not group.active:
             break
     records = group.finish(step, weights_dir)
-    if checkpoint:
+    if checkpoint and not keep_checkpoint:
         checkpoint.remove()
     return records
 
@@ -458,7 +461,7 @@ class _GroupRun:
             r["flops"] = r["flops_per_token"] * r["tokens"]
             r["epochs"] = self.samplers[m].epochs_for(done_steps)
             r["timing"] = {"wall_time_s": wall, "tokens_per_s": r["tokens"] / wall if wall > 0 else None,  # per run; the group trained together
-                           "compile_s": execution.pop("compile_s")}
+                           "compile_s": execution.pop("compile_s"), "resumed_at_step": self.first_step or None}
             r["environment"].update(execution)
             vals = r["val"]["loss"]
             r["final_val_loss"] = vals[-1] if vals and r["status"] == "ok" else None
@@ -481,12 +484,16 @@ class _GroupRun:
         }
 
 
+def checkpoint_file(folder: str | Path, run_ids: list[str]) -> Path:
+    """Where the checkpoint of the group of these runs (in training order) lives."""
+    return Path(folder) / f"{hashlib.sha256(''.join(run_ids).encode()).hexdigest()[:16]}.pt"
+
+
 class _Checkpoint:
     """The training state of one group of runs, saved atomically (temp file + rename)."""
 
     def __init__(self, folder: str | Path, specs: list[RunSpec]):
-        group = hashlib.sha256("".join(s.hash for s in specs).encode()).hexdigest()[:16]
-        self.path = Path(folder) / f"{group}.pt"
+        self.path = checkpoint_file(folder, [s.hash for s in specs])
 
     def load(self) -> dict | None:
         """The saved state, or None (start from scratch) when there is none or it cannot be trusted: a file

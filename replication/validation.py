@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from typing import Any
@@ -84,9 +85,26 @@ def coerce(key: str, value: Any, annotation: Any) -> Any:
     raise TypeError(f"unsupported annotation {annotation!r} for {key}")
 
 
+@functools.cache
+def _fields(cls) -> tuple[dict[str, Any], list[str]]:
+    """A dataclass's resolved annotations and field names: resolving string annotations is most of the cost of
+    reading a record, and a store reads thousands."""
+    return typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
+
+
+def check_keys(cls, raw: dict[str, Any], key: str) -> None:
+    """Raise ConfigError for the first key of `raw` (nested mappings included) that dataclass `cls` lacks, named
+    under `key`: where the user wrote it, before layers of settings are merged and lose their origin."""
+    hints, names = _fields(cls)
+    for name, value in raw.items():
+        if name not in names:
+            raise ConfigError(f"{key}.{name}: unknown key{did_you_mean(name, names)}; accepted keys: {', '.join(names)}")
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            check_keys(hints[name], value, f"{key}.{name}")
+
+
 def from_dict(cls, raw: dict[str, Any], key: str):
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints, names = _fields(cls)
     for name in raw:
         if name not in names:
             raise ConfigError(

@@ -59,6 +59,24 @@ def test_a_missing_init_from_file_fails_before_training(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: init_from: weights file '/no/such/weights.pt' does not exist")
 
 
+def test_an_unreadable_init_from_file_fails_before_training(tmp_path, capsys):
+    truncated = tmp_path / "weights.pt"
+    truncated.write_bytes(b"PK\x03\x04 half a zip archive")
+    code = main(["--results", str(tmp_path), "run", "quickstart", "--profile", "smoke", "--set", f"init_from={truncated}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: init_from: the weights file '{truncated}' cannot be read") and err.count("\n") == 1
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_a_binary_corpus_is_refused_before_training(tmp_path, capsys):
+    binary = tmp_path / "corpus.bin"
+    binary.write_bytes(bytes(range(256)) * 64)
+    code = main(["--results", str(tmp_path), "run", "quickstart", "--profile", "smoke", "--set", f"data.corpus={binary}"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"corpus file '{binary}' is not text" in err
+    assert not list(tmp_path.rglob("*.json"))
+
+
 def test_a_run_that_fails_while_training_shows_why_and_exits_1(tmp_path, capsys, monkeypatch):
     import replication.runner
 

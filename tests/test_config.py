@@ -17,6 +17,16 @@ def test_unknown_key_names_it_and_suggests_the_close_one():
         run_spec_from_dict({"optimizer": {"lrr": 1e-3}})
 
 
+@pytest.mark.parametrize("block,where", [("run: {optimzer: {lr: 0.1}}", "run.optimzer"),
+                                         ("profiles: {smoke: {run: {model: {widht: 8}}}}", "profiles.smoke.run.model.widht"),
+                                         ("experiments: {demo: {run: {data: {seqlen: 8}}}}", "experiments.demo.run.data.seqlen")])
+def test_a_typo_is_named_in_the_run_block_where_it_was_written(block, where):
+    params = {"experiments": {"demo": {}}, **yaml.safe_load(block)}
+    params["experiments"]["demo"] = params["experiments"]["demo"] or {}
+    with pytest.raises(ConfigError, match=rf"^{where.replace('.', '[.]')}: unknown key"):
+        experiment(params, "demo", "smoke")
+
+
 def test_unknown_optimizer_lists_the_accepted_ones():
     with pytest.raises(ConfigError, match="'adamm' is unknown.*choose one of: adafactor, adamw, muon, sgd"):
         run_spec_from_dict({"optimizer": {"name": "adamm"}})

@@ -76,6 +76,15 @@ def test_unloadable_dataset_says_the_network_is_needed():
         load_documents(DataConfig(corpus="hf:no-such-user/no-such-dataset-xyz"))
 
 
+def test_a_hub_corpus_fails_at_once_when_offline_is_declared(monkeypatch):
+    import socket
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("probed the network although offline is declared"))
+    with pytest.raises(DataError, match="HF_HUB_OFFLINE is set.*need a network connection"):
+        load_documents(DataConfig(corpus="hf:some-user/some-dataset"))
+
+
 def test_tokens_are_cached_by_corpus_and_vocab(tmp_path):
     (tmp_path / "a.txt").write_text("to be or not to be, that is the question\n" * 200)
     cfg = DataConfig(corpus=str(tmp_path / "a.txt"), vocab_size=300)

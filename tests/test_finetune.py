@@ -110,6 +110,12 @@ def test_fine_tuning_needs_the_weights_only_while_a_run_is_missing(tmp_path):
     extra = [s.replace(seed=1) for s in ft.expand()]
     more = train_runs(exp, extra, tmp_path, progress=False)
     assert weights.exists() and len(more) == 2  # a missing run: the pretraining weights came back
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])  # a truncated cache (a full disk, a kill mid-copy)
+    again = [s.replace(seed=2) for s in ft.expand()]
+    with pytest.warns(UserWarning, match=f"{weights.name}.*cannot be read.*made again"):
+        assert all(r["status"] == "ok" for r in train_runs(exp, again, tmp_path, progress=False))
+    assert weights.read_bytes() == good and (weights.parent / "_quarantine" / weights.name).exists()  # remade, bit for bit
     with pytest.raises(ValueError, match="must start from"):
         train_runs(exp, exp.expand(), tmp_path, progress=False)
 

@@ -13,23 +13,34 @@ experiment, then its notebook, which must write every declared output and find n
 lacks, an analysis that assumes the cpu profile's shapes, a hub-corpus path) fails here first. This is
 also the suite's pipeline test: every notebook runs end to end here, and nbval re-executes the committed
 cpu ones.
+
+The stages run as dvc would order them, on as many single-threaded lanes as there are cores (at least two):
+models this small gain nothing from a second thread, so two stages at once take about the time of one. The
+lanes start as soon as collection selects a rehearsal test (conftest.py) and run at low priority beside the
+rest of the suite, which leaves a core idle most of the time; by the time these tests run, most stages are done.
 """
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
-import papermill
 import pytest
 import yaml
 
+from replication import pipeline
 from replication.data import shakespeare_plays
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = [s for s, d in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items() if "notebooks/" in d["cmd"]]
+DECLARED = pipeline.stages(ROOT / "dvc.yaml")
+STAGES = [s for s, d in DECLARED.items() if "notebooks/" in d["cmd"]]
+LANES = max(2, min(4, os.cpu_count() or 1))
+COMMAND_TIMEOUT_S = 900
 PROFILES = yaml.safe_load((ROOT / "params.yaml").read_text())
 SAME_ON_GPU = {s for s in STAGES if s in PROFILES["experiments"] and "gpu" not in (PROFILES["experiments"][s].get("profiles") or {})
                and not PROFILES["experiments"][s].get("run") and "grid" not in PROFILES["experiments"][s]}  # theory: no gpu settings
@@ -116,8 +127,6 @@ def gpu_rehearsal_params(params: dict, corpus: str) -> dict:
 def _fewest_steps(params: dict, name: str) -> int:
     """The fewest steps among the runs experiment `name` declares with nothing stored (its base run and grid where
     its runs follow from another experiment's); 0 if one is invalid."""
-    import tempfile
-
     from replication.data import DataError
     from replication.experiments import declared_runs
     from replication.params import experiment
@@ -135,13 +144,11 @@ def _fewest_steps(params: dict, name: str) -> int:
         return 0
 
 
-@pytest.fixture(scope="module")
-def workbook(tmp_path_factory):
-    """A copy of the workbook (no results, figures or executed notebooks) whose gpu profile is shrunk, with a
-    local dataset in place of the hub corpus."""
-    root = tmp_path_factory.mktemp("gpu-rehearsal")
+def build_workbook(root: Path) -> Path:
+    """A copy of the workbook in `root` (no results, figures or executed notebooks) whose gpu profile is shrunk,
+    with a local dataset in place of the hub corpus and a token cache of its own."""
     corpus = root / "local-corpus"
-    corpus.mkdir()
+    corpus.mkdir(parents=True)
     with open(corpus / "train.jsonl", "w") as f:  # one JSON line per scene-sized chunk, as a hub dataset's rows
         for text in shakespeare_plays().values():
             for i in range(0, len(text), 4000):
@@ -155,24 +162,110 @@ def workbook(tmp_path_factory):
     return root
 
 
-def _outs(stage: str) -> list[str]:
-    d = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
-    return [next(iter(o)) if isinstance(o, dict) else o for o in d.get("outs", []) + d.get("metrics", [])]
+class _Lanes:
+    """Runs each stage (its CLI sweep, then its notebook through papermill) in a background lane once the stages
+    whose outputs it reads are done; `result(stage)` waits for one and returns None or what went wrong.
+
+    The lanes' processes run at low priority (nice 10) with one thread each, and with the environment of the
+    moment they were started: the suite's other tests may run meanwhile, taking the CPU first, and what they
+    set in the environment (a time limit, nbval's workbook) never reaches a stage."""
+
+    def __init__(self, root: Path, stages: list[str]):
+        needs = pipeline.upstream(DECLARED)
+        self.root, self.pending, self.done, self.running = root, list(stages), {}, set()
+        self.needs = {s: needs[s] & set(stages) for s in stages}
+        self.env = {k: v for k, v in os.environ.items() if k != "REPLICATION_WORKBOOK"}
+        self.env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", REPLICATION_CACHE=str(root / "cache"))  # one core per lane
+        self.ready = threading.Condition()
+        for _ in range(LANES):
+            threading.Thread(target=self._lane, daemon=True).start()
+
+    def _take(self) -> str | None:
+        while self.pending:
+            stage = next((s for s in self.pending if self.needs[s] <= self.done.keys()), None)
+            if stage:
+                self.pending.remove(stage)
+                return stage
+            self.ready.wait()
+        return None
+
+    def _lane(self) -> None:
+        while True:
+            with self.ready:
+                stage = self._take()
+            if stage is None:
+                return
+            failed = sorted(s for s in self.needs[stage] if self.done[s])
+            error = f"not run: {', '.join(failed)} failed first" if failed else self._run(stage)
+            with self.ready:
+                self.done[stage] = error
+                self.ready.notify_all()
+
+    def _run(self, stage: str) -> str | None:
+        low = ["nice", "-n", "10"] if shutil.which("nice") else []
+        sweep = [*low, sys.executable, "-m", "replication", "sweep", stage, "--profile", "gpu", "--workers", "1"]
+        notebook = [*low, sys.executable, "-m", "papermill", "-k", "python3", "--cwd", ".", "--log-level", "WARNING", "--no-progress-bar",
+                    f"notebooks/{stage}.ipynb", f"notebooks/executed/{stage}.ipynb", "-p", "profile", "gpu"]
+        for command in ([sweep] if stage != "report" else []) + [notebook]:
+            what = f"{command[len(low) + 2]} {stage}"
+            process = subprocess.Popen(command, cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.running.add(process)
+            try:
+                _, stderr = process.communicate(timeout=COMMAND_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                return f"{what} ran past {COMMAND_TIMEOUT_S} s"
+            finally:
+                self.running.discard(process)
+            if process.returncode:
+                return f"{what} exited {process.returncode}:\n{stderr[-3000:]}"
+        return None
+
+    def result(self, stage: str) -> str | None:
+        with self.ready:
+            self.ready.wait_for(lambda: stage in self.done)
+            return self.done[stage]
+
+    def stop(self) -> None:
+        """End what is still running (an interrupted session) and remove the workbook copy."""
+        self.pending.clear()
+        for process in list(self.running):
+            process.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_lanes: _Lanes | None = None
+
+
+def start() -> _Lanes:
+    """The session's rehearsal, started once: by conftest.py as soon as collection selects a rehearsal test, so
+    that the stages train while the rest of the suite runs, or else by the first test that needs it."""
+    global _lanes
+    if _lanes is None:
+        root = build_workbook(Path(tempfile.mkdtemp(prefix="gpu-rehearsal-")))
+        _lanes = _Lanes(root, [s for s in STAGES if s not in SAME_ON_GPU])
+    return _lanes
+
+
+def stop() -> None:
+    if _lanes is not None:
+        _lanes.stop()
+
+
+@pytest.fixture(scope="module")
+def rehearsal():
+    return start()
 
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("stage", STAGES)  # dvc.yaml's order: a stage's inputs are made before it
-def test_the_gpu_profile_runs_every_stage_end_to_end(workbook, stage):
+def test_the_gpu_profile_runs_every_stage_end_to_end(rehearsal, stage):
     if stage in SAME_ON_GPU:
         pytest.skip(f"{stage} has no gpu settings of its own (its cpu run is what a GPU runs)")
-    if stage != "report":
-        sweep = subprocess.run([sys.executable, "-m", "replication", "sweep", stage, "--profile", "gpu", "--workers", "1"], cwd=workbook,
-                               capture_output=True, text=True)
-        assert sweep.returncode == 0, sweep.stderr[-3000:]
-    papermill.execute_notebook(str(workbook / "notebooks" / f"{stage}.ipynb"), str(workbook / "notebooks" / "executed" / f"{stage}.ipynb"),
-                               parameters={"profile": "gpu"}, kernel_name="python3", cwd=str(workbook), progress_bar=False)
-    for path in _outs(stage):
-        target = workbook / path.replace("${profile}", "gpu")
+    error = rehearsal.result(stage)
+    assert error is None, error
+    for path in pipeline.outputs(DECLARED[stage], "gpu"):
+        target = rehearsal.root / path
         assert target.exists(), f"stage {stage} did not write {path} on the gpu profile"
         if path.endswith(".png"):
             assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 1000, path

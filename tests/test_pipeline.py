@@ -7,17 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from replication import pipeline
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _declared_outs() -> list[str]:
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    outs = []
-    for stage in stages.values():
-        for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
-            outs.append((next(iter(out)) if isinstance(out, dict) else out).replace("${profile}", params["profile"]))
-    return outs
+    profile = yaml.safe_load((ROOT / "params.yaml").read_text())["profile"]
+    return [out for stage in pipeline.stages(ROOT / "dvc.yaml").values() for out in pipeline.outputs(stage, profile)]
 
 
 def test_every_declared_figure_is_a_valid_png():
@@ -43,14 +40,10 @@ def test_dvc_status_is_clean_on_a_fresh_clone(tmp_path):
 
 
 def test_every_stage_depends_on_exactly_the_code_it_imports():
-    from replication import pipeline
-
     assert pipeline.check(ROOT / "dvc.yaml") == [], "dvc.yaml's code deps drifted: run `python -m replication pipeline`"
 
 
 def test_the_code_deps_follow_imports_inside_functions_and_topics_loaded_by_name(tmp_path):
-    from replication import pipeline
-
     deps = pipeline.code_deps("marek_sensitivity", "${papermill} notebooks/marek_sensitivity.ipynb notebooks/executed/x.ipynb",
                               ["marek_sensitivity", "marek_optimizers"])
     assert deps[0] == "notebooks/marek_sensitivity.ipynb"
@@ -61,8 +54,6 @@ def test_the_code_deps_follow_imports_inside_functions_and_topics_loaded_by_name
 
 
 def test_a_new_import_makes_dvc_yaml_drift_until_regenerated(tmp_path):
-    from replication import pipeline
-
     shutil.copytree(ROOT / "replication", tmp_path / "replication", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("executed"))
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")

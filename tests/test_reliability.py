@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from replication.store import Store
@@ -23,7 +24,7 @@ SWEEP_SCRIPT = textwrap.dedent(
     from replication.spec import run_spec_from_dict
     from replication.store import Store
 
-    root, log = sys.argv[1], sys.argv[2]
+    root, log, workers, checkpoint = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) or None
     specs = [run_spec_from_dict(json.loads(line)) for line in sys.stdin]
     real = runner.train_members
 
@@ -33,8 +34,9 @@ SWEEP_SCRIPT = textwrap.dedent(
             f.writelines(f"{os.getpid()} {r['id']}\\n" for r in records)
         return records
 
-    runner.train_members = logged
-    runner.run_specs(specs, Store(root, "smoke", "demo"), max_members=1, workers=1, progress=False, poll_s=0.2)
+    runner.train_members = logged  # seen in this process only: with workers > 1 groups train in spawned processes
+    runner.run_specs(specs, Store(root, "smoke", "demo"), max_members=None if workers > 1 else 1, workers=workers,
+                     checkpoint_every_tokens=checkpoint, progress=False, poll_s=0.2)
     """
 )
 
@@ -43,14 +45,22 @@ def _specs(tiny_spec, n):
     return [tiny_spec.replace(seed=s, tokens=64 * 40) for s in range(n)]
 
 
-def _start_sweep(specs, root, log, env):
+def _start_sweep(specs, root, log, env, workers=1, checkpoint_every_tokens=0):
     proc = subprocess.Popen(
-        [sys.executable, "-c", SWEEP_SCRIPT, str(root), str(log)],
+        [sys.executable, "-c", SWEEP_SCRIPT, str(root), str(log), str(workers), str(checkpoint_every_tokens)],
         stdin=subprocess.PIPE, env=env, text=True,
     )
     proc.stdin.write("".join(json.dumps(s.to_dict()) + "\n" for s in specs))
     proc.stdin.close()
     return proc
+
+
+def _running(process: psutil.Process) -> bool:
+    """Alive and not a zombie (an exited orphan that the container's init has not reaped yet)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _comparable(record):
@@ -63,30 +73,42 @@ def env(tmp_path):
 
 
 def test_killed_sweep_resumes_without_losing_runs(tmp_path, tiny_spec, env):
-    specs = _specs(tiny_spec, 6)
-    reference = {r["id"]: r for r in run_specs(specs, Store(tmp_path / "reference", "smoke", "demo"), max_members=1, progress=False)}
+    """Two workers, checkpointing: SIGKILL the sweep (the first time just after a checkpoint is written, then at
+    random moments). Its workers die with it, every stored record stays whole and is never trained again, the
+    restart resumes from the checkpoint, and the records end as an uninterrupted sweep's."""
+    specs = [tiny_spec.replace(seed=s, tokens=64 * 300) for s in range(6)]
+    every = 64 * 20
+    reference = {r["id"]: r for r in run_specs(specs, Store(tmp_path / "reference", "smoke", "demo"), workers=2,
+                                                checkpoint_every_tokens=every, progress=False)}
     root, log = tmp_path / "killed", tmp_path / "log"
     store = Store(root, "smoke", "demo")
     rng = random.Random(0)
-    kept_before = set()
-    for attempt in range(4):
-        proc = _start_sweep(specs, root, log, env)
-        time.sleep(rng.uniform(2.0, 6.0))
+    seen: dict[str, str] = {}  # each record's bytes when first seen
+    for attempt in range(3):
+        proc = _start_sweep(specs, root, log, env, workers=2, checkpoint_every_tokens=every)
+        started = time.time()
+        if attempt == 0:
+            while not list((root / "smoke" / "demo" / "_checkpoints").glob("*.pt")) and time.time() - started < 120:
+                time.sleep(0.02)
+        else:
+            time.sleep(rng.uniform(1.0, 4.0))
+        workers = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        present = set(store.ids())
-        for run_id in present:  # every record on disk is whole and trustworthy
+        _, alive = psutil.wait_procs(workers, timeout=3)  # a worker polls for its parent every 0.2 s
+        alive = [p for p in alive if _running(p)]
+        assert not alive, f"workers outlived the killed sweep: {[p.pid for p in alive]}"
+        for run_id in store.ids():  # every record on disk is whole and trustworthy, and none was trained twice
             assert store.read(run_id) is not None
-        assert kept_before <= present  # nothing finished is ever lost
-        kept_before = present
+            assert seen.setdefault(run_id, store.path(run_id).read_text()) == store.path(run_id).read_text()
     assert not store.quarantine.exists()
-    trained = [line.split()[1] for line in log.read_text().splitlines()] if log.exists() else []
-    finished = run_specs(specs, store, max_members=1, progress=False)
+    finished = run_specs(specs, store, workers=2, checkpoint_every_tokens=every, progress=False)
     assert sorted(store.ids()) == sorted(reference)
     for record in finished:
         assert _comparable(record) == _comparable(reference[record["id"]])
-    # no run recorded before a kill was trained again afterwards
-    assert len(trained) == len(set(trained))
+    assert any(r["timing"]["resumed_at_step"] for r in finished), "no run resumed from a checkpoint"
+    assert all(store.path(i).read_text() == text for i, text in seen.items())
+    assert not list((store.root / "_checkpoints").glob("*.pt"))  # each removed once its records were stored
 
 
 def test_two_sweeps_share_a_store_without_repeating_runs(tmp_path, tiny_spec, env):

@@ -39,7 +39,7 @@ def test_merge_copies_what_is_missing_and_ignores_where_a_run_ran(tmp_path):
     b.write(_record(specs[1], status="failed"))  # a failed attempt here, a result there
     b.write(_record(specs[3]))
     counts = merge(tmp_path / "a", tmp_path / "b")
-    assert counts == {"copied": 1, "identical": 1, "replaced_failed": 1, "kept_target": 0}
+    assert counts == {"copied": 1, "identical": 1, "replaced_failed": 1, "replaced_untrusted": 0, "kept_target": 0, "skipped_untrusted": 0}
     assert b.read(specs[1].hash)["status"] == "ok" and b.read(specs[2].hash) is not None and len(b.ids()) == 4
     assert merge(tmp_path / "a", tmp_path / "b")["identical"] == 3  # merging again changes nothing
 
@@ -55,6 +55,34 @@ def test_merge_refuses_different_results_under_one_run_and_writes_nothing(tmp_pa
     out = subprocess.run([sys.executable, "-m", "replication", "store", "merge", str(tmp_path / "a"), str(tmp_path / "b")],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "different results" in out.stderr and specs[0].hash in out.stderr
+
+
+def test_a_refused_merge_moves_nothing_even_a_record_the_target_cannot_trust(tmp_path):
+    a, b, specs = _stores(tmp_path)
+    a.write(_record(specs[0], loss=3.0))
+    a.write(_record(specs[1]))
+    b.write(_record(specs[0], loss=3.5))
+    b.path(specs[1].hash).write_text("{ truncated")
+    with pytest.raises(MergeConflict):
+        merge(tmp_path / "a", tmp_path / "b")
+    assert b.path(specs[1].hash).read_text() == "{ truncated" and not b.quarantine.exists()
+    b.write(_record(specs[0], loss=3.0))  # the conflict resolved: the untrusted record is quarantined, then replaced
+    assert merge(tmp_path / "a", tmp_path / "b")["replaced_untrusted"] == 1
+    assert b.read(specs[1].hash) is not None and (b.quarantine / f"{specs[1].hash}.json").read_text() == "{ truncated"
+
+
+def test_stores_trained_with_different_grouping_merge_without_conflict(tmp_path):
+    """The same runs trained by one worker (one ensemble), two workers (two ensembles) and one at a time (as a
+    restart or a time-limited chunk trains them): identical results, different ensemble-level memory measures."""
+    specs = [TINY.replace(seed=s, tokens=1024) for s in range(4)]
+    roots = {name: tmp_path / name for name in ("one_worker", "two_workers", "one_at_a_time")}
+    run_specs(specs, Store(roots["one_worker"], "cpu", "demo"), workers=1, progress=False)
+    run_specs(specs, Store(roots["two_workers"], "cpu", "demo"), workers=2, progress=False)
+    run_specs(specs, Store(roots["one_at_a_time"], "cpu", "demo"), workers=1, max_members=1, progress=False)
+    sizes = {name: {Store(root, "cpu", "demo").read(s.hash)["environment"]["ensemble_size"] for s in specs} for name, root in roots.items()}
+    assert sizes == {"one_worker": {4}, "two_workers": {2}, "one_at_a_time": {1}}  # three different groupings
+    for name in ("two_workers", "one_at_a_time"):
+        assert merge(roots[name], roots["one_worker"])["identical"] == 4
 
 
 def test_a_deadline_stops_before_the_next_group_and_the_next_sweep_finishes(tmp_path, monkeypatch):
@@ -82,6 +110,7 @@ def test_the_cli_stops_at_max_minutes_and_the_same_command_continues(tmp_path):
     cmd = [sys.executable, "-m", "replication", "--results", str(tmp_path), "sweep", "quickstart", "--profile", "smoke"]
     stopped = subprocess.run([*cmd, "--max-minutes", "0"], capture_output=True, text=True, cwd=ROOT)
     assert stopped.returncode == 3 and "2 run(s) left" in stopped.stderr
+    assert "no run of its own finished before the time limit" in stopped.stdout and "no runs of its own" not in stopped.stdout
     env = {**os.environ, "REPLICATION_MAX_MINUTES": "0"}  # the stage-wide limit counts the same
     stopped = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert stopped.returncode == 3 and "2 run(s) left" in stopped.stderr

@@ -1,9 +1,11 @@
 import json
+import os
+import stat
 
 import pytest
 
 from replication import runner
-from replication.store import CorruptRecordWarning, Store
+from replication.store import CorruptRecordWarning, Store, checksum
 from replication.runner import run_specs
 
 
@@ -20,19 +22,29 @@ def test_round_trip_and_no_temp_files(stored):
     assert [p.name for p in store.root.iterdir() if p.is_file()] == [f"{record['id']}.json"]
 
 
+def test_a_record_is_readable_by_others_as_a_committed_one_is(stored):
+    store, record = stored
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(store.path(record["id"]).stat().st_mode) == 0o666 & ~umask  # 0644 under the usual umask 022
+
+
 @pytest.mark.parametrize(
     "damage, reason",
     [
         (lambda text, rec: text[: len(text) // 2], "not valid JSON"),
         (lambda text, rec: json.dumps({k: v for k, v in rec.items() if k != "val"}), "lacks fields val"),
         (lambda text, rec: json.dumps({**rec, "format": 0}), "record format 0"),
-        (lambda text, rec: json.dumps({**rec, "spec": {**rec["spec"], "seed": 9}}), "hash does not match"),
+        (lambda text, rec: json.dumps({**rec, "final_val_loss": rec["final_val_loss"] - 0.01}), "does not match its checksum"),  # an edited loss
+        (lambda text, rec: text.replace('"val": {', '"val": {"x": 1, ', 1), "does not match its checksum"),  # still valid JSON
+        (lambda text, rec: json.dumps({k: v for k, v in rec.items() if k != "checksum"}), "lacks fields checksum"),
+        (lambda text, rec: _sealed({**rec, "spec": {**rec["spec"], "seed": 9}}), "hash does not match"),
     ],
 )
 def test_untrustworthy_records_are_quarantined_and_redone(stored, tiny_spec, damage, reason):
     store, record = stored
     path = store.path(record["id"])
-    path.write_text(damage(path.read_text(), record))
+    path.write_text(damage(path.read_text(), json.loads(path.read_text())))
     with pytest.warns(CorruptRecordWarning, match=reason):
         assert store.read(record["id"]) is None
     assert (store.quarantine / path.name).exists()
@@ -69,6 +81,11 @@ def test_a_record_written_before_a_field_existed_reads_back_with_it_at_its_defau
     store, record = stored
     old = json.loads(store.path(record["id"]).read_text())
     del old["spec"]["decay_branches"], old["spec"]["model"]["mup_base_width"]  # as written before these fields existed
-    store.path(record["id"]).write_text(json.dumps(old))
+    store.path(record["id"]).write_text(_sealed(old))
     back = store.read(record["id"])
     assert back["spec"]["decay_branches"] == () and back["spec"]["model"]["mup_base_width"] is None
+
+
+def _sealed(record: dict) -> str:
+    """A record's JSON with its checksum recomputed: a consistent record, as a writer would have sealed it."""
+    return json.dumps({**record, "checksum": checksum(record)})
