@@ -41,12 +41,13 @@ def pytest_configure(config):
 
 
 def pytest_collection_finish(session):
-    """Start the gpu-profile rehearsal in the background once it is selected (tests/test_gpu_rehearsal.py)."""
-    if any(item.nodeid.startswith("tests/test_gpu_rehearsal.py::test_the_gpu_profile_runs_every_stage") for item in session.items):
-        from tests import test_gpu_rehearsal
-
-        _state["rehearsal"] = test_gpu_rehearsal
-        test_gpu_rehearsal.start()
+    """Start the gpu-profile rehearsal of the selected stages in the background (tests/test_gpu_rehearsal.py),
+    through the module pytest imported, so that its tests find the lanes already running."""
+    selected = [item for item in session.items if item.nodeid.startswith("tests/test_gpu_rehearsal.py::test_the_gpu_profile_runs")]
+    if selected and not session.config.option.collectonly:
+        module = selected[0].module
+        _state["rehearsal"] = module
+        module.start([item.callspec.params["stage"] for item in selected])
 
 
 def pytest_collection_modifyitems(config, items):

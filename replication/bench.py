@@ -84,8 +84,7 @@ class Workload:
         self.x, self.y = idx[..., :-1], idx[..., 1:]
         self.train_step = TrainStep(self.model, device, compile)
         self.flops_per_token = flops_per_token(cfg, vocab, seq_len)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        self.transient_bytes = 0  # on CUDA: the most a step allocated above what was resident before it
         first = time.perf_counter()
         self.step()
         _sync(device)
@@ -100,12 +99,18 @@ class Workload:
 
     def tokens_per_s(self, seconds: float) -> float:
         """Throughput over one window of at least `seconds` (and 3 steps)."""
+        if self.device.type == "cuda":  # every workload is resident: measure what this one's steps add to it
+            resident = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds or steps < 3:
             self.step()
             steps += 1
             _sync(self.device)
-        return steps * self.members * self.batch_size * self.seq_len / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        if self.device.type == "cuda":
+            self.transient_bytes = max(self.transient_bytes, torch.cuda.max_memory_allocated(self.device) - resident)
+        return steps * self.members * self.batch_size * self.seq_len / elapsed
 
     def describe(self) -> dict:
         param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters()) / self.members
@@ -113,8 +118,9 @@ class Workload:
         out = {"model": self.preset, "batch_size": self.batch_size, "members": self.members,
                "params_grads_state_mb_per_member": (2 * param_bytes + state_bytes) / 2**20,
                "compiled": self.train_step.compiled, "first_step_s": self.first_step_s}
-        if self.device.type == "cuda":
-            out["peak_memory_mb_per_member"] = torch.cuda.max_memory_allocated(self.device) / 2**20 / self.members
+        if self.device.type == "cuda":  # its weights and optimizer state, plus the most its steps allocated on top
+            resident = sum(p.numel() * p.element_size() for p in self.model.parameters()) + state_bytes * self.members
+            out["peak_memory_mb_per_member"] = (resident + self.transient_bytes) / 2**20 / self.members
         return out
 
 

@@ -70,7 +70,9 @@ def load_throughput(path: str | Path = GPU_BENCH) -> Throughput:
     try:
         rows = bench["models"]["gpu"]
         seq_len = GPU_MODELS["gpu"][2]  # the sequence length the benchmark trains at
-        single = sorted({(r["batch_size"] * seq_len, r["mfu"]) for r in rows if r["members"] == 1})
+        single = sorted({(r["batch_size"] * seq_len, r["mfu"]) for r in rows if r["members"] == 1 and not r.get("mfu_failed")})
+        if not single:
+            raise ConfigError(f"{path}: every single-run row is a failed measurement (MFU above 100 %); run the benchmark again")
         ensemble: dict[int, list] = {}
         for r in rows:
             if r["members"] > 1 and r.get("fraction_of_single_run_at_batch_BxM"):

@@ -65,18 +65,22 @@ def shakespeare_plays() -> dict[str, str]:
     return plays
 
 
-_CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\v\f\r")
-NOT_TEXT_FRACTION = 0.01  # of characters undecodable or control: a text file with a stray byte passes, a binary one does not
+_CONTROL = dict.fromkeys([*(c for c in range(32) if chr(c) not in "\t\n\v\f\r"), *range(0x7F, 0xA0)])  # C0 (but whitespace), DEL, C1
+NOT_TEXT_FRACTION = 0.01  # of characters: a text file with a stray byte passes, a binary one does not
 
 
 def read_text_file(path: Path) -> str:
     """A corpus file's text (UTF-8, a stray undecodable byte replaced). A file that is not text (a binary, an
-    archive, UTF-16) is refused, naming the file, rather than tokenized into a corpus of noise."""
+    archive, UTF-16: control characters) or not UTF-8 (Latin-1 with many accents: undecodable bytes) is refused,
+    naming the file and which, rather than tokenized into a corpus of noise."""
     text = path.read_bytes().decode("utf-8", errors="replace")
-    bad = text.count("\ufffd") + len(text) - len(text.translate(_CONTROL))
-    if text and bad > NOT_TEXT_FRACTION * len(text):
-        raise DataError(f"corpus file {str(path)!r} is not text: {bad / len(text):.0%} of it is undecodable as UTF-8 or control "
-                        "bytes (give a UTF-8 text file or a folder of them)")
+    control, undecodable = len(text) - len(text.translate(_CONTROL)), text.count("\ufffd")
+    if text and control > NOT_TEXT_FRACTION * len(text):
+        raise DataError(f"corpus file {str(path)!r} is not text: {control / len(text):.0%} of it is control characters "
+                        "(a binary file, an archive or UTF-16?); give a UTF-8 text file or a folder of them")
+    if text and undecodable > NOT_TEXT_FRACTION * len(text):
+        raise DataError(f"corpus file {str(path)!r} is not UTF-8: {undecodable / len(text):.0%} of it does not decode; convert "
+                        "it (e.g. `iconv -f latin1 -t utf-8`) or give another file")
     return text
 
 
@@ -130,19 +134,20 @@ def offline():
 
 
 def hub_unreachable(timeout_s: float = 3.0) -> str | None:
-    """Why the hub cannot be reached, known at once (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or no connection to
-    its host within `timeout_s`), or None. `datasets` would otherwise retry for half a minute before failing.
+    """Why the hub cannot be reached, known at once (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, its host unknown, or
+    no connection to it within `timeout_s`), or None. `datasets` would otherwise retry for half a minute before failing.
     Behind a proxy the direct probe says nothing, so it is skipped."""
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
             return f"{var} is set"
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return None
-    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
+        socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as err:
-        return f"{host} cannot be reached ({type(err).__name__}: {err})"
+        return f"{host}:{port} cannot be reached ({type(err).__name__}: {err})"
     return None
 
 

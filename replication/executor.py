@@ -70,10 +70,14 @@ def _run_group(group, store_where: tuple, train_kwargs: dict, threads: int, trai
     todo = [s for s in group if store.needs_run(s)]
     if not todo:
         return [s.hash for s in group]
+    from replication.train import remove_checkpoints
+
     torch.set_num_threads(threads)
-    for record in train(todo, **train_kwargs):
+    records = train(todo, **train_kwargs)
+    for record in records:
         if store.needs_run(next(s for s in todo if s.hash == record["id"])):
             store.write(record)
+    remove_checkpoints(records, train_kwargs.get("checkpoint_dir"))  # only now that the records are stored
     return [s.hash for s in group]
 
 

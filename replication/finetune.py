@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from replication.model import GPT, HIDDEN_MATRICES
-from replication.store import UnreadableWeights, save_torch
+from replication.store import UnreadableWeights, quarantine, save_torch, short_error
 
 # LoRA adapts every matrix the forward pass multiplies by: the block matrices and the output head
 # (Marek et al. adapt all non-norm layers; the input embedding, a lookup, stays frozen here).
@@ -37,8 +37,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)  # tensors only: loading cannot run code
     except Exception as err:  # noqa: BLE001 (torch raises many types for a bad file)
-        raise UnreadableWeights(f"init_from: the weights file {str(path)!r} cannot be read ({type(err).__name__}: "
-                                f"{str(err).splitlines()[0][:160]})") from None
+        raise UnreadableWeights(f"init_from: the weights file {str(path)!r} cannot be read ({short_error(err)})") from None
 
 
 def usable_weights(path: str | Path) -> bool:
@@ -50,9 +49,7 @@ def usable_weights(path: str | Path) -> bool:
     try:
         load_weights(path)
     except UnreadableWeights as err:
-        moved = path.parent / "_quarantine" / path.name
-        moved.parent.mkdir(parents=True, exist_ok=True)
-        path.replace(moved)
+        moved = quarantine(path)
         warnings.warn(f"{err}; moved to {moved}, and the weights are made again", stacklevel=2)
         return False
     return True

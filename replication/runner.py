@@ -30,7 +30,7 @@ from replication.spec import RunSpec
 from replication.store import Store, weights_file
 from replication.task_set import load_task_set
 from replication.device import environment, resolve_device
-from replication.train import checkpoint_file, train_members
+from replication.train import remove_checkpoints, resumable_groups, train_members
 
 DEFAULT_MAX_MEMBERS = 8
 GPU_MAX_MEMBERS = 32  # small-batch steps are latency-bound on a GPU: 32 members ran 2.5x the tokens/s of 8 (bench_gpu.json)
@@ -56,22 +56,6 @@ def train_group(group: list[RunSpec], **train_kwargs) -> list[dict]:
             warnings.warn(f"ensemble of {len(group)} ran out of memory; retrying as {half} + {len(group) - half}", stacklevel=2)
             return train_group(group[:half], **train_kwargs) + train_group(group[half:], **train_kwargs)
         return [_failed_record(s, err) for s in group]
-
-
-def _split_tree(ids: list[str]) -> list[list[str]]:
-    """Every group `train_group` may train for these runs: the group, then its halves on out-of-memory, and so on."""
-    if len(ids) <= 1:
-        return [ids]
-    half = len(ids) // 2
-    return [ids, *_split_tree(ids[:half]), *_split_tree(ids[half:])]
-
-
-def _remove_checkpoints(records: list[dict], train_kwargs: dict) -> None:
-    """Delete the checkpoints of a trained group once its records are stored, not before: a sweep killed between
-    the two restarts the group from its last checkpoint instead of from scratch."""
-    if "checkpoint_dir" in train_kwargs:
-        for ids in _split_tree([r["id"] for r in records]):
-            checkpoint_file(train_kwargs["checkpoint_dir"], ids).unlink(missing_ok=True)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -128,9 +112,9 @@ def run_specs(
     if workers is None:
         workers = recommended_workers()
     train_kwargs = {}
-    if checkpoint_every_tokens:
-        train_kwargs = {"checkpoint_dir": store.root / "_checkpoints", "checkpoint_every_tokens": checkpoint_every_tokens,
-                        "keep_checkpoint": True}  # removed here, once the records are stored
+    if checkpoint_every_tokens:  # absolute: a Ray worker's working directory may differ
+        train_kwargs = {"checkpoint_dir": store.root.resolve() / "_checkpoints", "checkpoint_every_tokens": checkpoint_every_tokens,
+                        "keep_checkpoint": True}  # removed once the records are stored (`remove_checkpoints`)
     if save_weights:
         train_kwargs["weights_dir"] = store.root / "_weights"
     pending = list({s.hash: s for s in specs}.values())
@@ -146,10 +130,11 @@ def run_specs(
                 for records in groups:
                     _runs_trained += len(records)
                     for record in records:
-                        if executor.backend != "ray":  # a Ray task has written its own
+                        if executor.backend != "ray":  # a Ray task has written its own (and removed its checkpoints)
                             store.write(record)
                         store.release(record["id"])
-                    _remove_checkpoints(records, train_kwargs)
+                    if executor.backend != "ray":
+                        remove_checkpoints(records, train_kwargs.get("checkpoint_dir"))
                     bar.update(len(records))
             finally:
                 for s in mine:
@@ -186,7 +171,7 @@ def check_inputs(specs: list[RunSpec]) -> None:
 def _train_on_ray(specs: list[RunSpec], store: Store, max_members: int, executor: ExecutorConfig, train_kwargs: dict,
                   deadline: float | None):
     """Yield the records of each group a Ray task trained (and stored) as it ends."""
-    for ids in train_on_ray(plan(specs, max_members), store, executor, train_kwargs, lambda: expired(deadline), train_group):
+    for ids in train_on_ray(_groups(specs, max_members, train_kwargs), store, executor, train_kwargs, lambda: expired(deadline), train_group):
         yield [r for r in (store.read(i) for i in ids) if r is not None]
 
 
@@ -194,7 +179,7 @@ def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwarg
     """Yield the records of each trained group as it finishes; start no group after `deadline`."""
     if workers > 1 and specs:  # enough groups to keep every worker busy
         max_members = max(1, min(max_members, -(-len(specs) // workers)))
-    groups = plan(specs, max_members)
+    groups = _groups(specs, max_members, train_kwargs)
     if workers > 1 and len(groups) > 1:
         threads = max(1, torch.get_num_threads() // workers)
         slots, stop = threading.Semaphore(workers), threading.Event()
@@ -220,6 +205,12 @@ def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwarg
             if expired(deadline):
                 return
             yield train_group(group, **train_kwargs)
+
+
+def _groups(specs: list[RunSpec], max_members: int, train_kwargs: dict) -> list[list[RunSpec]]:
+    """The ensembles to train: first each group a checkpoint can resume, as it was, then the rest planned afresh."""
+    resumable, rest = resumable_groups(specs, train_kwargs.get("checkpoint_dir"))
+    return resumable + plan(rest, max_members)
 
 
 def _failed_record(spec: RunSpec, err: Exception) -> dict:

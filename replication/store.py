@@ -2,7 +2,7 @@
 
 Records are written atomically (temp file + rename), so a kill never leaves a partial record, readable
 by others (mode 0644 under the usual umask, as committed files are), and sealed with a checksum of their
-content. A record that cannot be trusted (truncated, edited or corrupted so that its checksum fails,
+content (a record written before checksums existed reads as it is, and is sealed when written again). A record that cannot be trusted (truncated, edited or corrupted so that its checksum fails,
 missing fields, wrong hash, older format) is reported, moved to a `_quarantine/` side folder, and its run
 counts as missing so the sweep redoes it.
 Sweeps sharing a store claim runs (`_claims/<id>.claim`, taken under a file lock) so that two processes never
@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -37,18 +38,48 @@ def save_torch(obj, path: str | Path) -> Path:
     return path
 
 
+def quarantine(path: Path) -> Path:
+    """Move a file that cannot be trusted to `_quarantine/` beside it (never over an earlier one); return where it
+    went. Another process quarantining the same file first is no error."""
+    folder = path.parent / "_quarantine"
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / path.name
+    if dest.exists():
+        dest = folder / f"{path.stem}.{time.time_ns()}{path.suffix}"
+    try:
+        os.replace(path, dest)
+    except FileNotFoundError:
+        pass
+    return dest
+
+
+def short_error(err: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message (if it has one)."""
+    first = (str(err).splitlines() or [""])[0][:160]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def weights_file(store_root: str | Path, run_id: str) -> Path:
     """Where a run's final weights are cached (`init_from` of the runs that start from it): never committed."""
     return Path(store_root) / "_weights" / f"{run_id}.pt"
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it where the system says it (Linux); else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file: mkstemp's 0600 would hide a shared store from others
+def file_mode() -> int:
+    """What open() would give a new file (0644 under the usual umask): mkstemp's 0600 would hide a shared store."""
+    return 0o666 & ~_umask()
 
 
 def checksum(record: dict) -> str:
@@ -81,10 +112,12 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.path(record["id"])
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{record['id']}.", suffix=".tmp")
+        sealed = json.loads(json.dumps(record))  # as a reader will parse it (e.g. every key a string), then sealed
+        sealed["checksum"] = checksum(sealed)
         try:
-            os.fchmod(fd, FILE_MODE)
+            os.fchmod(fd, file_mode())
             with os.fdopen(fd, "w") as f:
-                json.dump({**record, "checksum": checksum(record)}, f, indent=1, sort_keys=True)
+                json.dump(sealed, f, indent=1, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
@@ -118,9 +151,9 @@ class Store:
                     f"has record format {record.get('format')!r}, this code reads format {RECORD_FORMAT}; "
                     "it was written by another version of the workbook: the run will be redone"
                 )
-            elif missing := [k for k in (*REQUIRED_FIELDS, "checksum") if k not in record]:
+            elif missing := [k for k in REQUIRED_FIELDS if k not in record]:
                 problem = f"lacks fields {', '.join(missing)}"
-            elif record["checksum"] != checksum(record):
+            elif "checksum" in record and record["checksum"] != checksum(record):  # unsealed: written before checksums
                 problem = "does not match its checksum: its content was changed after it was written"
             elif record["id"] != run_id:
                 problem = f"holds run {record['id']!r}, not {run_id!r} (its file name)"
@@ -133,7 +166,7 @@ class Store:
                 problem = f"has an invalid spec ({err})"
         if problem:
             return None, problem
-        record.pop("checksum")
+        record.pop("checksum", None)
         record["spec"] = spec.to_dict()  # with every field, those added after it was written at their defaults
         return record, None
 

@@ -130,6 +130,9 @@ def steps_to_target(problem: Problem, samples: int, batch_sizes, epsilon: float 
     """S(B) for every batch size: the target is (1 + epsilon) x the best risk the smallest batch size
     reaches with `samples` samples (over its step-size and EWA grid); each B then runs until some grid
     point reaches the target, for at most `steps_cap` x samples / B steps. Half-lives are fractions of `samples`."""
+    if not epsilon >= 0 or not steps_cap >= 1:
+        raise ValueError(f"epsilon must be >= 0 and steps_cap >= 1 (got {epsilon}, {steps_cap}): the target must be "
+                         "reachable by the smallest batch size within its own run")
     batch_sizes = np.asarray(sorted(batch_sizes), dtype=int)
     halves = [h * samples for h in half_lives]
 
@@ -140,7 +143,8 @@ def steps_to_target(problem: Problem, samples: int, batch_sizes, epsilon: float 
     first = curves(b0, samples // b0).min(axis=1)
     best = float(first[-1])
     target = (1 + epsilon) * best
-    steps = [float(np.argmax(first <= target))]  # reached by the last row at the latest: B0's curve is already there
+    reached = np.flatnonzero(first <= target)  # by the last row at the latest (epsilon >= 0): B0's curve is already there
+    steps = [float(reached[0]) if reached.size else np.nan]
     for b in batch_sizes[1:]:
         cap = int(np.ceil(steps_cap * samples / b))
         risk = curves(int(b), cap, target).min(axis=1)

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import json
 import math
 import time
 import warnings
@@ -32,7 +33,7 @@ from replication.sft import ExampleSampler, encode_examples, task_accuracy
 from replication.task_set import load_task_set
 from replication.spec import RunSpec
 from replication.step import TrainStep, should_compile
-from replication.store import save_torch
+from replication.store import quarantine, save_torch, short_error
 
 # Fields that members of one batched computation must share (everything else may differ).
 SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device",
@@ -485,15 +486,53 @@ class _GroupRun:
 
 
 def checkpoint_file(folder: str | Path, run_ids: list[str]) -> Path:
-    """Where the checkpoint of the group of these runs (in training order) lives."""
+    """Where the checkpoint of the group of these runs (in training order) lives; `.runs` beside it lists them."""
     return Path(folder) / f"{hashlib.sha256(''.join(run_ids).encode()).hexdigest()[:16]}.pt"
+
+
+def resumable_groups(specs: list[RunSpec], folder: str | Path | None) -> tuple[list[list[RunSpec]], list[RunSpec]]:
+    """The groups of `specs` that a checkpoint in `folder` can resume (its runs, in its order, all among `specs`),
+    and the specs left to group afresh: a restart regroups what is pending (fewer runs, other ensembles), which
+    would otherwise leave an interrupted group's checkpoint unused."""
+    if folder is None or not Path(folder).is_dir():
+        return [], list(specs)
+    by_id, groups = {s.hash: s for s in specs}, []
+    for listing in sorted(Path(folder).glob("*.runs")):
+        try:
+            ids = json.loads(listing.read_text())
+        except (OSError, ValueError):
+            continue
+        if (isinstance(ids, list) and ids and all(i in by_id for i in ids)
+                and listing.with_suffix(".pt").is_file() and checkpoint_file(folder, ids) == listing.with_suffix(".pt")):
+            groups.append([by_id.pop(i) for i in ids])
+    return groups, [s for s in specs if s.hash in by_id]
+
+
+def _split_tree(ids: list[str]) -> list[list[str]]:
+    """Every group `runner.train_group` may train for these runs: the group, then its halves on out-of-memory, ..."""
+    if len(ids) <= 1:
+        return [ids]
+    half = len(ids) // 2
+    return [ids, *_split_tree(ids[:half]), *_split_tree(ids[half:])]
+
+
+def remove_checkpoints(records: list[dict], folder: str | Path | None) -> None:
+    """Delete the checkpoints of the group that trained `records` once they are stored, not before (a sweep killed
+    in between resumes the group instead of starting it again); kept when a run failed, so its retry resumes."""
+    if folder is None or any(r["status"] == "failed" for r in records):
+        return
+    for ids in _split_tree([r["id"] for r in records]):
+        path = checkpoint_file(folder, ids)
+        path.unlink(missing_ok=True)
+        path.with_suffix(".runs").unlink(missing_ok=True)
 
 
 class _Checkpoint:
     """The training state of one group of runs, saved atomically (temp file + rename)."""
 
     def __init__(self, folder: str | Path, specs: list[RunSpec]):
-        self.path = checkpoint_file(folder, [s.hash for s in specs])
+        self.ids = [s.hash for s in specs]
+        self.path = checkpoint_file(folder, self.ids)
 
     def load(self) -> dict | None:
         """The saved state, or None (start from scratch) when there is none or it cannot be trusted: a file
@@ -504,18 +543,20 @@ class _Checkpoint:
         try:
             return torch.load(self.path, weights_only=True)  # tensors and plain types only: loading cannot run code
         except Exception as err:  # noqa: BLE001 (torch raises many types for a bad file)
-            moved = self.path.parent / "_quarantine" / self.path.name
-            moved.parent.mkdir(parents=True, exist_ok=True)
-            self.path.replace(moved)
-            warnings.warn(f"checkpoint {self.path} cannot be read safely ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+            moved = quarantine(self.path)
+            warnings.warn(f"checkpoint {self.path} cannot be read safely ({short_error(err)}); "
                           f"moved to {moved}, and the runs start from scratch", stacklevel=2)
             return None
 
     def save(self, state: dict) -> None:
         save_torch(state, self.path)
+        listing = self.path.with_suffix(".runs")
+        if not listing.exists():  # which runs, in which order: what a restart needs to resume this group as it was
+            listing.write_text(json.dumps(self.ids))
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".runs").unlink(missing_ok=True)
 
 
 def _new_record(spec: RunSpec, device: torch.device, ensemble_size: int) -> dict:

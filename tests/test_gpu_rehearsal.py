@@ -14,7 +14,7 @@ lacks, an analysis that assumes the cpu profile's shapes, a hub-corpus path) fai
 also the suite's pipeline test: every notebook runs end to end here, and nbval re-executes the committed
 cpu ones.
 
-The stages run as dvc would order them, on as many single-threaded lanes as there are cores (at least two):
+The stages run as dvc would order them, on single-threaded lanes, one per core (at least two, at most four):
 models this small gain nothing from a second thread, so two stages at once take about the time of one. The
 lanes start as soon as collection selects a rehearsal test (conftest.py) and run at low priority beside the
 rest of the suite, which leaves a core idle most of the time; by the time these tests run, most stages are done.
@@ -172,7 +172,7 @@ class _Lanes:
 
     def __init__(self, root: Path, stages: list[str]):
         needs = pipeline.upstream(DECLARED)
-        self.root, self.pending, self.done, self.running = root, list(stages), {}, set()
+        self.root, self.pending, self.done, self.running, self.stopped = root, list(stages), {}, set(), False
         self.needs = {s: needs[s] & set(stages) for s in stages}
         self.env = {k: v for k, v in os.environ.items() if k != "REPLICATION_WORKBOOK"}
         self.env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", REPLICATION_CACHE=str(root / "cache"))  # one core per lane
@@ -181,7 +181,7 @@ class _Lanes:
             threading.Thread(target=self._lane, daemon=True).start()
 
     def _take(self) -> str | None:
-        while self.pending:
+        while self.pending and not self.stopped:
             stage = next((s for s in self.pending if self.needs[s] <= self.done.keys()), None)
             if stage:
                 self.pending.remove(stage)
@@ -196,7 +196,10 @@ class _Lanes:
             if stage is None:
                 return
             failed = sorted(s for s in self.needs[stage] if self.done[s])
-            error = f"not run: {', '.join(failed)} failed first" if failed else self._run(stage)
+            try:
+                error = f"not run: {', '.join(failed)} failed first" if failed else self._run(stage)
+            except Exception as err:  # noqa: BLE001 (a lane must always answer, or its tests wait forever)
+                error = f"the rehearsal itself failed on {stage}: {type(err).__name__}: {err}"
             with self.ready:
                 self.done[stage] = error
                 self.ready.notify_all()
@@ -208,42 +211,56 @@ class _Lanes:
                     f"notebooks/{stage}.ipynb", f"notebooks/executed/{stage}.ipynb", "-p", "profile", "gpu"]
         for command in ([sweep] if stage != "report" else []) + [notebook]:
             what = f"{command[len(low) + 2]} {stage}"
-            process = subprocess.Popen(command, cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            self.running.add(process)
+            with self.ready:
+                if self.stopped:
+                    return "stopped"
+                process = subprocess.Popen(command, cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True, errors="replace")
+                self.running.add(process)
             try:
                 _, stderr = process.communicate(timeout=COMMAND_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.communicate()
                 return f"{what} ran past {COMMAND_TIMEOUT_S} s"
             finally:
-                self.running.discard(process)
+                with self.ready:
+                    self.running.discard(process)
             if process.returncode:
                 return f"{what} exited {process.returncode}:\n{stderr[-3000:]}"
         return None
 
     def result(self, stage: str) -> str | None:
         with self.ready:
-            self.ready.wait_for(lambda: stage in self.done)
+            if not self.ready.wait_for(lambda: stage in self.done, timeout=2 * COMMAND_TIMEOUT_S * len(self.needs)):
+                return f"{stage}: no answer from the rehearsal"
             return self.done[stage]
 
     def stop(self) -> None:
         """End what is still running (an interrupted session) and remove the workbook copy."""
-        self.pending.clear()
-        for process in list(self.running):
-            process.kill()
+        with self.ready:
+            self.stopped = True
+            self.pending.clear()
+            for process in self.running:
+                process.kill()
+            self.ready.notify_all()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 _lanes: _Lanes | None = None
 
 
-def start() -> _Lanes:
-    """The session's rehearsal, started once: by conftest.py as soon as collection selects a rehearsal test, so
-    that the stages train while the rest of the suite runs, or else by the first test that needs it."""
+def start(stages: list[str] | None = None) -> _Lanes:
+    """The session's rehearsal of `stages` (default: all) and the stages they read, started once: by conftest.py
+    as soon as collection selects rehearsal tests, so that the stages train while the rest of the suite runs,
+    or else by the first test that needs it."""
     global _lanes
     if _lanes is None:
+        needs, wanted = pipeline.upstream(DECLARED), set(stages or STAGES)
+        while (more := set().union(*(needs[s] for s in wanted)) & set(STAGES) - wanted):
+            wanted |= more
         root = build_workbook(Path(tempfile.mkdtemp(prefix="gpu-rehearsal-")))
-        _lanes = _Lanes(root, [s for s in STAGES if s not in SAME_ON_GPU])
+        _lanes = _Lanes(root, [s for s in STAGES if s in wanted and s not in SAME_ON_GPU])
     return _lanes
 
 

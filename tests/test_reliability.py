@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from replication.store import Store
+from replication.store import Store, result_of
 from replication.runner import run_specs
 from replication.train import train, train_members
 
@@ -22,7 +22,7 @@ SWEEP_SCRIPT = textwrap.dedent(
     import json, os, sys
     from replication import runner
     from replication.spec import run_spec_from_dict
-    from replication.store import Store
+    from replication.store import Store, result_of
 
     root, log, workers, checkpoint = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) or None
     specs = [run_spec_from_dict(json.loads(line)) for line in sys.stdin]
@@ -63,10 +63,6 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-def _comparable(record):
-    return {k: v for k, v in record.items() if k not in ("timing", "environment")}
-
-
 @pytest.fixture
 def env(tmp_path):
     return dict(os.environ)  # same threads as this process, so numbers match bit for bit
@@ -105,7 +101,7 @@ def test_killed_sweep_resumes_without_losing_runs(tmp_path, tiny_spec, env):
     finished = run_specs(specs, store, workers=2, checkpoint_every_tokens=every, progress=False)
     assert sorted(store.ids()) == sorted(reference)
     for record in finished:
-        assert _comparable(record) == _comparable(reference[record["id"]])
+        assert result_of(record) == result_of(reference[record["id"]])  # a regrouped run differs only in ensemble measures
     assert any(r["timing"]["resumed_at_step"] for r in finished), "no run resumed from a checkpoint"
     assert all(store.path(i).read_text() == text for i, text in seen.items())
     assert not list((store.root / "_checkpoints").glob("*.pt"))  # each removed once its records were stored
@@ -197,3 +193,31 @@ def test_a_checkpoint_that_cannot_be_trusted_is_quarantined_not_loaded(tmp_path,
     assert record["status"] == "ok" and record["final_val_loss"] == train(tiny_spec)["final_val_loss"]  # started from scratch
     assert (folder / "_quarantine" / path.name).is_file() and not path.exists()
     assert any(str(path) in str(w.message) and "quarantine" in str(w.message) for w in caught)
+
+
+def test_a_restart_resumes_an_interrupted_group_as_it_was_grouped(tmp_path, tiny_spec):
+    """A restart plans its ensembles from what is pending, which may group runs differently (here 2 + 2 where 3
+    were interrupted together): the checkpointed group is resumed as it was, then removed with its listing."""
+    specs = [tiny_spec.replace(seed=s, tokens=64 * 40) for s in range(4)]
+    store = Store(tmp_path, "smoke", "demo")
+    folder = store.root.resolve() / "_checkpoints"
+    train_members(specs[:3], checkpoint_dir=folder, checkpoint_every_tokens=64 * 10, keep_checkpoint=True)  # as if killed late
+    assert len(list(folder.glob("*.pt"))) == len(list(folder.glob("*.runs"))) == 1
+    records = run_specs(specs, store, workers=1, max_members=2, checkpoint_every_tokens=64 * 10, progress=False)
+    resumed = {r["id"]: r["timing"]["resumed_at_step"] for r in records}
+    assert [resumed[s.hash] for s in specs] == [30, 30, 30, None]
+    assert [r["environment"]["ensemble_size"] for r in records] == [3, 3, 3, 1]
+    assert not list(folder.iterdir())
+
+
+def test_a_checkpoint_is_kept_while_a_run_of_its_group_failed(tmp_path):
+    from replication.train import checkpoint_file, remove_checkpoints
+
+    ids = ["a" * 16, "b" * 16]
+    for path in (checkpoint_file(tmp_path, ids), checkpoint_file(tmp_path, ids[:1])):  # the group and a half of it
+        path.write_bytes(b"state")
+        path.with_suffix(".runs").write_text("[]")
+    remove_checkpoints([{"id": ids[0], "status": "ok"}, {"id": ids[1], "status": "failed"}], tmp_path)
+    assert len(list(tmp_path.iterdir())) == 4  # its retry resumes
+    remove_checkpoints([{"id": ids[0], "status": "ok"}, {"id": ids[1], "status": "diverged"}], tmp_path)
+    assert not list(tmp_path.iterdir())

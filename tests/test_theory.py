@@ -10,7 +10,8 @@ from replication.theory import Problem, ewa_risk_curves, monte_carlo_risk, steps
 def test_exact_risk_matches_a_monte_carlo_simulation_within_its_standard_error(batch_size, decay):
     """At dimension 256 (200 learned) and a step size half the stability cap, every step of the exact curve lies
     within 4.5 standard errors of a 1,500-run simulation (each error under 2 % of the risk). Strong enough to
-    fail: dropping the 2 H A H term of the fourth moment alone moves some step 7 standard errors away."""
+    fail: without the 2 H A H term of the fourth moment the B = 1 curve is 7 standard errors off at some step
+    (the averaged and large-batch curves, which that term moves less, 1-3); a wrong EWA recursion is off by 9-400."""
     problem = Problem(a=2.0, b=3.0, sigma=0.5, dim=256, model_dim=200)
     step_size = problem.max_step_size(batch_size) / 2
     exact = ewa_risk_curves(problem, batch_size, [step_size], [decay], 25)[:, 0]
@@ -43,6 +44,13 @@ def test_a_target_stops_the_recursion_at_the_first_step_that_reaches_it():
     target = full[50].min()
     stopped = ewa_risk_curves(problem, 2, [0.2, 0.1], [0.0], 200, target=target)
     assert len(stopped) - 1 == int(np.argmax(full.min(axis=1) <= target)) <= 50
+
+
+def test_a_target_the_smallest_batch_size_cannot_reach_is_refused():
+    with pytest.raises(ValueError, match="epsilon must be >= 0 and steps_cap >= 1"):
+        steps_to_target(Problem(dim=16), 64, [1, 2], epsilon=-0.5)
+    with pytest.raises(ValueError, match="steps_cap >= 1"):
+        steps_to_target(Problem(dim=16), 64, [1, 2], steps_cap=0.5)
 
 
 @pytest.mark.parametrize("kwargs,match", [({"a": 1.0}, "exceed 1"), ({"model_dim": 0}, "model_dim"), ({"dim": 8, "model_dim": 9}, "model_dim")])
