@@ -51,10 +51,15 @@ def pytest_collection_finish(session):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark what executes notebooks, so `-m "not notebooks"` leaves a fast development subset."""
+    """Mark what executes notebooks (and so is slow), so `-m "not slow"` leaves a quick development subset; and check the
+    gpu-profile rehearsal last, so that its stages, started in the background after collection, have the
+    whole session to train."""
     for item in items:
         if type(item).__module__.startswith("nbval"):
             item.add_marker(pytest.mark.notebooks)
+        if item.get_closest_marker("notebooks"):
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_gpu_rehearsal.py::test_the_gpu_profile_runs"))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -1,11 +1,15 @@
 import json
 
+import pytest
+
 from replication import bench
 
 
+@pytest.mark.slow
 def test_benchmark_measures_and_writes_its_figures(tmp_path, monkeypatch, capsys):
-    # one quick run covers every section; the compiled rows are shrunk so it compiles in seconds:
+    # one quick run covers every section, on a small model; the compiled rows are shrunk so it compiles in seconds:
     # (preset, vocab, seq_len, [(batch, members)])
+    monkeypatch.setattr(bench, "MODELS", {"cpu": ("nano", 512, 32)})
     monkeypatch.setattr(bench, "COMPILED", {"micro": ("nano", 512, 32, [(1, 1), (1, 2)])})
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--seconds", "0.1", "--repeats", "2", "--out", str(out)]) == 0

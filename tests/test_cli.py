@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from replication import experiments
 from replication.cli import main
 from replication.params import experiment, load_params
@@ -11,6 +13,7 @@ def test_help_lists_the_commands():
     assert "run" in out and "sweep" in out and "show" in out
 
 
+@pytest.mark.slow
 def test_sweep_then_show(tmp_path, capsys):
     assert main(["--results", str(tmp_path), "sweep", "quickstart", "--profile", "smoke"]) == 0
     table = capsys.readouterr().out
@@ -26,6 +29,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
     assert "'adamm' is unknown" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_finetuning_experiment_pretrains_first_and_starts_every_run_from_it(tmp_path, capsys):
     assert main(["--results", str(tmp_path), "sweep", "marek_finetune", "--profile", "smoke"]) == 0
     exp = experiment(load_params(), "marek_finetune", "smoke")

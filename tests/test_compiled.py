@@ -33,6 +33,7 @@ def compiled_and_eager():
     return compiled, eager
 
 
+@pytest.mark.slow
 def test_compiled_and_eager_runs_agree_over_the_first_100_steps(compiled_and_eager):
     compiled, eager = compiled_and_eager
     for c, e in zip(compiled, eager):
@@ -66,6 +67,7 @@ def test_compiled_rerun_gives_a_bit_identical_record():
         assert json.dumps(rerun, sort_keys=True) == json.dumps(first, sort_keys=True)
 
 
+@pytest.mark.slow
 def test_compiled_gradient_accumulation_equals_the_full_batch():
     spec = _spec(compile="true", batch_size=4, tokens=4 * 16 * 30)
     full, accumulated = train(spec), train(spec.replace(micro_batch_size=2))

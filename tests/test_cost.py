@@ -50,6 +50,7 @@ def gpu_costs():
     return {r["stage"]: r for r in cost.stage_costs(load_params(), "gpu")}
 
 
+@pytest.mark.slow
 def test_every_gpu_stage_is_priced_or_says_why(gpu_costs):
     assert set(gpu_costs) == set(load_params()["experiments"])
     for name, r in gpu_costs.items():
@@ -71,6 +72,7 @@ def test_the_paper_profile_prices_only_the_recorded_configurations_in_gpu_hours(
     assert "GPU-h" in cost.format_costs(rows, hours=True)
 
 
+@pytest.mark.slow
 def test_the_tokens_stage_builds_each_corpus_once_and_its_manifest_is_reproducible(tmp_path, monkeypatch):
     monkeypatch.setenv("REPLICATION_CACHE", str(tmp_path / "cache"))
     params = load_params()

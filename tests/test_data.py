@@ -121,6 +121,7 @@ def test_validation_set_is_fixed():
         validation_windows(tokens[:5], 10, 100)
 
 
+@pytest.mark.slow
 def test_a_domain_selects_whole_documents_and_shares_the_tokenizer():
     from replication.data import in_domain
 

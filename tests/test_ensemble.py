@@ -6,6 +6,7 @@ from replication.train import train, train_members
 LR = {"sgd": 0.3, "adamw": 3e-3, "adafactor": 1e-2, "muon": 0.02}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sgd", "adamw", "adafactor", "muon"])
 def test_a_member_matches_its_standalone_run_over_50_steps(tiny_spec, name):
     base = tiny_spec.replace(
@@ -65,6 +66,7 @@ def test_out_of_memory_splits_the_ensemble_and_retries(tiny_spec, monkeypatch):
     assert sizes == [3, 1, 2, 1, 1]
 
 
+@pytest.mark.slow
 def test_per_core_workers_write_the_same_records(tmp_path, tiny_spec):
     from replication.store import Store
     from replication.runner import run_specs

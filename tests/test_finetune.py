@@ -97,6 +97,7 @@ def _experiment(tmp_path) -> Experiment:
     return Experiment("ft", "smoke", base, grid, settings)
 
 
+@pytest.mark.slow
 def test_fine_tuning_needs_the_weights_only_while_a_run_is_missing(tmp_path):
     exp = _experiment(tmp_path)
     pretrain, ft = finetuning(exp, results_root=tmp_path)

@@ -16,6 +16,7 @@ PAPER = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", PAPER)
 def test_the_papers_table_gives_the_papers_critical_batch_size(size):
     steps, expected = PAPER[size]
@@ -25,6 +26,7 @@ def test_the_papers_table_gives_the_papers_critical_batch_size(size):
     assert fit["r2"] > 0.99
 
 
+@pytest.mark.slow
 def test_the_papers_critical_batch_sizes_give_its_exponent():
     sizes = list(PAPER)
     stars = [critical_batch_size(BATCH, PAPER[n][0], reference_batch_size=256)["b_star"] for n in sizes]

@@ -31,6 +31,7 @@ def _logit_change(width: int, mup: bool, steps: int = 4, lr: float = 1e-2) -> fl
     return float((logits() - before).pow(2).mean().sqrt())
 
 
+@pytest.mark.slow
 def test_coordinate_check_logit_updates_stay_put_under_mup_and_grow_without():
     widths = (128, 256, 512, 1024)  # 4 to 32 x the base width (below 4x, finite-width terms still show)
     mup = [_logit_change(w, True) for w in widths]

@@ -31,6 +31,7 @@ def test_every_declared_output_is_committed():
         assert out in tracked or any(t.startswith(out.rstrip("/") + "/") for t in tracked), f"{out} is not committed"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_dvc_status_is_clean_on_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"

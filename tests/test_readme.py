@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(readme.BLOCKS))
 def test_each_generated_block_is_current_in_its_own_file(name):
     assert readme.block(name, ROOT) in (ROOT / readme.FILES[name]).read_text(), (

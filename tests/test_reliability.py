@@ -68,6 +68,7 @@ def env(tmp_path):
     return dict(os.environ)  # same threads as this process, so numbers match bit for bit
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_losing_runs(tmp_path, tiny_spec, env):
     """Two workers, checkpointing: SIGKILL the sweep (the first time just after a checkpoint is written, then at
     random moments). Its workers die with it, every stored record stays whole and is never trained again, the
@@ -107,6 +108,7 @@ def test_killed_sweep_resumes_without_losing_runs(tmp_path, tiny_spec, env):
     assert not list((store.root / "_checkpoints").glob("*.pt"))  # each removed once its records were stored
 
 
+@pytest.mark.slow
 def test_two_sweeps_share_a_store_without_repeating_runs(tmp_path, tiny_spec, env):
     specs = _specs(tiny_spec, 6)
     root, log = tmp_path / "shared", tmp_path / "log"
@@ -121,6 +123,7 @@ def test_two_sweeps_share_a_store_without_repeating_runs(tmp_path, tiny_spec, en
     assert not list(root.rglob("*.claim"))
 
 
+@pytest.mark.slow
 def test_checkpointed_run_resumes_to_the_same_final_loss(tmp_path, tiny_spec, env):
     spec = tiny_spec.replace(tokens=64 * 400, eval_every_tokens=64 * 100)
     folder = tmp_path / "ckpt"

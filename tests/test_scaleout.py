@@ -71,6 +71,7 @@ def test_a_refused_merge_moves_nothing_even_a_record_the_target_cannot_trust(tmp
     assert b.read(specs[1].hash) is not None and (b.quarantine / f"{specs[1].hash}.json").read_text() == "{ truncated"
 
 
+@pytest.mark.slow
 def test_stores_trained_with_different_grouping_merge_without_conflict(tmp_path):
     """The same runs trained by one worker (one ensemble), two workers (two ensembles) and one at a time (as a
     restart or a time-limited chunk trains them): identical results, different ensemble-level memory measures."""
@@ -106,6 +107,7 @@ def test_a_past_deadline_starts_nothing_in_worker_processes(tmp_path):
     assert store.ids() == []
 
 
+@pytest.mark.slow
 def test_the_cli_stops_at_max_minutes_and_the_same_command_continues(tmp_path):
     cmd = [sys.executable, "-m", "replication", "--results", str(tmp_path), "sweep", "quickstart", "--profile", "smoke"]
     stopped = subprocess.run([*cmd, "--max-minutes", "0"], capture_output=True, text=True, cwd=ROOT)
@@ -148,6 +150,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_gives_the_records_the_local_backend_gives(tmp_path, local_ray):
     from replication.executor import ExecutorConfig
     from replication.store import same_result
@@ -221,6 +224,7 @@ def test_replication_max_minutes_bounds_every_sweep_of_the_process_and_bad_value
     assert [r["id"] for r in run_specs([TINY], store, progress=False)] == [TINY.hash]
 
 
+@pytest.mark.slow
 def test_a_notebook_on_a_partial_store_lists_what_is_missing_and_fails_its_stage_until_complete(tmp_path, monkeypatch):
     from replication.notebook import PartialStore, coverage, require_complete
     from replication.params import load_params
@@ -254,6 +258,7 @@ def test_after_the_time_limit_a_fine_tuning_sweep_starts_not_even_its_pretrainin
     assert not any(tmp_path.rglob("*.json"))
 
 
+@pytest.mark.slow
 def test_a_notebook_run_in_a_bounded_chunk_shows_what_is_missing_and_fails_its_stage(tmp_path, monkeypatch):
     import shutil
 

@@ -139,6 +139,7 @@ def test_bad_task_settings_are_clear_errors():
         RunSpec(tasks="0123456789abcdef", noise_scale_batches=4).validate()
 
 
+@pytest.mark.slow
 def test_fine_tuning_on_a_task_set_learns_it_and_greedy_decoding_agrees(tmp_path, monkeypatch, tokenizer):
     _, tok = tokenizer
     monkeypatch.setenv("REPLICATION_CACHE", str(tmp_path / "cache"))

@@ -6,6 +6,7 @@ import pytest
 from replication.theory import Problem, ewa_risk_curves, monte_carlo_risk, steps_to_target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size,decay", [(1, 0.0), (4, 0.9), (16, 0.0), (16, 0.8)])
 def test_exact_risk_matches_a_monte_carlo_simulation_within_its_standard_error(batch_size, decay):
     """At dimension 256 (200 learned) and a step size half the stability cap, every step of the exact curve lies

@@ -51,6 +51,7 @@ SETTINGS = {"budgets": [40960, 81920, 163840, 327680], "fixed_batch_size": 4}
 FAR_ABOVE = {"model": "w64", "b_star": 64.0, "b_noise": 200.0}  # B* above every batch size of the synthetic grid
 
 
+@pytest.mark.slow
 def test_the_fits_recover_shens_law_from_a_synthetic_surface():
     a, b = 3.0, -0.5
     table = synthetic_table(lambda bs, t: bs * a * t**b)
@@ -70,6 +71,7 @@ def test_the_fits_recover_shens_law_from_a_synthetic_surface():
         assert grows["verdict"] == "not testable at this scale" and "noise scale" in grows["reason"]
 
 
+@pytest.mark.slow
 def test_a_square_root_law_is_not_called_linear_and_gamma_loses_its_premise():
     table = synthetic_table(lambda bs, t: 1e-2 * (bs / 4) ** 0.5 * (t / 40960) ** -0.3)
     m = lr_surface.measure(table, SETTINGS)

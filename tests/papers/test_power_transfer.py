@@ -11,6 +11,7 @@ from tests.papers.test_power_lr_surface import synthetic_table
 S = {"widths": [32, 64, 128], "base_width": 64, "batch_size": 4, "budgets": [40960, 81920, 163840]}
 
 
+@pytest.mark.slow
 def test_mup_keeps_the_optimum_and_sp_drifts_on_a_synthetic_surface():
     frames = []
     for width in S["widths"]:

@@ -7,6 +7,7 @@ import pytest
 from replication.papers.power import weight_decay
 
 
+@pytest.mark.slow
 def test_a_constant_timescale_is_found_constant():
     tokens, seq_len, tau = 327680, 32, 0.2
     rng = np.random.default_rng(0)

@@ -59,6 +59,7 @@ def _peak(centre, lr_preference=0.0):
 PAPER = dict(reasoning=_peak(5e-4), pattern=_peak(6.25e-5, 0.01), heldout=lambda lr, b: 4 + 0.2 * np.log2(lr / b / 1.5e-5))
 
 
+@pytest.mark.slow
 def test_the_paper_s_picture_is_confirmed():
     runs = _grid(**PAPER)
     table = ratio.cells(runs)
@@ -76,6 +77,7 @@ def test_the_paper_s_picture_is_confirmed():
     assert spread["within_noise"].sum() >= len(spread) - 1  # a 2-SE band: one diagonal in six may stray by chance
 
 
+@pytest.mark.slow
 def test_task_claims_are_not_testable_below_the_heuristic_baselines_or_without_them():
     runs = _grid(**PAPER)
     table = ratio.cells(runs)
@@ -88,6 +90,7 @@ def test_task_claims_are_not_testable_below_the_heuristic_baselines_or_without_t
         assert claims["smoltulu.ratio.high_ratio_forgets"]["verdict"] == "confirmed"  # not a task-accuracy claim
 
 
+@pytest.mark.slow
 def test_a_best_cell_on_the_lr_grid_edge_is_not_testable():
     """Reasoning peaks at a ratio whose best LR is the top of the grid at batch sizes 8 and 16; pattern peaks at the
     lowest ratio, reached only by the grid's lowest LR."""
@@ -103,6 +106,7 @@ def test_a_best_cell_on_the_lr_grid_edge_is_not_testable():
         assert c["verdict"] == "not testable at this scale" and "grid edge" in c["reason"], (cid, c)
 
 
+@pytest.mark.slow
 def test_equal_steps_compares_a_smaller_batch_size_with_a_larger_one():
     """At equal steps the best of each ratio half may share a batch size (here: the reasoning peak is along B = 16
     at any LR, an LR effect); the claim's two cells differ in batch size, so the ratio moves by B."""
@@ -120,6 +124,7 @@ def test_equal_steps_compares_a_smaller_batch_size_with_a_larger_one():
     assert size(same["high_cell"]) == size(same["low_cell"]) == 16
 
 
+@pytest.mark.slow
 def test_an_optimum_fixed_in_lr_and_flat_scores_are_not_confirmed():
     lr_only = lambda lr, b: 0.8 - 0.1 * np.log2(lr / 1e-3) ** 2  # the best LR is 1e-3 at every batch size
     nearly_flat = lambda lr, b: 0.5 - 0.005 * np.log2(lr / 2e-3) ** 2  # the same at every ratio, its best LR inside the grid

@@ -1,10 +1,13 @@
 """zhang_data_size: B* against the data budget, read from one set of runs towards several targets."""
 
+import pytest
+
 from replication.papers.zhang import data_size, protocol
 from replication.store import Store
 from tests.papers.zhang_protocol import fake_record, zhang_experiment
 
 
+@pytest.mark.slow
 def test_data_size_reads_every_target_from_the_same_runs(tmp_path):
     exp = zhang_experiment("zhang_data_size")
     d = protocol.design(exp)

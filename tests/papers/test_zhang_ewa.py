@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from replication import ledger
 from replication.params import experiment, load_params
@@ -92,6 +93,7 @@ def test_a_diverged_half_life_rules_itself_out_instead_of_voiding_the_claim():
     assert falls["verdict"] == "confirmed"
 
 
+@pytest.mark.slow
 def test_a_best_cell_on_the_edge_of_its_grid_makes_its_part_not_testable():
     exp = _exp()
     s = exp.settings

@@ -1,9 +1,12 @@
 """zhang_linear_regression on the smoke problem: S(B) per n and M, B* grows with n, not with a large M."""
 
+import pytest
+
 from replication.params import experiment, load_params
 from replication.papers.zhang import linear_regression
 
 
+@pytest.mark.slow
 def test_the_critical_batch_size_grows_with_samples_not_with_a_large_model():
     exp = experiment(load_params("params.yaml"), "zhang_linear_regression", "smoke")
     steps, fits = linear_regression.compute(exp, progress=False)

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pandas as pd
+import pytest
 
 from replication.params import experiment, load_params
 from replication.experiments import declared_runs, sweep
@@ -19,6 +20,7 @@ def test_the_local_cbs_is_the_largest_batch_size_within_the_tolerance():
     assert list(cbs["local_cbs"]) == [4, 8]
 
 
+@pytest.mark.slow
 def test_a_chain_resumes_without_its_weights_and_gives_the_same_record(tmp_path):
     params = load_params("params.yaml")
     exp = experiment(params, "zhang_local_cbs", "smoke")

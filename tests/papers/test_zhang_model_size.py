@@ -15,6 +15,7 @@ def test_model_size_needs_one_budget():
         model_size.runs(dataclasses.replace(exp, settings={**exp.settings, "models": models}), {}, "unused")
 
 
+@pytest.mark.slow
 def test_a_noise_scale_that_does_not_depend_on_the_model_gives_a_flat_critical_batch_size(tmp_path):
     from replication.papers.zhang import protocol
     from tests.papers.zhang_protocol import fill

@@ -11,6 +11,7 @@ from replication.verdicts import decide
 from tests.papers.zhang_protocol import B_NOISE, fill, zhang_experiment
 
 
+@pytest.mark.slow
 def test_the_protocol_declares_references_then_targets_then_seeds(tmp_path):
     exp = zhang_experiment()
     d = protocol.design(exp)
@@ -28,6 +29,7 @@ def test_the_protocol_declares_references_then_targets_then_seeds(tmp_path):
     assert {round(s.schedule.warmup_fraction * s.tokens) for s in specs} == {d.warmup_tokens}  # warmup equal in tokens
 
 
+@pytest.mark.slow
 def test_the_fit_recovers_the_synthetic_noise_scale_and_the_claims_are_decided(tmp_path):
     exp = zhang_experiment()
     d = protocol.design(exp)
@@ -52,6 +54,7 @@ def test_the_fit_recovers_the_synthetic_noise_scale_and_the_claims_are_decided(t
         assert np.median(protocol.b_noise_draws(f)) == pytest.approx(f["b_noise"], rel=0.3)  # B* draws mapped back to b/a
 
 
+@pytest.mark.slow
 def test_the_chinchilla_exponent_reports_its_regime_and_is_gated_on_it(tmp_path):
     exp = zhang_experiment()
     d = protocol.design(exp)
@@ -75,6 +78,7 @@ def test_the_chinchilla_exponent_reports_its_regime_and_is_gated_on_it(tmp_path)
     assert "reaching the target" in decide(entry.rule, entry.params, censored, entry.requires).reason
 
 
+@pytest.mark.slow
 def test_a_batch_size_that_never_reaches_the_target_is_reported(tmp_path):
     exp = zhang_experiment()  # the synthetic noise scale makes B = 128 need 6x the reference tokens; the cap is 2.5x
     d = protocol.design(exp)
