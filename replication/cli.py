@@ -20,17 +20,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="store root (default: results/)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train one run of an experiment (its base spec) and print its record summary")
+    run = sub.add_parser("run", help="train one run of an experiment (its base spec, with --set overrides) and print its row of the run table")
     run.add_argument("experiment", help="experiment name in params.yaml, e.g. quickstart")
-    run.add_argument("--profile", help="smoke | cpu | gpu | paper (default: params.yaml's profile)")
+    run.add_argument("--profile", help="smoke | cpu | gpu | paper (default: params.yaml's profile, whose store is committed: use smoke to try things)")
     run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override spec keys, e.g. optimizer.lr=1e-3 batch_size=4")
 
     sweep = sub.add_parser("sweep", help="train every run an experiment's notebook reads (grid and follow-ups) that the store lacks; print the table")
     sweep.add_argument("experiment")
-    sweep.add_argument("--profile")
-    sweep.add_argument("--max-members", type=int, default=None, help="largest ensemble trained as one computation")
-    sweep.add_argument("--workers", type=int, default=None, help="worker processes (default: what metrics/bench.json measured faster)")
-    sweep.add_argument("--checkpoint-every-tokens", type=int, default=None, help="checkpoint long runs at this interval so a killed sweep resumes mid-run")
+    sweep.add_argument("--profile", help="smoke | cpu | gpu | paper (default: params.yaml's profile)")
+    sweep.add_argument("--max-members", type=_positive, default=None, help="largest ensemble trained as one computation")
+    sweep.add_argument("--workers", type=_positive, default=None, help="worker processes (default: what metrics/bench.json measured faster)")
+    sweep.add_argument("--checkpoint-every-tokens", type=_positive, default=None, help="checkpoint long runs at this interval so a killed sweep resumes mid-run")
     sweep.add_argument("--max-minutes", default=None,
                        help="start no training after this many minutes; runs in flight finish and are stored (exit 3 while runs are left)")
 
@@ -59,6 +59,34 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--bench", default="metrics/bench_gpu.json", help="the GPU benchmark to price with")
     cost.add_argument("--hours", action="store_true", help="GPU-hours instead of GPU-minutes")
     return p
+
+
+def _positive(text: str) -> int:
+    """An argument that counts something: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _overrides(items: list[str]) -> dict:
+    """`--set KEY=VALUE ...` as a dict; a VALUE that starts like JSON (a list, mapping or quoted string) or is
+    true / false / null is parsed as JSON."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optimizer.lr=1e-3")
+        if (value[:1] and value[:1] in "[{\"") or value in ("true", "false", "null"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"--set {item!r}: {value!r} is not valid JSON ({err.msg})") from None
+        out[key] = value
+    return out
 
 
 def _profile(args, params) -> str:
@@ -139,10 +167,7 @@ def _dispatch(args) -> int:
             return status or 3  # a run that failed (1) says more than one left to do
         return status
     exp = experiment(params, args.experiment, profile)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "[{\"" or value in ("true", "false", "null") else value
+    overrides = _overrides(args.set)
     base = experiments.finetuning(exp, args.results)[1].base if "pretrain" in exp.settings else exp.base  # fine-tuning starts from the pretrained weights
     spec = base.replace(**overrides) if overrides else base
     records = experiments.train_runs(exp, [spec], args.results, executor=executor_config(params))

@@ -25,7 +25,7 @@ def minutes(value, where: str) -> float:
     except (TypeError, ValueError):
         out = math.nan
     if not (math.isfinite(out) and out >= 0):
-        raise ConfigError(f"{where}={value!r}: expected a number of minutes >= 0")
+        raise ConfigError(f"{where}={value!r}: expected a finite number of minutes >= 0")
     return out
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -552,7 +553,9 @@ class _Checkpoint:
         save_torch(state, self.path)
         listing = self.path.with_suffix(".runs")
         if not listing.exists():  # which runs, in which order: what a restart needs to resume this group as it was
-            listing.write_text(json.dumps(self.ids))
+            partial = listing.with_suffix(f".runs.tmp{os.getpid()}")
+            partial.write_text(json.dumps(self.ids))
+            os.replace(partial, listing)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

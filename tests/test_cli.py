@@ -63,6 +63,21 @@ def test_a_missing_init_from_file_fails_before_training(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: init_from: weights file '/no/such/weights.pt' does not exist")
 
 
+@pytest.mark.parametrize("item,message", [("batch_size", "expected KEY=VALUE"), ("=3", "expected KEY=VALUE"),
+                                          ("optimizer.lr={bad", "is not valid JSON")])
+def test_a_malformed_set_is_one_line_and_exit_2(tmp_path, capsys, item, message):
+    assert main(["--results", str(tmp_path), "run", "quickstart", "--profile", "smoke", "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --set {item!r}: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--max-members", "--checkpoint-every-tokens"])
+def test_a_count_below_one_is_refused(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--results", str(tmp_path), "sweep", "quickstart", "--profile", "smoke", flag, "0"])
+    assert exit_.value.code == 2 and "expected a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
 def test_an_unreadable_init_from_file_fails_before_training(tmp_path, capsys):
     truncated = tmp_path / "weights.pt"
     truncated.write_bytes(b"PK\x03\x04 half a zip archive")

@@ -291,10 +291,10 @@ def test_max_minutes_is_checked_the_same_way_on_the_command_line_and_in_the_envi
     from replication.spec import ConfigError
 
     assert main(["--results", str(tmp_path), "sweep", "quickstart", "--profile", "smoke", "--max-minutes", value]) == 2
-    assert f"--max-minutes={value!r}: expected a number of minutes >= 0" in capsys.readouterr().err
+    assert f"--max-minutes={value!r}: expected a finite number of minutes >= 0" in capsys.readouterr().err
     monkeypatch.setattr(deadline_module, "_stage_deadline", {})
     monkeypatch.setenv("REPLICATION_MAX_MINUTES", value)
-    with pytest.raises(ConfigError, match=f"REPLICATION_MAX_MINUTES={value!r}: expected a number of minutes >= 0"):
+    with pytest.raises(ConfigError, match=f"REPLICATION_MAX_MINUTES={value!r}: expected a finite number of minutes >= 0"):
         deadline_module.stage_deadline()
     assert not any(tmp_path.rglob("*.json"))
 
