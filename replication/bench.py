@@ -32,6 +32,7 @@ from replication.optim import build_optimizer
 from replication.spec import MODEL_PRESETS, ModelConfig, run_spec_from_dict
 from replication.step import TrainStep
 from replication.device import resolve_device
+from replication.readme import ratio_text
 
 MODELS = {"cpu": ("micro", 2048, 128), "larger": ("mini", 2048, 128)}  # preset, vocab, seq_len
 GPU_MODELS = {"gpu": ("lm11m", 8192, 512)}  # on CUDA: the gpu profile's model and sequence length
@@ -135,15 +136,14 @@ def interleaved(workloads: dict, seconds: float, repeats: int) -> dict:
     return rates
 
 
-def spread(values) -> dict:
-    """The median of repeated measurements with their range."""
-    ordered = sorted(values)
-    return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1]}
+def median_and_range(values: list[float]) -> tuple[float, list[float]]:
+    """Repeated measurements as their median and [min, max]."""
+    return statistics.median(values), [min(values), max(values)]
 
 
-def ratio(numerators: list[float], denominators: list[float]) -> dict:
-    """A ratio of two interleaved measurements, repeat by repeat: its median and range."""
-    return spread([a / b for a, b in zip(numerators, denominators)])
+def ratios(numerators: list[float], denominators: list[float]) -> list[float]:
+    """Two interleaved measurements divided repeat by repeat (each pair taken in the same round)."""
+    return [a / b for a, b in zip(numerators, denominators)]
 
 
 def step_throughput(preset: str, vocab: int, seq_len: int, batch_size: int, members: int, device: torch.device,
@@ -193,13 +193,14 @@ def run(device_name: str = "auto", seconds: float = 1.0, quick: bool = False, re
         for (b, m), workload in workloads.items():
             if m == 1 and b not in batch_sizes:
                 continue  # timed only as the B x M reference of an ensemble
-            row = {**workload.describe(), "tokens_per_s": spread(rates[b, m])["median"], "tokens_per_s_range": _range(rates[b, m])}
+            row = workload.describe()
+            row["tokens_per_s"], row["tokens_per_s_range"] = median_and_range(rates[b, m])
             row["model_gflops"] = row["tokens_per_s"] * workload.flops_per_token / 1e9
             if m > 1:
-                row["speedup_vs_sequential"], row["speedup_vs_sequential_range"] = _median_and_range(ratio(rates[b, m], rates[b, 1]))
+                row["speedup_vs_sequential"], row["speedup_vs_sequential_range"] = median_and_range(ratios(rates[b, m], rates[b, 1]))
                 if (b * m, 1) in rates:
                     row["fraction_of_single_run_at_batch_BxM"], row["fraction_of_single_run_at_batch_BxM_range"] = (
-                        _median_and_range(ratio(rates[b, m], rates[b * m, 1])))
+                        median_and_range(ratios(rates[b, m], rates[b * m, 1])))
             rows.append(row)
         del workloads
         result["models"][label] = rows
@@ -219,14 +220,6 @@ def run(device_name: str = "auto", seconds: float = 1.0, quick: bool = False, re
     result["matmul_peak_gflops"], result["matmul_peak_measurements"] = max(peaks), peaks
     result["failed_measurements"] = _utilisation(result)
     return result
-
-
-def _median_and_range(r: dict) -> tuple[float, list[float]]:
-    return r["median"], [r["min"], r["max"]]
-
-
-def _range(values) -> list[float]:
-    return [min(values), max(values)]
 
 
 def _utilisation(result: dict) -> list[str]:
@@ -272,16 +265,16 @@ def compiled_vs_eager(models: dict, device: torch.device, seconds: float, quick:
             eager, compiled = rates[batch_size, members, False], rates[batch_size, members, True]
             row = {
                 "model": preset, "batch_size": batch_size, "members": members,
-                "eager_tokens_per_s": spread(eager)["median"], "compiled_tokens_per_s": spread(compiled)["median"],
-                "eager_tokens_per_s_range": _range(eager), "compiled_tokens_per_s_range": _range(compiled),
                 "ran_compiled": workloads[batch_size, members, True].train_step.compiled,
                 "compile_s": workloads[batch_size, members, True].first_step_s,
                 "flops_per_token": workloads[batch_size, members, False].flops_per_token,
             }
-            row["speedup_vs_eager"], row["speedup_vs_eager_range"] = _median_and_range(ratio(compiled, eager))
+            row["eager_tokens_per_s"], row["eager_tokens_per_s_range"] = median_and_range(eager)
+            row["compiled_tokens_per_s"], row["compiled_tokens_per_s_range"] = median_and_range(compiled)
+            row["speedup_vs_eager"], row["speedup_vs_eager_range"] = median_and_range(ratios(compiled, eager))
             if members > 1 and batch_size == first[0]:
                 row["speedup_vs_eager_sequential"], row["speedup_vs_eager_sequential_range"] = (
-                    _median_and_range(ratio(compiled, rates[first[0], first[1], False])))
+                    median_and_range(ratios(compiled, rates[first[0], first[1], False])))
             rows.append(row)
         out[label] = rows
     return out
@@ -298,8 +291,8 @@ def format_table(result: dict) -> str:
         for r in rows:
             lines.append(
                 f"{r['model']:<7}{r['batch_size']:>4}{r['members']:>4}{r['tokens_per_s']:>11.0f}{r['model_gflops']:>9.2f}"
-                f"{_mfu(r, 'mfu'):>7}{_ratio(r, 'speedup_vs_sequential', '{:.2f}x'):>21}"
-                f"{_ratio(r, 'fraction_of_single_run_at_batch_BxM', '{:.0%}'):>18}{r['params_grads_state_mb_per_member']:>11.2f}"
+                f"{_mfu(r, 'mfu'):>7}{ratio_text(r, 'speedup_vs_sequential', '{:.2f}x'):>21}"
+                f"{ratio_text(r, 'fraction_of_single_run_at_batch_BxM', '{:.0%}'):>18}{r['params_grads_state_mb_per_member']:>11.2f}"
             )
         lines.append("")
     for label, w in result.get("per_core_workers", {}).items():
@@ -315,8 +308,8 @@ def format_table(result: dict) -> str:
             for r in rows:
                 lines.append(
                     f"{r['model']:<7}{r['batch_size']:>4}{r['members']:>4}{r['eager_tokens_per_s']:>13.0f}"
-                    f"{r['compiled_tokens_per_s']:>10.0f}{_mfu(r, 'compiled_mfu'):>7}{_ratio(r, 'speedup_vs_eager', '{:.2f}x'):>20}"
-                    f"{_ratio(r, 'speedup_vs_eager_sequential', '{:.2f}x'):>20}{r['compile_s']:>11.1f}"
+                    f"{r['compiled_tokens_per_s']:>10.0f}{_mfu(r, 'compiled_mfu'):>7}{ratio_text(r, 'speedup_vs_eager', '{:.2f}x'):>20}"
+                    f"{ratio_text(r, 'speedup_vs_eager_sequential', '{:.2f}x'):>20}{r['compile_s']:>11.1f}"
                     + ("" if r["ran_compiled"] else "  (compile failed: eager)")
                 )
     for failure in result.get("failed_measurements", []):
@@ -326,14 +319,6 @@ def format_table(result: dict) -> str:
 
 def _mfu(row: dict, key: str) -> str:
     return "failed" if row.get(f"{key}_failed") else f"{row[key]:.1%}"
-
-
-def _ratio(row: dict, key: str, fmt: str) -> str:
-    """A ratio's median and, when repeated, its [min-max]."""
-    if row.get(key) is None:
-        return ""
-    low, high = row.get(f"{key}_range", (None, None))
-    return fmt.format(row[key]) + ("" if low is None else f" [{fmt.format(low)}-{fmt.format(high)}]")
 
 
 def main(argv=None) -> int:

@@ -23,8 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
-
+from replication import pipeline
 from replication.ledger import PAPER_ORDER
 from replication.verdicts import VERDICTS
 
@@ -37,11 +36,9 @@ def stage_timings(root: str | Path = ".") -> list[dict]:
     """One row per dvc.yaml stage whose metrics file (a JSON output under metrics/) carries a timing block,
     in dvc.yaml's order."""
     root = Path(root)
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     rows = []
-    for name, stage in stages.items():
-        outputs = [next(iter(e)) if isinstance(e, dict) else e for e in stage.get("outs", []) + stage.get("metrics", [])]
-        for entry in [o for o in outputs if o.startswith("metrics/") and o.endswith(".json")]:
+    for name, stage in pipeline.stages(root / "dvc.yaml").items():
+        for entry in [o for o in pipeline.outputs(stage) if o.startswith("metrics/") and o.endswith(".json")]:
             path = root / entry
             timing = json.loads(path.read_text()).get("timing") if path.is_file() else None
             if timing:
@@ -72,8 +69,8 @@ def compiled_table(root: str | Path = ".", bench: str = "metrics/bench.json") ->
         for r in rows:
             lines.append(
                 f"| {r['model']} | {r['batch_size']} | {r['members']} | {r['eager_tokens_per_s']:,.0f} | {r['compiled_tokens_per_s']:,.0f} "
-                f"| {_percent(r['compiled_mfu'], r.get('compiled_mfu_failed'))} | {_ratio(r, 'speedup_vs_eager')} "
-                f"| {_ratio(r, 'speedup_vs_eager_sequential')} | {r['compile_s']:.0f} s |"
+                f"| {_percent(r['compiled_mfu'], r.get('compiled_mfu_failed'))} | {ratio_text(r, 'speedup_vs_eager')} "
+                f"| {ratio_text(r, 'speedup_vs_eager_sequential')} | {r['compile_s']:.0f} s |"
             )
     return "\n".join(lines)
 
@@ -89,7 +86,7 @@ def ensembles_table(root: str | Path = ".", bench: str = "metrics/bench.json") -
     for rows in result["models"].values():
         for r in rows:
             lines.append(f"| {r['model']} | {r['batch_size']} | {r['members']} | {r['tokens_per_s']:,.0f} | {_percent(r['mfu'], r.get('mfu_failed'))} "
-                         f"| {_ratio(r, 'speedup_vs_sequential')} | {_ratio(r, 'fraction_of_single_run_at_batch_BxM', '{:.0%}')} |")
+                         f"| {ratio_text(r, 'speedup_vs_sequential')} | {ratio_text(r, 'fraction_of_single_run_at_batch_BxM', '{:.0%}')} |")
     return "\n".join(lines)
 
 
@@ -136,8 +133,9 @@ def _repeats(result: dict) -> str:
     return f"; medians of {result['repeats']} interleaved repeats, [min-max] of each ratio over them" if "repeats" in result else ""
 
 
-def _ratio(row: dict, key: str, fmt: str = "{:.2f}x") -> str:
-    """A ratio's median over the benchmark's interleaved repeats, with their [min-max] when it has them."""
+def ratio_text(row: dict, key: str, fmt: str = "{:.2f}x") -> str:
+    """A benchmark ratio's median over its interleaved repeats, with their [min-max] when it has them (the
+    README tables and the benchmark's own printout)."""
     if row.get(key) is None:
         return ""
     low, high = row.get(f"{key}_range") or (None, None)

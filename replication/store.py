@@ -180,9 +180,7 @@ class Store:
         return not any(self.needs_run(s) for s in specs)
 
     def _quarantine(self, path: Path, problem: str) -> None:
-        self.quarantine.mkdir(parents=True, exist_ok=True)
-        dest = self.quarantine / path.name
-        os.replace(path, dest)
+        dest = quarantine(path)  # self.quarantine: records lie in the store's root
         warnings.warn(f"record {path} {problem}; moved to {dest}", CorruptRecordWarning, stacklevel=3)
 
     def ids(self) -> list[str]:

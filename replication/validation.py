@@ -96,20 +96,21 @@ def check_keys(cls, raw: dict[str, Any], key: str) -> None:
     """Raise ConfigError for the first key of `raw` (nested mappings included) that dataclass `cls` lacks, named
     under `key`: where the user wrote it, before layers of settings are merged and lose their origin."""
     hints, names = _fields(cls)
+    _reject_unknown(raw, names, key)
     for name, value in raw.items():
-        if name not in names:
-            raise ConfigError(f"{key}.{name}: unknown key{did_you_mean(name, names)}; accepted keys: {', '.join(names)}")
         if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
             check_keys(hints[name], value, f"{key}.{name}")
 
 
-def from_dict(cls, raw: dict[str, Any], key: str):
-    hints, names = _fields(cls)
+def _reject_unknown(raw: dict[str, Any], names: list[str], key: str) -> None:
     for name in raw:
         if name not in names:
-            raise ConfigError(
-                f"{key}.{name}: unknown key{did_you_mean(name, names)}; accepted keys: {', '.join(names)}"
-            )
+            raise ConfigError(f"{key}.{name}: unknown key{did_you_mean(name, names)}; accepted keys: {', '.join(names)}")
+
+
+def from_dict(cls, raw: dict[str, Any], key: str):
+    hints, names = _fields(cls)
+    _reject_unknown(raw, names, key)
     return cls(**{name: coerce(f"{key}.{name}", value, hints[name]) for name, value in raw.items()})
 
 

@@ -11,6 +11,14 @@ from replication.verdicts import decide
 from tests.papers.zhang_protocol import B_NOISE, fill, zhang_experiment
 
 
+def _measured(tmp_path):
+    """The synthetic experiment, every run it declares stored, and what the protocol measures from them."""
+    exp = zhang_experiment()
+    d = protocol.design(exp)
+    fill(exp, tmp_path, steps_to_target)
+    return exp, d, protocol.measure(exp, d, tmp_path)
+
+
 @pytest.mark.slow
 def test_the_protocol_declares_references_then_targets_then_seeds(tmp_path):
     exp = zhang_experiment()
@@ -31,10 +39,7 @@ def test_the_protocol_declares_references_then_targets_then_seeds(tmp_path):
 
 @pytest.mark.slow
 def test_the_fit_recovers_the_synthetic_noise_scale_and_the_claims_are_decided(tmp_path):
-    exp = zhang_experiment()
-    d = protocol.design(exp)
-    fill(exp, tmp_path, steps_to_target)
-    m = protocol.measure(exp, d, tmp_path)
+    exp, d, m = _measured(tmp_path)
     for model in d.models:
         fit = m.fits[(model, 1.0)]
         assert fit["b_noise"] == pytest.approx(B_NOISE, rel=0.5)
@@ -56,10 +61,7 @@ def test_the_fit_recovers_the_synthetic_noise_scale_and_the_claims_are_decided(t
 
 @pytest.mark.slow
 def test_the_chinchilla_exponent_reports_its_regime_and_is_gated_on_it(tmp_path):
-    exp = zhang_experiment()
-    d = protocol.design(exp)
-    fill(exp, tmp_path, steps_to_target)
-    m = protocol.measure(exp, d, tmp_path)
+    exp, d, m = _measured(tmp_path)
     claims, exponent = steps_to_target.claims(m, exp, d)
     sizes = [protocol.non_embedding_parameters(exp, d, model) for model in d.models]
     unreached = {model: [int(b) for b in m.fits[(model, 1.0)]["unreached"]] for model in d.models}
@@ -80,10 +82,7 @@ def test_the_chinchilla_exponent_reports_its_regime_and_is_gated_on_it(tmp_path)
 
 @pytest.mark.slow
 def test_a_batch_size_that_never_reaches_the_target_is_reported(tmp_path):
-    exp = zhang_experiment()  # the synthetic noise scale makes B = 128 need 6x the reference tokens; the cap is 2.5x
-    d = protocol.design(exp)
-    fill(exp, tmp_path, steps_to_target)
-    m = protocol.measure(exp, d, tmp_path)
+    exp, d, m = _measured(tmp_path)  # the synthetic noise scale makes B = 128 need 6x the reference tokens; the cap is 2.5x
     unreached = [b for f in m.fits.values() for b in f.get("unreached", [])]
     assert unreached and max(unreached) == max(d.batch_sizes)
     assert any("never reached" in c for c in protocol.caveats(m, d))
