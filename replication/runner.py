@@ -24,6 +24,7 @@ from replication.data import load_tokens
 from replication.deadline import deadline_or_stage, expired
 from replication.ensemble import plan, recommended_workers
 from replication.finetune import load_weights, usable_weights
+from replication.lifetime import die_with_parent
 from replication.executor import ExecutorConfig, executor_config, train_on_ray
 from replication.record import new_record
 from replication.spec import RunSpec
@@ -56,18 +57,6 @@ def train_group(group: list[RunSpec], **train_kwargs) -> list[dict]:
             warnings.warn(f"ensemble of {len(group)} ran out of memory; retrying as {half} + {len(group) - half}", stacklevel=2)
             return train_group(group[:half], **train_kwargs) + train_group(group[half:], **train_kwargs)
         return [_failed_record(s, err) for s in group]
-
-
-def _die_with_parent(parent: int) -> None:
-    """A worker's first act: watch the sweep that started it and exit when it is gone. A sweep killed with
-    SIGKILL cannot tear its pool down, and an orphaned worker would train on beside the restarted sweep,
-    writing the same checkpoints."""
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _train_group_in_worker(args: tuple[list[RunSpec], int, dict]) -> list[dict]:
@@ -193,7 +182,7 @@ def _train_all(specs: list[RunSpec], max_members: int, workers: int, train_kwarg
                     return
                 yield group, threads, train_kwargs
 
-        with mp.get_context("spawn").Pool(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             try:
                 for records in pool.imap_unordered(_train_group_in_worker, feed()):
                     slots.release()
