@@ -147,12 +147,29 @@ def scale_markdown(paper: ledger.Paper, params: dict, profiles: list[str], root:
 
 
 # ---------------------------------------------------------------------------------------- side by side
-def _normalise(x: np.ndarray, y: np.ndarray, how: str) -> np.ndarray:
+NORMALISATIONS = ("subtract_min", "divide_first", "subtract_shared_first")
+
+
+def _normalise(x: np.ndarray, y: np.ndarray, how: str, shared: float | None = None) -> np.ndarray:
+    """One series on a normalised axis: minus its own minimum, divided by its value at the smallest x, or minus
+    `shared`, one baseline for every series of the panel (the best value at the smallest x over all series), so
+    that series keep their distances from each other."""
     if how == "subtract_min":
         return y - np.nanmin(y)
     if how == "divide_first":
         return y / y[np.argmin(x)]
-    raise ledger.LedgerError(f"normalise: {how!r} is unknown; use subtract_min or divide_first")
+    if how == "subtract_shared_first":
+        return y - shared
+    raise ledger.LedgerError(f"normalise: {how!r} is unknown; use one of {', '.join(NORMALISATIONS)}")
+
+
+def _shared_baseline(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> float | None:
+    """The best (lowest) value at the smallest x any series of a panel has."""
+    if not series:
+        return None
+    first = min(np.nanmin(x) for x, _ in series.values())
+    at_first = [y[x == first] for x, y in series.values() if (x == first).any()]
+    return float(np.nanmin(np.concatenate(at_first))) if at_first else None
 
 
 def _paper_series(ref: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -184,35 +201,44 @@ def side_by_side(ref: dict, root: str | Path = "."):
     """The paper's numbers (left) and ours (right) on the same normalised axes; ours that train for fewer
     than MIN_STEPS optimizer steps are drawn hollow (they decide no verdict)."""
     root = Path(root)
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), sharey=True, sharex=bool(ref.get("shared_x")))
     how = ref["normalise"]
     paper = _paper_series(ref)
     ours, missing = _our_series(ref, root)
-    names = list(dict.fromkeys([*paper, *ours]))
-    colour = {n: f"C{i}" for i, n in enumerate(names)}
-    for name, (x, y) in paper.items():
-        axes[0].plot(x, _normalise(x, y, how), "o-", ms=4, color=colour[name], label=name)
     spec = ref.get("ours") or {}
+    our_series = {name: (g[spec["x"]].to_numpy(float), g[spec["y"]].to_numpy(float)) for name, g in ours.items()}
+    # an optimizer or task family keeps its colour in both panels; other series (model sizes) are ordered within
+    # each panel, smallest darkest, so the same shade means the same rank on both sides
+    colour = {**{n: plots.named_colour(n, plots.ordinal_colour(i, len(paper))) for i, n in enumerate(paper)},
+              **{n: plots.named_colour(n, plots.ordinal_colour(i, len(ours))) for i, n in enumerate(ours)}}
+    paper_base, our_base = _shared_baseline(paper), _shared_baseline(our_series)
+    laws = set((ref.get("power_laws") or {}).get("laws") or {})
+    for name, (x, y) in paper.items():  # a published law is a line, never markers: it is not data
+        axes[0].plot(x, _normalise(x, y, how, paper_base), "-" if name in laws else "o-", ms=4, color=colour[name],
+                     label=plots.optimizer_label(name))
+    if ref.get("shared_x") and our_series:  # where our runs lie on the paper's axis
+        low, high = min(x.min() for x, _ in our_series.values()), max(x.max() for x, _ in our_series.values())
+        for ax in axes:
+            ax.axvspan(low, high, color="0.85", alpha=0.6, lw=0, zorder=0, label="our range" if ax is axes[0] else None)
     for name, g in ours.items():
-        x, y = g[spec["x"]].to_numpy(float), g[spec["y"]].to_numpy(float)
-        yn = _normalise(x, y, how)
-        axes[1].plot(x, yn, "-", color=colour[name], label=name)
+        x, y = our_series[name]
+        yn = _normalise(x, y, how, our_base)
+        axes[1].plot(x, yn, "-", color=colour[name], label=plots.optimizer_label(name))
         short = g["steps"].to_numpy(float) < verdicts.MIN_STEPS if "steps" in g else np.zeros(len(g), bool)
-        axes[1].plot(x[~short], yn[~short], "o", ms=4, color=colour[name])
-        axes[1].plot(x[short], yn[short], "o", ms=5, mfc="white", color=colour[name])
-    if ours and any("steps" in g and (g["steps"] < verdicts.MIN_STEPS).any() for g in ours.values()):
-        axes[1].annotate(f"hollow: < {verdicts.MIN_STEPS} optimizer steps", (0.01, 0.99), xycoords="axes fraction", va="top", fontsize=8)
+        plots.mark(axes[1], x[~short], yn[~short], colour[name], "cell", ms=4)
+        plots.mark(axes[1], x[short], yn[short], colour[name], "short")
+    short_any = any("steps" in g and (g["steps"] < verdicts.MIN_STEPS).any() for g in ours.values())
     if missing:
         axes[1].text(0.5, 0.5, f"ours: {missing}", transform=axes[1].transAxes, ha="center", va="center", fontsize=9, wrap=True)
     for ax, title in zip(axes, ("paper", "this replication")):
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel(ref["x_label"])
+        ax.set_xlabel(spec.get("x_label", ref["x_label"]) if ax is axes[1] else ref["x_label"])
         if ref.get("log_x"):
             ax.set_xscale("log", base=2)
         if ref.get("log_y"):
             ax.set_yscale("log", base=2)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            plots.marker_legend(ax, ["short"] if short_any and ax is axes[1] else [], fontsize=7)
     axes[0].set_ylabel(ref["y_label"])
     fig.suptitle(ref["title"], fontsize=10)
     fig.text(0.01, -0.02, f"Source: {ref['source']}", fontsize=7, ha="left", va="top", wrap=True)

@@ -9,6 +9,7 @@ Errors name the key, the bad value and what is accepted, e.g.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,8 +255,9 @@ class RunSpec:
         """A copy with dotted keys changed, e.g. ``spec.replace(**{'optimizer.lr': 3e-3})``; validated."""
         return run_spec_from_dict(merge(self.to_dict(), undot(dotted)))
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
+        """The run id (computed once: a frozen spec cannot change)."""
         return spec_hash(self)
 
 

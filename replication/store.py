@@ -12,6 +12,7 @@ train the same spec; the claim of a process that died is taken over.
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 import fcntl
 import hashlib
 import json
@@ -77,6 +78,27 @@ def _umask() -> int:
     return mask
 
 
+_VERIFIED: "OrderedDict[str, tuple[bytes, dict]]" = OrderedDict()  # path -> (digest of its bytes, the record verified from them)
+_VERIFIED_MAX = 8192  # records kept (a few hundred MB at most); the least recently read go first
+
+
+def write_json(path: Path, obj, **dump) -> None:
+    """Write `obj` as JSON to `path` atomically (temp file in the same folder, fsync, rename), readable as
+    open() would make it: a kill never leaves half a file, and a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, file_mode())
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, **dump)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def file_mode() -> int:
     """What open() would give a new file (0644 under the usual umask): mkstemp's 0600 would hide a shared store."""
     return 0o666 & ~_umask()
@@ -109,21 +131,10 @@ class Store:
 
     def write(self, record: dict) -> Path:
         """Atomically write a record, sealed with its checksum (temp file in the same folder, fsync, rename)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         target = self.path(record["id"])
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{record['id']}.", suffix=".tmp")
         sealed = json.loads(json.dumps(record))  # as a reader will parse it (e.g. every key a string), then sealed
         sealed["checksum"] = checksum(sealed)
-        try:
-            os.fchmod(fd, file_mode())
-            with os.fdopen(fd, "w") as f:
-                json.dump(sealed, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(target, sealed, indent=1, sort_keys=True)
         return target
 
     def read(self, run_id: str) -> dict | None:
@@ -134,13 +145,32 @@ class Store:
         return record
 
     def check(self, run_id: str) -> tuple[dict | None, str | None]:
-        """(the record, None), (None, None) when absent, or (None, what is wrong with it); moves nothing."""
+        """(the record, None), (None, None) when absent, or (None, what is wrong with it); moves nothing.
+        A file whose bytes were verified before is not parsed and verified again (a sweep and its notebook read
+        the same records many times); the caller gets its own top-level dict."""
         path = self.path(run_id)
-        if not path.exists():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
             return None, None
+        key, version = str(path.resolve()), hashlib.blake2b(data, digest_size=16).digest()
+        cached = _VERIFIED.get(key)
+        if cached is not None and cached[0] == version:
+            _VERIFIED.move_to_end(key)
+            return dict(cached[1]), None
+        record, problem = self._verify(data, run_id)
+        if record is not None:
+            _VERIFIED[key] = (version, record)
+            if len(_VERIFIED) > _VERIFIED_MAX:
+                _VERIFIED.popitem(last=False)
+            record = dict(record)
+        return record, problem
+
+    @staticmethod
+    def _verify(data: bytes, run_id: str) -> tuple[dict | None, str | None]:
         problem = None
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(data.decode())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             problem = f"is not valid JSON ({err})"
         else:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+VERSION = 1  # bumped by any change that alters the computed risks, so stored results (`computed.py`) are recomputed
+
 
 @dataclass(frozen=True)
 class Problem:

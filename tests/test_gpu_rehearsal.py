@@ -16,8 +16,10 @@ cpu ones.
 
 The stages run as dvc would order them, on single-threaded lanes, one per core (at least two, at most four):
 models this small gain nothing from a second thread, so two stages at once take about the time of one. The
-lanes start as soon as collection selects a rehearsal test (conftest.py) and run at low priority beside the
-rest of the suite, which leaves a core idle most of the time; by the time these tests run, most stages are done.
+lanes start as soon as collection selects a rehearsal test (conftest.py; in the controlling process when
+pytest-xdist distributes the tests) and run at low priority beside the rest of the suite; each stage's
+outcome is a file in the rehearsal's folder (`REHEARSAL_ENV`), which the test of that stage waits for in
+whichever process runs it. By the time these tests run, most stages are done.
 """
 
 import copy
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,7 @@ DECLARED = pipeline.stages(ROOT / "dvc.yaml")
 STAGES = [s for s, d in DECLARED.items() if "notebooks/" in d["cmd"]]
 LANES = max(2, min(4, os.cpu_count() or 1))
 COMMAND_TIMEOUT_S = 900
+REHEARSAL_ENV = "REPLICATION_REHEARSAL_DIR"  # the folder the session's rehearsal runs in, set by conftest.py
 PROFILES = yaml.safe_load((ROOT / "params.yaml").read_text())
 SAME_ON_GPU = {s for s in STAGES if s in PROFILES["experiments"] and "gpu" not in (PROFILES["experiments"][s].get("profiles") or {})
                and not PROFILES["experiments"][s].get("run") and "grid" not in PROFILES["experiments"][s]}  # theory: no gpu settings
@@ -164,7 +168,7 @@ def build_workbook(root: Path) -> Path:
 
 class _Lanes:
     """Runs each stage (its CLI sweep, then its notebook through papermill) in a background lane once the stages
-    whose outputs it reads are done; `result(stage)` waits for one and returns None or what went wrong.
+    whose outputs it reads are done, and writes each stage's outcome (`Outcomes`).
 
     The lanes' processes run at low priority (nice 10) with one thread each, and with the environment of the
     moment they were started: the suite's other tests may run meanwhile, taking the CPU first, and what they
@@ -173,6 +177,7 @@ class _Lanes:
     def __init__(self, root: Path, stages: list[str]):
         needs = pipeline.upstream(DECLARED)
         self.root, self.pending, self.done, self.running, self.stopped = root, list(stages), {}, set(), False
+        self.outcomes = Outcomes(root)
         self.needs = {s: needs[s] & set(stages) for s in stages}
         self.env = {k: v for k, v in os.environ.items() if k != "REPLICATION_WORKBOOK"}
         self.env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", REPLICATION_CACHE=str(root / "cache"))  # one core per lane
@@ -202,6 +207,7 @@ class _Lanes:
                 error = f"the rehearsal itself failed on {stage}: {type(err).__name__}: {err}"
             with self.ready:
                 self.done[stage] = error
+                self.outcomes.write(stage, error)
                 self.ready.notify_all()
 
     def _run(self, stage: str) -> str | None:
@@ -230,12 +236,6 @@ class _Lanes:
                 return f"{what} exited {process.returncode}:\n{stderr[-3000:]}"
         return None
 
-    def result(self, stage: str) -> str | None:
-        with self.ready:
-            if not self.ready.wait_for(lambda: stage in self.done, timeout=2 * COMMAND_TIMEOUT_S * len(self.needs)):
-                return f"{stage}: no answer from the rehearsal"
-            return self.done[stage]
-
     def stop(self) -> None:
         """End what is still running (an interrupted session) and remove the workbook copy."""
         with self.ready:
@@ -247,19 +247,43 @@ class _Lanes:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+class Outcomes:
+    """Each stage's outcome as a file in the rehearsal's folder (`outcomes/<stage>.json`: null, or what went wrong),
+    so that a test run in another process than the lanes (a pytest-xdist worker) reads it."""
+
+    def __init__(self, root: Path):
+        self.root, self.folder = root, root / "outcomes"
+
+    def write(self, stage: str, error: str | None) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.folder / f".{stage}.tmp"
+        partial.write_text(json.dumps(error))
+        partial.replace(self.folder / f"{stage}.json")  # atomic: a reader sees the whole outcome or none
+
+    def result(self, stage: str, timeout_s: float = 2 * COMMAND_TIMEOUT_S * len(STAGES)) -> str | None:
+        """None once `stage` ran end to end, else what went wrong; waits for the lanes to get there."""
+        path, waited = self.folder / f"{stage}.json", 0.0
+        while not path.exists():
+            if waited > timeout_s:
+                return f"{stage}: no answer from the rehearsal in {timeout_s:.0f} s"
+            time.sleep(0.5)
+            waited += 0.5
+        return json.loads(path.read_text())
+
+
 _lanes: _Lanes | None = None
 
 
-def start(stages: list[str] | None = None) -> _Lanes:
-    """The session's rehearsal of `stages` (default: all) and the stages they read, started once: by conftest.py
-    as soon as collection selects rehearsal tests, so that the stages train while the rest of the suite runs,
-    or else by the first test that needs it."""
+def start(stages: list[str] | None = None, root: Path | None = None) -> _Lanes:
+    """The session's rehearsal of `stages` (default: all) and the stages they read, started once, in `root`
+    (default: a new temporary folder): by conftest.py as soon as collection selects rehearsal tests, so that
+    the stages train while the rest of the suite runs."""
     global _lanes
     if _lanes is None:
         needs, wanted = pipeline.upstream(DECLARED), set(stages or STAGES)
         while (more := set().union(*(needs[s] for s in wanted)) & set(STAGES) - wanted):
             wanted |= more
-        root = build_workbook(Path(tempfile.mkdtemp(prefix="gpu-rehearsal-")))
+        root = build_workbook(Path(root) if root else Path(tempfile.mkdtemp(prefix="gpu-rehearsal-")))
         _lanes = _Lanes(root, [s for s in STAGES if s in wanted and s not in SAME_ON_GPU])
     return _lanes
 
@@ -271,7 +295,13 @@ def stop() -> None:
 
 @pytest.fixture(scope="module")
 def rehearsal():
-    return start()
+    """The outcomes of the session's rehearsal: started by conftest.py (in this process or in the controlling
+    one), or here when this module runs without it (e.g. through `python -m pytest -p no:...` plugins that skip
+    collection hooks)."""
+    folder = os.environ.get(REHEARSAL_ENV)
+    if _lanes is None and not (folder and (Path(folder) / "params.yaml").exists()):
+        return start().outcomes
+    return Outcomes(_lanes.root if _lanes is not None else Path(folder))
 
 
 @pytest.mark.notebooks

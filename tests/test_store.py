@@ -22,6 +22,13 @@ def test_round_trip_and_no_temp_files(stored):
     assert [p.name for p in store.root.iterdir() if p.is_file()] == [f"{record['id']}.json"]
 
 
+def test_a_reader_that_changes_its_record_does_not_change_the_next_readers(stored):
+    store, record = stored
+    first = store.read(record["id"])
+    first["status"], first["extra"] = "failed", 1
+    assert store.read(record["id"]) == record
+
+
 def test_a_record_written_before_checksums_reads_as_it_is_and_is_sealed_when_written_again(stored):
     store, record = stored
     path = store.path(record["id"])
@@ -59,6 +66,7 @@ def test_a_record_is_readable_by_others_as_a_committed_one_is(stored):
 def test_untrustworthy_records_are_quarantined_and_redone(stored, tiny_spec, damage, reason):
     store, record = stored
     path = store.path(record["id"])
+    assert store.read(record["id"]) == record  # read once: a verified record is kept, and must not hide a later edit
     path.write_text(damage(path.read_text(), json.loads(path.read_text())))
     with pytest.warns(CorruptRecordWarning, match=reason):
         assert store.read(record["id"]) is None

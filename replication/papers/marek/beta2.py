@@ -10,6 +10,7 @@ from replication.claims import claim, grid_edges
 from replication.fit import argmin_log_parabola, best_cell_runs, best_per_group, loglog_slope, trained_steps
 from replication.half_life import beta_from_half_life, half_life_from_beta
 from replication.experiments import reseeded, staged
+from replication import plots
 from replication.papers.marek.common import best_specs, decidable, refine_factor
 from replication.verdicts import DRAWS, bootstrap, compare, t_critical
 
@@ -195,45 +196,66 @@ def half_life_claims(sweep: pd.DataFrame, seq_len: int, tokens: float) -> list[d
     return [claim("marek.beta2.half_life_constant", words, measurement)]
 
 
-def optimum_vs_batch_size(optima: pd.DataFrame, fit: dict | None, sweep: pd.DataFrame | None = None, tokens: float | None = None):
-    """Left (with `sweep`): the loss at every grid half-life per batch size, mean over seeds with
-    standard-error bars, so one sees whether the optimum is resolved (a neighbour within the bars is not)
-    and where it sits against 10 % of the run's `tokens` (the ledger's regime limit). Middle: the optimal
-    beta2 per batch size; right: the optimal half-life in tokens with its log-log fit."""
+def optimum_vs_batch_size(optima: pd.DataFrame, fit: dict | None, sweep: pd.DataFrame | None = None, tokens: float | None = None,
+                          slope_draws: list[float] | None = None):
+    """Left (with `sweep`): the loss at every grid half-life per batch size, mean over seeds with 95 % seed
+    intervals, so one sees whether the optimum is resolved (a neighbour within the bars is not) and where
+    it sits against 10 % of the run's `tokens` (the ledger's regime limit). Middle: the optimal beta2 per
+    batch size; right: the optimal half-life in tokens with its log-log fit, the interval the verdict reads
+    (the bootstrap over seeds, `slope_draws`) and the two slopes the question is between: 0 (the half-life
+    is constant in tokens, Marek et al.) and 1 (beta2 is constant)."""
     fig, axes = plt.subplots(1, 3 if sweep is not None else 2, figsize=(15.6 if sweep is not None else 10.4, 4.0))
     if sweep is not None:
         grid, *axes = axes
-        for i, (b, group) in enumerate(sweep.groupby("batch_size")):
+        for b, group in sweep.groupby("batch_size"):
+            colour = plots.batch_colour(b)
             cells = group.groupby(HALF_LIFE)["final_val_loss"]
-            mean, se = cells.mean(), cells.std(ddof=1) / np.sqrt(cells.count())
-            grid.errorbar(mean.index, mean.to_numpy(), yerr=np.nan_to_num(se.to_numpy()), marker="o", ms=4, capsize=3,
-                          color=f"C{i}", label=f"B={b}")
+            grid.errorbar(cells.mean().index, cells.mean().to_numpy(), yerr=[plots.seed_interval(v) for _, v in cells], marker="o", ms=4,
+                          capsize=3, color=colour, label=f"B={b}")
             h = optima.loc[optima["batch_size"] == b, "optimal_half_life"]
             if len(h) and np.isfinite(h.iloc[0]):
-                grid.axvline(h.iloc[0], color=f"C{i}", ls=":", lw=1)
+                grid.axvline(h.iloc[0], color=colour, ls=":", lw=1)
         if tokens:
             grid.axvline(0.1 * tokens, color="k", lw=1)
             grid.annotate("10 % of the run", (0.1 * tokens, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
                           textcoords="offset points", fontsize=7)
         grid.set_xscale("log")
         grid.set_xlabel("beta2 half-life (tokens)")
-        grid.set_ylabel("validation loss (mean over seeds +- SE)")
+        grid.set_ylabel("validation loss (nats / token)")
+        grid.set_title(plots.ERROR_BARS, fontsize=8)
         grid.legend(title="dotted: located optimum", fontsize=7, title_fontsize=7)
     left, right = axes
-    left.plot(optima["batch_size"], 1 - optima["optimal_beta2"], "o-")
-    left.set_xscale("log", base=2)
+    unresolved = {c["batch_size"] for c in unresolved_optima(sweep)} if sweep is not None else set()
+    kinds = set()
+    for _, row in optima.iterrows():
+        kind = "edge" if row["on_grid_edge"] else "unresolved" if row["batch_size"] in unresolved else "cell"
+        kinds.add(kind)
+        plots.mark(left, row["batch_size"], 1 - row["optimal_beta2"], plots.batch_colour(row["batch_size"]), kind)
+        plots.mark(right, row["batch_size"], row["optimal_half_life"], plots.batch_colour(row["batch_size"]), kind)
+    left.plot(optima["batch_size"], 1 - optima["optimal_beta2"], ":", color="0.5", lw=1)
+    plots.batch_axis(left, optima["batch_size"])
     left.set_yscale("log")
-    left.set_xlabel("batch size (sequences)")
     left.set_ylabel("1 - optimal beta2")
-    right.plot(optima["batch_size"], optima["optimal_half_life"], "o", label="optimum")
+    sizes = optima["batch_size"].to_numpy(dtype=float)
+    b = np.geomspace(sizes.min(), sizes.max(), 50)
     if fit is not None:
-        b = np.geomspace(optima["batch_size"].min(), optima["batch_size"].max(), 50)
-        right.plot(b, np.exp(fit["intercept"]) * b ** fit["slope"], "-",
-                   label=f"fit: slope {fit['slope']:.2f} [{fit['ci_low']:.2f}, {fit['ci_high']:.2f}]")
-    right.set_xscale("log", base=2)
+        centre = np.exp(fit["intercept"]) * b ** fit["slope"]
+        if slope_draws:
+            low, high = np.percentile(slope_draws, [2.5, 97.5])
+            interval = f"[{low:.2f}, {high:.2f}], bootstrap over seeds, as the verdict reads it"
+            pivot = np.exp(np.log(b).mean())  # the fan turns about the middle of the batch sizes
+            fan = [centre * (b / pivot) ** (k - fit["slope"]) for k in (low, high)]
+            right.fill_between(b, np.minimum(*fan), np.maximum(*fan), color=plots.FIT_COLOUR, alpha=0.2, lw=0)
+        else:
+            interval = "no interval: one seed"
+        right.plot(b, centre, "-", color=plots.FIT_COLOUR, label=f"fit: slope {fit['slope']:.2f} {interval}")
+        anchor = np.exp(np.log(optima["optimal_half_life"].dropna()).mean())
+        for slope, words in ((0, "slope 0: constant in tokens (paper)"), (1, "slope 1: constant beta2")):
+            right.plot(b, anchor * (b / np.exp(np.log(sizes).mean())) ** slope, "--" if slope == 0 else ":", color=plots.PAPER_COLOUR,
+                       lw=1, label=words)
+    plots.batch_axis(right, optima["batch_size"])
     right.set_yscale("log")
-    right.set_xlabel("batch size (sequences)")
     right.set_ylabel("optimal beta2 half-life (tokens)")
-    right.legend()
+    plots.marker_legend(right, sorted(kinds - {"cell"}), fontsize=7)
     fig.tight_layout()
     return fig

@@ -9,9 +9,6 @@ from replication.fit import best_cell_runs
 from replication.verdicts import MIN_STEPS
 
 
-OPTIMIZER_LABELS = {"sgd": "SGD (no momentum)", "adamw": "AdamW", "adafactor": "Adafactor", "muon": "Muon"}
-
-
 ADAPTIVE = ("adamw", "adafactor", "muon")
 
 

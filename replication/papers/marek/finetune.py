@@ -10,8 +10,8 @@ from replication.experiments import finetuning, reseeded, stored_table
 from replication.claims import claim, grid_edges
 from replication.verdicts import compare
 from replication.fit import best_per_group, trained_steps
-from replication.papers.marek.common import OPTIMIZER_LABELS, memory_frame
-from replication.plots import marker_height
+from replication import plots
+from replication.papers.marek.common import memory_frame
 
 
 def seeded_specs(ft, runs: pd.DataFrame) -> list:
@@ -36,7 +36,7 @@ def finetune_arm(runs: pd.DataFrame) -> pd.Series:
     """Names each fine-tuning run's arm from its method, optimizer and batch size, e.g. 'LoRA r=8, AdamW B=16'."""
     rank = runs["lora_rank"] if "lora_rank" in runs else pd.Series(np.nan, index=runs.index)
     method = rank.map(lambda r: f"LoRA r={int(r)}, " if pd.notna(r) else "full, ")
-    return method + runs["optimizer.name"].map(lambda n: OPTIMIZER_LABELS.get(n, n)) + " B=" + runs["batch_size"].astype(str)
+    return method + runs["optimizer.name"].map(plots.optimizer_label) + " B=" + runs["batch_size"].astype(str)
 
 
 def finetune_table(best: pd.DataFrame, runs: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
@@ -118,28 +118,42 @@ def finetune_claims(table: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
     return claims
 
 
-def finetune_panels(runs: pd.DataFrame, table: pd.DataFrame, memory: str = "total"):
-    """Left: loss against LR for each fine-tuning arm (mean over seeds; x = diverged). Right: each arm's
-    best loss against its measured memory (the paper's bar chart, memory on an axis instead of bar widths)."""
+def _arm_style(arm: str) -> str:
+    """Line style of a fine-tuning arm: full fine-tuning solid (dash-dot at the larger batch size), LoRA dashed
+    (dotted at the larger batch size); its colour is its optimizer's."""
+    large = not arm.endswith(" B=1")
+    return ("--" if not large else ":") if arm.startswith("LoRA") else ("-" if not large else "-.")
+
+
+def finetune_panels(runs: pd.DataFrame, table: pd.DataFrame, memory: str = "total_fused"):
+    """Left: loss against LR for each fine-tuning arm (mean over seeds; x = diverged), coloured by optimizer.
+    Right: each arm's best loss (95 % seed interval) against its measured memory, the fused accounting the
+    verdict reads by default (the paper's bar chart, memory on an axis instead of bar widths)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.2))
-    top = marker_height(runs["final_val_loss"])
-    for i, (arm, group) in enumerate(runs.groupby("arm", sort=True)):
+    top = plots.marker_height(runs["final_val_loss"])
+    for arm, group in runs.groupby("arm", sort=True):
+        colour = plots.optimizer_colour(group["optimizer.name"].iloc[0])
         cells = group.groupby("optimizer.lr")["final_val_loss"].mean()
-        colour = f"C{i}"
-        left.plot(cells.index, cells.to_numpy(), "o-", ms=4, color=colour, label=arm)
+        left.plot(cells.index, cells.to_numpy(), marker="o", ms=4, ls=_arm_style(arm), color=colour, label=arm)
         failed = cells[cells.isna()]
-        left.plot(failed.index, [top] * len(failed), "x", color=colour, ms=7)
+        if len(failed):
+            plots.mark(left, failed.index, [top] * len(failed), colour, "diverged")
         row = table[table["arm"] == arm]
-        right.errorbar(row[memory], row["loss"], yerr=row["loss_se"].fillna(0), fmt="o", color=colour, ms=6, capsize=3, label=arm)
+        right.errorbar(row[memory], row["loss"], yerr=plots.t_interval(row["loss_se"], row["n_seeds"]), fmt="o", color=colour, ms=6,
+                       capsize=3)
+        for _, r in row.iterrows():
+            right.annotate(arm, (r[memory], r["loss"]), xytext=(5, 4), textcoords="offset points", fontsize=7, color=colour)
     before = table["before"].mean()
     left.axhline(before, color="grey", ls=":", lw=1)
     left.annotate("pretrained, before fine-tuning", (0.02, before), xycoords=("axes fraction", "data"),
                   xytext=(0, -10), textcoords="offset points", fontsize=7, color="grey")
     left.set_xscale("log")
     left.set_xlabel("learning rate")
-    left.set_ylabel("validation loss on the new domain")
-    right.set_xlabel(f"measured training memory, MiB ({memory})")
-    right.set_ylabel("best validation loss (mean over seeds)")
-    right.legend(fontsize=7, loc="upper center")
+    left.set_ylabel("validation loss on the new domain (nats / token)")
+    left.legend(fontsize=7)
+    words = {"total_fused": "fused: no separate gradient buffer, the paper's accounting", "total": "as trained"}.get(memory, memory)
+    right.set_xlabel(f"measured training memory, MiB ({words})")
+    right.set_ylabel("best validation loss (nats / token)")
+    right.set_title(plots.ERROR_BARS, fontsize=8)
     fig.tight_layout()
     return fig

@@ -8,7 +8,8 @@ import pandas as pd
 from replication.claims import claim, grid_edges
 from replication.fit import best_cell_runs, best_per_group, trained_steps
 from replication.experiments import reseeded, staged
-from replication.papers.marek.common import OPTIMIZER_LABELS, best_specs
+from replication import plots
+from replication.papers.marek.common import best_specs
 from replication.verdicts import compare
 
 
@@ -60,7 +61,7 @@ def memory_claims(memory: pd.DataFrame) -> list[dict]:
         return 1 - m.loc[(opt, b), col] / m.loc[("adamw", b), col]
 
     measured = "; ".join(
-        f"{OPTIMIZER_LABELS.get(o, o)} saves {saving(o, small, 'total'):.0%} at B={small} ({saving(o, small, 'total_fused'):.0%} fused), "
+        f"{plots.optimizer_label(o)} saves {saving(o, small, 'total'):.0%} at B={small} ({saving(o, small, 'total_fused'):.0%} fused), "
         f"{saving(o, large, 'total'):.0%} at B={large}"
         for o in ("sgd", "adafactor") if (o, small) in m.index and (o, large) in m.index
     )

@@ -10,7 +10,7 @@ from replication.claims import claim, grid_edges
 from replication.fit import best_cell_runs, best_per_group, trained_steps
 from replication.experiments import reseeded, staged
 from replication.papers.marek.common import ADAPTIVE, best_specs, decidable, refine_factor
-from replication.plots import marker_height
+from replication import plots
 from replication.verdicts import MIN_STEPS, bootstrap_difference, compare
 
 
@@ -155,35 +155,44 @@ def lr_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[(beta1 == grid) | (beta1.isna() & grid.isna())]
 
 
-def best_loss_vs_batch_size(best: pd.DataFrame, labels: dict[str, str] | None = None, ax=None):
-    """Best loss per (optimizer, batch size) with seed error bars. A cell that trains for fewer than
-    MIN_STEPS optimizer steps is drawn hollow (it decides no verdict) and every batch size's step count is
-    written under the axis; cells where every setting diverged are an x at the top."""
+def best_loss_vs_batch_size(best: pd.DataFrame, ax=None):
+    """Best loss per (optimizer, batch size) with 95 % seed intervals, in the workbook's visual language
+    (`replication.plots`): one colour per optimizer, ticks only at the batch sizes run, faint connectors
+    between them; a hollow cell trains for fewer than MIN_STEPS optimizer steps (in no verdict), a diamond is a
+    best cell on the edge of its LR grid, an x a batch size where every setting diverged. Every batch size's
+    step count is written under the axis; a best cell some of whose settings diverged says how many."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6.8, 4.4))
-    top = marker_height(best["loss"])
-    for i, (name, group) in enumerate(best.groupby("optimizer.name", sort=True)):
+    readable = best.loc[best["steps"] >= MIN_STEPS, "loss"] if (best["steps"] >= MIN_STEPS).any() else best["loss"]
+    top = plots.marker_height(readable)
+    kinds, extent = set(), []
+    for name, group in best.groupby("optimizer.name", sort=True):
         group = group.sort_values("batch_size")
-        colour = f"C{i}"
+        colour = plots.optimizer_colour(name)
         ok = group[group["loss"].notna()]
-        short = ok["steps"] < MIN_STEPS
-        ax.errorbar(ok["batch_size"], ok["loss"], yerr=np.nan_to_num(ok["loss_se"].to_numpy()), capsize=3, color=colour,
-                    label=(labels or {}).get(name, name))
-        ax.plot(ok.loc[~short, "batch_size"], ok.loc[~short, "loss"], "o", ms=5, color=colour)
-        ax.plot(ok.loc[short, "batch_size"], ok.loc[short, "loss"], "o", ms=6, mfc="white", color=colour)
-        failed = group[group["loss"].isna()]
-        if len(failed):
-            ax.plot(failed["batch_size"], [top] * len(failed), "x", color=colour, ms=8, mew=2)
+        bars = plots.t_interval(ok["loss_se"], ok["n_seeds"])
+        sizes = sorted(best["batch_size"].unique())
+        for a, b in zip(sizes, sizes[1:]):  # faint connectors only between neighbouring batch sizes both run
+            pair = ok[ok["batch_size"].isin([a, b])]
+            if len(pair) == 2:
+                ax.plot(pair["batch_size"], pair["loss"], ":", lw=1, color=colour, alpha=0.6)
+        ax.errorbar(ok["batch_size"], ok["loss"], yerr=bars, fmt="none", capsize=3, color=colour)
+        extent += [*(ok["loss"] + bars)[ok["steps"] >= MIN_STEPS], *(ok["loss"] - bars)[ok["steps"] >= MIN_STEPS]]
+        for _, row in ok[ok["n_diverged_settings"] > 0].iterrows():  # the best cell stands, but some of its LRs diverged
+            ax.annotate(f"{int(row['n_diverged_settings'])} of {int(row['n_settings'])} settings diverged", (row["batch_size"], row["loss"]),
+                        xytext=(-6, 0), textcoords="offset points", ha="right", va="center", fontsize=7, color=colour)
+        for _, row in group.iterrows():
+            kind = plots.cell_kind(row.get("steps"), bool(row.get("best_on_edge")), np.isfinite(row["loss"]))
+            kinds.add(kind)
+            plots.mark(ax, row["batch_size"], row["loss"] if kind != "diverged" else top, colour, kind)
+        ax.plot([], [], "o-", color=colour, label=plots.optimizer_label(name))
     steps = best.groupby("batch_size")["steps"].max()
     for b, n in steps.items():
         ax.annotate(f"{int(n)} steps", (b, 0), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points",
-                    ha="center", fontsize=7, color="0.3" if n >= MIN_STEPS else "C3")
-    notes = [f"hollow: < {MIN_STEPS} optimizer steps, in no verdict"] if (steps < MIN_STEPS).any() else []
-    notes += ["x: every setting diverged"] if best["loss"].isna().any() else []
-    if notes:
-        ax.annotate("; ".join(notes), (0.01, 0.99), xycoords="axes fraction", va="top", fontsize=8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size (sequences)")
-    ax.set_ylabel("best validation loss (mean over seeds +- SE)")
-    ax.legend(loc="center right")
+                    ha="center", fontsize=7, color="0.3" if n >= MIN_STEPS else plots.WARNING_COLOUR)
+    plots.visible_range(ax, [*readable, *extent, *([top] if "diverged" in kinds else [])])
+    plots.batch_axis(ax, best["batch_size"])
+    ax.set_ylabel("best validation loss (nats / token)")
+    plots.marker_legend(ax, sorted(kinds - {"cell"}), loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(plots.ERROR_BARS, fontsize=8)
     return ax

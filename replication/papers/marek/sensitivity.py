@@ -11,7 +11,7 @@ from replication.claims import claim, grid_edges
 from replication.fit import trained_steps
 from replication.papers.marek.common import SAME_SETUP, setup_differences
 from replication.params import experiment
-from replication.plots import batch_colour, marker_height
+from replication import plots
 from replication.spec import ConfigError
 from replication.verdicts import bootstrap_difference
 
@@ -166,23 +166,26 @@ def sensitivity_claims(table: pd.DataFrame, runs: pd.DataFrame, centres: dict[in
 
 def sensitivity_panels(table: pd.DataFrame):
     """One panel per hyperparameter: loss change against the multiplier of its centre value, one line per
-    batch size (mean over seeds, standard-error bars); diverged cells drawn as x at the top."""
+    batch size (mean over seeds, 95 % seed intervals); diverged cells drawn as x at the top."""
     names = list(dict.fromkeys(table["hyperparameter"]))
     fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), sharey=True, squeeze=False)
-    top = marker_height(table["delta_loss"])
-    sizes = sorted(table["batch_size"].unique())
+    top = plots.marker_height(table["delta_loss"])
+    diverged = False
     for ax, name in zip(axes[0], names):
-        for i, b in enumerate(sizes):
-            colour = batch_colour(i, len(sizes))
+        for b in sorted(table["batch_size"].unique()):
+            colour = plots.batch_colour(b)
             line = table[(table["hyperparameter"] == name) & (table["batch_size"] == b)].sort_values("multiplier")
             ok = line[np.isfinite(line["delta_loss"])]
-            ax.errorbar(ok["multiplier"], ok["delta_loss"], yerr=np.nan_to_num(ok["delta_se"].to_numpy()), marker="o", ms=4,
-                        capsize=3, color=colour, label=f"B={b}")
+            ax.errorbar(ok["multiplier"], ok["delta_loss"], yerr=plots.t_interval(ok["delta_se"], ok["n_seeds"]),
+                        marker="o", ms=4, capsize=3, color=colour, label=f"B={b}")
             bad = line[~np.isfinite(line["delta_loss"])]
-            ax.plot(bad["multiplier"], [top] * len(bad), "x", color=colour, ms=8, mew=2)
+            if len(bad):
+                diverged = True
+                plots.mark(ax, bad["multiplier"], [top] * len(bad), colour, "diverged")
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"{name}: multiple of the centre")
         ax.axhline(0, color="k", lw=0.5)
-    axes[0][0].set_ylabel("loss minus the centre's loss")
-    axes[0][-1].legend()
+    axes[0][0].set_ylabel("loss minus the centre's loss (nats / token)")
+    plots.marker_legend(axes[0][-1], ["diverged"] if diverged else [])
+    fig.text(0.5, -0.08, plots.ERROR_BARS, ha="center", fontsize=8)
     return fig

@@ -15,6 +15,7 @@ import pandas as pd
 from replication.fit import argmin_log_parabola, resampled, slope  # noqa: F401 (topics call them as common.*)
 from replication.spec import ConfigError, RunSpec
 from replication.experiments import stored
+from replication import plots
 from replication.verdicts import DRAWS, MIN_STEPS, difference_dof, t_critical
 
 
@@ -199,23 +200,36 @@ def verdict_cells(best: pd.DataFrame) -> pd.DataFrame:
     return best[(best["steps"] >= MIN_STEPS) & ~best["on_edge"]]
 
 
+def optimum_kind(row) -> str:
+    """The marker of one optimum of a `best` table: short, on the edge of its grid, not resolved, or readable."""
+    kind = plots.cell_kind(row["steps"], bool(row["on_edge"]))
+    return "unresolved" if kind == "cell" and not row.get("resolved", True) else kind
+
+
 def plot_loss_curves(ax, table: pd.DataFrame, series: str, fixed: dict, best: pd.DataFrame, x: str = "lr",
                      label=lambda v: str(v)) -> None:
-    """Seed-mean loss against `x`, one line per value of `series` at the `fixed` values of the others,
-    the optimum of each marked (hollow markers: cells under 250 steps)."""
+    """Seed-mean loss against `x` with 95 % seed intervals, one line per value of `series` at the `fixed`
+    values of the others (coloured by batch size when the series is batch size), the optimum of each marked
+    dotted; a series under MIN_STEPS steps is hollow and does not set the loss axis."""
     rows = table.loc[np.logical_and.reduce([table[k] == v for k, v in fixed.items()])]
     values = sorted(rows[series].unique())
+    shown = []
     for i, value in enumerate(values):
-        g = rows[rows[series] == value].groupby(x)["loss"].agg(["mean", "std", "count"]).sort_index()
+        cells = rows[rows[series] == value].groupby(x)["loss"]
+        mean = cells.mean().sort_index()
         steps = int(rows.loc[rows[series] == value, "steps"].min())
-        colour = plt.cm.viridis(i / max(len(values) - 1, 1))
-        se = (g["std"] / np.sqrt(g["count"])).fillna(0)
-        ax.errorbar(g.index, g["mean"], yerr=2 * se, fmt="o-", ms=3, capsize=2, color=colour,
-                    mfc=colour if steps >= MIN_STEPS else "white", label=f"{label(value)}" + ("" if steps >= MIN_STEPS else f" ({steps} steps)"))
+        colour = plots.batch_colour(value) if series == "batch_size" else plots.ordinal_colour(i, len(values))
+        kind = plots.cell_kind(steps)
+        ax.errorbar(mean.index, mean.to_numpy(), yerr=[plots.seed_interval(cells.get_group(v)) for v in mean.index], capsize=2, lw=1.2,
+                    color=colour, label=f"{label(value)}" + ("" if kind == "cell" else f" ({steps} steps)"))
+        plots.mark(ax, mean.index, mean.to_numpy(), colour, kind, ms=4)
+        shown += list(mean.to_numpy()) if kind == "cell" else []
         b = best.loc[np.logical_and.reduce([best[k] == v for k, v in {**fixed, series: value}.items() if k in best])]
         if len(b):
             ax.axvline(b[f"optimal_{x}"].iloc[0], color=colour, lw=0.7, ls=":")
-    ax.set(xscale="log", xlabel={"lr": "learning rate", "wd": "AdamW weight decay"}.get(x, x), ylabel="validation loss (mean over seeds, +- 2 SE)")
+    ax.plot([], [], ":", color="0.4", lw=0.7, label="dotted: located optimum")
+    ax.set(xscale="log", xlabel={"lr": "learning rate", "wd": "AdamW weight decay"}.get(x, x), ylabel="validation loss (nats / token)")
+    plots.visible_range(ax, shown or rows["loss"])
     ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())  # decades only: minor labels collide
     ax.legend(fontsize=7)
 

@@ -177,37 +177,47 @@ def gamma_metrics(best: pd.DataFrame, label: str = "ours") -> pd.DataFrame:
 
 
 def figure(table: pd.DataFrame, m: dict, s: dict):
+    """Shen et al. Figs. 2-4 on a 2 x 2 grid (readable at the width REPORT.md gives it)."""
     best, p = m["best"], m["point"]
     fixed_tokens = max(s["budgets"])
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
+    fig, grid = plt.subplots(2, 2, figsize=(11.5, 8.8))
+    axes = grid.ravel()
     common.plot_loss_curves(axes[0], table, "tokens", {"batch_size": s["fixed_batch_size"]}, best, label=lambda t: f"T={t:,}")
     axes[0].set_title(f"(Fig. 2a) B = {s['fixed_batch_size']}: loss against LR per budget", fontsize=9)
     common.plot_loss_curves(axes[1], table, "batch_size", {"tokens": fixed_tokens}, best, label=lambda b: f"B={b}")
     axes[1].set_title(f"(Fig. 2b) T = {fixed_tokens:,}: loss against LR per batch size", fontsize=9)
     ax = axes[2]
     budgets = sorted(best["tokens"].unique())
+    kinds = set()
     for i, t in enumerate(budgets):
         g = best[best["tokens"] == t].sort_values("batch_size")
-        colour = plt.cm.viridis(i / max(len(budgets) - 1, 1))
+        colour = plots.ordinal_colour(i, len(budgets))
         ax.plot(g["batch_size"], g["optimal_lr"], "-", color=colour, lw=1, label=f"T={t:,}")
-        ok = (g["steps"] >= MIN_STEPS) & ~g["on_edge"]
-        ax.plot(g["batch_size"][ok], g["optimal_lr"][ok], "o", color=colour, ms=4)
-        ax.plot(g["batch_size"][~ok], g["optimal_lr"][~ok], "o", mfc="white", color=colour, ms=4)
-    ax.set(xscale="log", yscale="log", xlabel="batch size (sequences)", ylabel="optimal LR")
-    plots.log_ticks(ax, s["batch_sizes"])
-    ax.set_title(f"(Fig. 3) optimal LR against batch size (hollow: < {MIN_STEPS} steps or edge)\n"
-                 f"slope at T={fixed_tokens:,}: {p['batch_slope']:.2f}; paper: about 1", fontsize=9)
-    ax.legend(fontsize=7)
+        for _, row in g.iterrows():
+            kind = common.optimum_kind(row)
+            kinds.add(kind)
+            plots.mark(ax, row["batch_size"], row["optimal_lr"], colour, kind, ms=5)
+    ax.set(yscale="log", ylabel="optimal LR")
+    plots.batch_axis(ax, s["batch_sizes"])
+    readable = best[[common.optimum_kind(r) == "cell" for _, r in best.iterrows()]]
+    if len(readable):
+        plots.visible_range(ax, readable["optimal_lr"])
+        b = np.array(sorted(s["batch_sizes"]), dtype=float)
+        anchor = np.exp(np.log(readable["optimal_lr"]).mean() - np.log(readable["batch_size"]).mean())
+        ax.plot(b, anchor * b, "--", color=plots.PAPER_COLOUR, lw=1, label="slope 1 (paper: eta_opt ~ B)")
+    ax.set_title(f"(Fig. 3) optimal LR against batch size; slope at T={fixed_tokens:,}: {p['batch_slope']:.2f}, paper: about 1", fontsize=9)
+    plots.marker_legend(ax, sorted(kinds - {"cell"}), fontsize=7)
     ax = axes[3]
     g = gamma_cells(best)
     ax.plot(best["tokens"], best["gamma"], ".", color="0.75", label="every cell")
-    ax.plot(g["tokens"], g["gamma"], "o", color="C3", ms=4, label="3 best batch sizes per budget")
+    ax.plot(g["tokens"], g["gamma"], "o", color="k", ms=4, label="3 best batch sizes per budget")
+    t = np.geomspace(min(budgets), max(budgets), 50)
     if np.isfinite(p["b"]):
-        t = np.geomspace(min(budgets), max(budgets), 50)
-        ax.plot(t, p["a"] * t ** p["b"], "-", color="C3", label=f"fit {p['a']:.3g} T^{p['b']:.2f}")
-    ax.set(xscale="log", yscale="log", xlabel="tokens T", ylabel="gamma = optimal LR / B")
+        ax.plot(t, p["a"] * t ** p["b"], "-", color=plots.FIT_COLOUR, label=f"our fit {p['a']:.3g} T^{p['b']:.2f}")
+    ax.plot(t, 4.6 * t ** -0.51, "--", color=plots.PAPER_COLOUR, label="paper: 4.6 T^-0.51 (Eq. 5)")
+    ax.set(xscale="log", yscale="log", xlabel="tokens T", ylabel="gamma = optimal LR / B (B in sequences)")
     plots.log_ticks(ax, budgets)
-    ax.set_title("(Fig. 4) gamma against tokens; paper: 4.6 T^-0.51", fontsize=9)
+    ax.set_title("(Fig. 4) gamma against tokens", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

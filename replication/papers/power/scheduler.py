@@ -214,40 +214,57 @@ def sensitivity(t: dict, draws: int = DRAWS) -> dict:
 
 def figure(t: dict, regret: pd.DataFrame):
     s = t["settings"]
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
+    fig, grid = plt.subplots(2, 2, figsize=(11.5, 8.8))  # 2 x 2: readable at the width REPORT.md gives it
+    axes = grid.ravel()
     ax = axes[0]
-    for i, (bs, g) in enumerate(regret.groupby("batch_size")):
-        colour = plt.cm.viridis(i / max(regret["batch_size"].nunique() - 1, 1))
-        ok = g["steps"] >= MIN_STEPS
-        ax.plot(g["tokens"], g["power"] - g["wsd"], "o-", color=colour, ms=4, label=f"B={bs}: power - tuned WSD")
-        ax.plot(g["tokens"][~ok], (g["power"] - g["wsd"])[~ok], "o", mfc="white", color=colour, ms=4)
-        ax.plot(g["tokens"], g["cosine"] - g["wsd"], "s", color=colour, ms=6, mfc="none", label=f"B={bs}: tuned cosine - tuned WSD")
+    shown, kinds = [0.0], set()
+    for bs, g in regret.groupby("batch_size"):
+        colour = plots.batch_colour(bs)
+        power, cosine = g["power"] - g["wsd"], g["cosine"] - g["wsd"]
+        ax.plot(g["tokens"], power, "-", color=colour, lw=1.2, label=f"B={bs}: power - tuned WSD")
+        ax.plot(g["tokens"], cosine, "--", color=colour, lw=1, label=f"B={bs}: tuned cosine - tuned WSD")
+        for tokens, value, steps in zip(g["tokens"], power, g["steps"]):
+            kind = plots.cell_kind(steps)
+            kinds.add(kind)
+            plots.mark(ax, tokens, value, colour, kind, ms=4)
+        ok = (g["steps"] >= MIN_STEPS).to_numpy()
+        shown += [*power[ok], *cosine[ok]]
     ax.axhline(0, color="k", lw=0.7)
     ax.set(xscale="log", xlabel="tokens T", ylabel="loss minus tuned WSD's (nats)")
     plots.log_ticks(ax, sorted(regret["tokens"].unique()))
-    ax.set_title(f"One power schedule (a={t['a']:.3g}, b={t['b']:.2f}) against per-cell tuning\n(hollow: < {MIN_STEPS} steps)", fontsize=9)
-    ax.legend(fontsize=6)
+    plots.visible_range(ax, shown)  # cells under MIN_STEPS steps are drawn but do not set the scale
+    ax.set_title(f"One power schedule (a={t['a']:.3g}, b={t['b']:.2f}) against per-cell tuning", fontsize=9)
+    plots.marker_legend(ax, sorted(kinds - {"cell"}), fontsize=6)
     ax = axes[1]
     bs = s["fixed_batch_size"]
     g = regret[regret["batch_size"] == bs].set_index("tokens")
-    ax.plot(g.index, g["power"] - g["wsd"], "o-", color="C3", label="power: decays branched off one run")
+    ax.plot(g.index, g["power"] - g["wsd"], "-", color=plots.series_colour(0), label="power: decays branched off one run")
+    for tokens, value, steps in zip(g.index, g["power"] - g["wsd"], g["steps"]):
+        plots.mark(ax, tokens, value, plots.series_colour(0), plots.cell_kind(steps))
+    readable = (g["power"] - g["wsd"])[g["steps"] >= MIN_STEPS]
     w = t["wsd"][t["wsd"]["batch_size"] == bs]
     top = w["tokens"].max()
     if top in g.index:
         one = w[w["lr"] == g.loc[top, "wsd_lr"]].groupby("tokens")["loss"].mean()
-        ax.plot(one.index, one.to_numpy() - g["wsd"].reindex(one.index).to_numpy(), "^--", color="C0", mfc="white",
+        ax.plot(one.index, one.to_numpy() - g["wsd"].reindex(one.index).to_numpy(), "D--", color=plots.series_colour(1), ms=4,
                 label=f"WSD at the one LR tuned for T={top:,}")
     ax.axhline(0, color="k", lw=0.7, label="WSD tuned for each budget")
     ax.set(xscale="log", xlabel="tokens T (the budget each decay ends at)", ylabel="loss minus tuned WSD's (nats)")
+    plots.visible_range(ax, [0.0, *readable])  # cells under MIN_STEPS steps (hollow) do not set the scale
     plots.log_ticks(ax, sorted(g.index))
     ax.set_title(f"Anytime, B = {bs}: one run, decayed at any budget", fontsize=9)
     ax.legend(fontsize=7)
     raw = _at(t)
     for ax, name, rows in ((axes[2], "a", raw[raw["b"] == t["b"]]), (axes[3], "b", raw[raw["a"] == t["a"]])):
-        stats = rows.groupby(name)["loss"].agg(["mean", "std", "count"])
-        ax.errorbar(stats.index, stats["mean"], yerr=2 * stats["std"] / np.sqrt(stats["count"]), fmt="o-", capsize=2)
-        ax.set(xlabel=name, ylabel="validation loss (+- 2 SE)")
-        ax.axvline(t[name], color="k", lw=0.7, ls=":")
+        cells = rows.groupby(name)["loss"]
+        ax.errorbar(cells.mean().index, cells.mean().to_numpy(), yerr=[plots.seed_interval(v) for _, v in cells], fmt="o-", capsize=2,
+                    color=plots.batch_colour(bs))
+        ax.set(xlabel=name, ylabel="validation loss (nats / token)")
+        ax.axvline(t[name], color="k", lw=0.7, ls=":", label=f"ours: {t[name]:.3g}")
+        ax.set_xticks(sorted(rows[name].unique()), [f"{v:.2f}" for v in sorted(rows[name].unique())], rotation=45, fontsize=7)
+    axes[3].axvline(-0.51, color=plots.PAPER_COLOUR, lw=1, ls="--", label="paper: -0.51")
+    for ax in axes[2:]:
+        ax.legend(fontsize=7, title=plots.ERROR_BARS, title_fontsize=6)
     axes[2].set_ylim(*axes[3].get_ylim())  # one scale: flat against sharp
     axes[2].set_title(f"(Fig. 5, left) sensitivity to a, B={bs}, T={_at(t)['tokens'].max():,}; paper: flat", fontsize=9)
     axes[3].set_title("(Fig. 5, right) sensitivity to b; paper: sharp, optimum near -0.51", fontsize=9)

@@ -115,19 +115,23 @@ def figure(table: pd.DataFrame, m: dict, s: dict):
                                 label=lambda w: f"width {w}")
         ax.set_title(f"{param}, T = {top:,}, B = {s['batch_size']}: eta_opt ~ width^{p[f'{param}_width_slope']:.2f}", fontsize=9)
     ax = axes[2]
-    for param, marker in (("muP", "o"), ("SP", "s")):
+    kinds = set()
+    for param in ("muP", "SP"):
         for j, width in enumerate(s["widths"]):
             g = best[(best["param"] == param) & (best["width"] == width)].sort_values("tokens")
-            ok = (g["steps"] >= MIN_STEPS) & ~g["on_edge"]
-            colour = plt.cm.viridis(j / max(len(s["widths"]) - 1, 1))
+            colour = plots.ordinal_colour(j, len(s["widths"]))
             gamma = g["optimal_lr"] / s["batch_size"]
             ax.plot(g["tokens"], gamma, "-" if param == "muP" else "--", color=colour, lw=1,
                     label=f"{param} width {width}: b = {p.get(f'{param}_b_w{width}', np.nan):.2f}")
-            ax.plot(g["tokens"][ok], gamma[ok], marker, ms=5, color=colour)
-            ax.plot(g["tokens"][~ok], gamma[~ok], marker, ms=5, color=colour, mfc="white")
+            for (_, row), value in zip(g.iterrows(), gamma):
+                kind = common.optimum_kind(row)
+                kinds.add(kind)
+                plots.mark(ax, row["tokens"], value, colour, kind)
+    t = np.geomspace(min(s["budgets"]), max(s["budgets"]), 50)
+    ax.plot(t, 4.6 * t ** -0.51, ":", color=plots.PAPER_COLOUR, label="paper: 4.6 T^-0.51")
     ax.set(xscale="log", yscale="log", xlabel="tokens T", ylabel="gamma = optimal LR / B")
     plots.log_ticks(ax, s["budgets"])
-    ax.set_title(f"gamma against tokens per width (paper: the same a, b under muP)\n(o muP, s SP; hollow: < {MIN_STEPS} steps)", fontsize=9)
-    ax.legend(fontsize=6, ncol=2, loc="lower left")
+    ax.set_title("gamma against tokens per width (paper: the same a, b under muP)\n(solid: muP, dashed: SP)", fontsize=9)
+    plots.marker_legend(ax, sorted(kinds - {"cell"}), fontsize=6, ncol=2, loc="lower left")
     fig.tight_layout()
     return fig

@@ -119,14 +119,16 @@ def figure(table: pd.DataFrame, m: dict, s: dict):
     ax.set_title(f"Loss against AdamW weight decay, T = {s['tokens']:,} (each B at its tuned LR)", fontsize=9)
     ax = axes[1]
     best = m["best"]
-    ok = best["batch_size"].isin(decisive(best)["batch_size"])
-    ax.plot(best["batch_size"], best["tau"], "o-", color="C3", label="tau at the optimal decay (hollow: on the edge, "
-            f"< {MIN_STEPS} steps, or a flat loss)")
-    ax.plot(best["batch_size"][~ok], best["tau"][~ok], "o", mfc="white", color="C3")
-    ax.set(xscale="log", yscale="log", xlabel="batch size (sequences)", ylabel="tau = B / (eta lambda D)")
-    plots.log_ticks(ax, best["batch_size"])
+    kinds = set()
+    for _, row in best.iterrows():  # single points, not a line: an unresolved optimum joined to its neighbours would read as a trend
+        kind = common.optimum_kind(row)
+        kinds.add(kind)
+        plots.mark(ax, row["batch_size"], row["tau"], plots.batch_colour(row["batch_size"]), kind, ms=7)
+    ax.plot([], [], "o", color="0.3", label="tau at the optimal decay")
+    ax.set(yscale="log", ylabel="tau = B / (eta lambda D)")
+    plots.batch_axis(ax, best["batch_size"])
     trend = f"tau ~ B^{m['tau_slope']:.2f}" if np.isfinite(m["tau_slope"]) else "no trend: too few resolved optima"
-    ax.set_title(f"AdamW timescale at the optimum: {trend} (Power Lines: constant)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(f"AdamW timescale at the optimum: {trend}\n(Power Lines: constant)", fontsize=9)
+    plots.marker_legend(ax, sorted(kinds - {"cell"}), fontsize=7)
     fig.tight_layout()
     return fig

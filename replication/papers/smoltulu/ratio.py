@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from replication import plots
 from replication.claims import claim, grid_edges
 from replication.data import load_documents, split_names
 from replication.fit import argmin_log_parabola, slope
@@ -110,7 +111,7 @@ def run_table(exp, results_root="results") -> tuple[dict, pd.DataFrame]:
             if r is None:  # not stored yet (a bounded sweep): the tables use the stored runs
                 continue
             rows.append({"arm": arm, "batch_size": x.batch_size, "lr": x.optimizer.lr, "ratio": x.optimizer.lr / x.batch_size,
-                         "seed": x.seed, "status": r["status"], "steps": r["steps"], "epochs": r.get("epochs"),
+                         "seed": x.seed, "status": r["status"], "steps": r["steps"], "tokens": r["tokens"], "epochs": r.get("epochs"),
                          "heldout_loss": r["final_val_loss"], **(r.get("task_accuracy") or {})})
     first = next(r for r in arm_records if r is not None and "task_accuracy_before" in r)
     names = sorted(first["task_accuracy_before"])
@@ -432,11 +433,10 @@ def caveats(runs: pd.DataFrame, table: pd.DataFrame, before: dict, base: pd.Data
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def _heatmap(ax, arm_cells: pd.DataFrame, column: str, title: str, cmap: str, fmt: str = "{:.2f}") -> None:
+def _heatmap(ax, arm_cells: pd.DataFrame, column: str, title: str, lower_is_better: bool = False, fmt: str = "{:.2f}") -> None:
     grid = arm_cells.pivot_table(index="batch_size", columns="lr", values=column, dropna=False)
     data = grid.to_numpy(dtype=float)
-    colours = plt.get_cmap(cmap).copy()
-    colours.set_bad("0.8")
+    colours = plots.value_cmap(reverse=lower_is_better)
     image = ax.imshow(np.ma.masked_invalid(data), origin="lower", aspect="auto", cmap=colours)
     for (i, j), v in np.ndenumerate(data):
         r, g, b, _ = image.cmap(image.norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
@@ -468,9 +468,9 @@ def figure(table: pd.DataFrame, before: dict):
     fig, axes = plt.subplots(len(arms), 3, figsize=(14, 4.2 * len(arms)), squeeze=False)
     for row, arm in zip(axes, arms):
         c = table[table["arm"] == arm]
-        _heatmap(row[0], c, tasks.REASONING, f"{arm}: reasoning accuracy (pretrained {before[tasks.REASONING]:.2f})", "viridis")
-        _heatmap(row[1], c, tasks.PATTERN, f"{arm}: pattern accuracy (pretrained {before[tasks.PATTERN]:.2f})", "viridis")
-        _heatmap(row[2], c, "heldout_loss", f"{arm}: held-out pretraining loss (pretrained {before['heldout_loss']:.2f})", "magma_r")
+        _heatmap(row[0], c, tasks.REASONING, f"{arm}: reasoning accuracy (pretrained {before[tasks.REASONING]:.2f})")
+        _heatmap(row[1], c, tasks.PATTERN, f"{arm}: pattern accuracy (pretrained {before[tasks.PATTERN]:.2f})")
+        _heatmap(row[2], c, "heldout_loss", f"{arm}: held-out pretraining loss (pretrained {before['heldout_loss']:.2f})", lower_is_better=True)
         row[0].set_ylabel("batch size")
     for ax in axes[-1]:
         ax.set_xlabel("learning rate")
@@ -485,7 +485,7 @@ def task_figure(table: pd.DataFrame, runs: pd.DataFrame, before: dict, arm: str 
     fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(4.2 * cols, 3.6 * -(-len(names) // cols)), squeeze=False)
     c = table[table["arm"] == arm]
     for ax, name in zip(axes.flat, names):
-        _heatmap(ax, c, name, f"{name} ({tasks.family(name)}; pretrained {before[name]:.2f})", "viridis")
+        _heatmap(ax, c, name, f"{name} ({tasks.family(name)}; pretrained {before[name]:.2f})")
         ax.set_xlabel("learning rate", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("batch size")
@@ -497,18 +497,19 @@ def task_figure(table: pd.DataFrame, runs: pd.DataFrame, before: dict, arm: str 
 
 def collapse_figure(table: pd.DataFrame):
     """Each family's accuracy and the held-out loss against LR / B, one line per batch size (solid: equal epochs,
-    dashed: equal steps): the lines fall on one curve if the ratio alone decides."""
+    dashed: equal steps, its points shifted right by 8 % so that neither hides the other; 95 % seed intervals):
+    the lines fall on one curve if the ratio alone decides."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     sizes = sorted(table["batch_size"].unique())
     for ax, column in zip(axes, [*FAMILIES, "heldout_loss"]):
-        for i, b in enumerate(sizes):
-            for arm, style in ((EPOCHS, "o-"), (STEPS, "s--")):
+        for b in sizes:
+            for arm, style, shift in ((EPOCHS, "o-", 1.0), (STEPS, "o--", 1.08)):
                 g = table[(table["arm"] == arm) & (table["batch_size"] == b)].sort_values("ratio")
-                ax.errorbar(g["ratio"], g[column], yerr=g[f"{column}_se"].fillna(0), fmt=style, ms=3, capsize=2, color=f"C{i}",
-                            alpha=1 if arm == EPOCHS else 0.6, label=f"B={int(b)}, {arm}")
+                ax.errorbar(g["ratio"] * shift, g[column], yerr=plots.t_interval(g[f"{column}_se"], g["n_seeds"]), fmt=style, ms=3, capsize=2,
+                            color=plots.batch_colour(b), lw=1.4 if arm == EPOCHS else 1.0, label=f"B={int(b)}, {arm}")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate / batch size")
-        ax.set_title(f"{column} accuracy" if column in FAMILIES else "held-out pretraining loss", fontsize=9)
-    axes[0].legend(fontsize=6, ncol=2)
+        ax.set_title(f"{column} accuracy" if column in FAMILIES else "held-out pretraining loss (nats / token)", fontsize=9)
+    axes[0].legend(fontsize=6, ncol=2, title=plots.ERROR_BARS, title_fontsize=6)
     fig.tight_layout()
     return fig

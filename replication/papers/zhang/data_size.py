@@ -9,6 +9,7 @@ import pandas as pd
 
 from replication.claims import claim
 from replication.fit import argmin_log_parabola, power_law
+from replication import plots
 from replication.papers.zhang import protocol
 
 
@@ -63,10 +64,10 @@ def figure(m: protocol.Measured, exp, d: protocol.Design, measurement: dict, b_o
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     protocol.plot_steps(axes[0], m, d, [(model, k) for k in d.target_multiples],
                       [f"target at {k:g}x ({k * d.reference_tokens(model) / 1e3:.0f} k tokens, loss {m.goal[model][k]:.3f})" for k in d.target_multiples])
-    axes[0].set_title(f"{model}: steps to targets of growing data (hollow: < 250 steps)", fontsize=9)
+    axes[0].set_title(f"{model}: steps to targets of growing data", fontsize=9)
     protocol.plot_cbs(axes[1], budgets(d), [m.fits[(model, k)] for k in d.target_multiples], measurement, "tokens of the reference run's target")
     if len(b_opt):
-        axes[1].plot(b_opt["tokens"], b_opt["b_opt"], "s:", color="C0", label="B_opt: fewest tokens to the target")
+        axes[1].plot(b_opt["tokens"], b_opt["b_opt"], ":", color=plots.PAPER_COLOUR, marker="s", ms=4, label="B_opt: fewest tokens to the target")
         axes[1].legend(fontsize=7)
     axes[1].set_title("B* (and the loss-optimal B) against data size", fontsize=9)
     fig.tight_layout()

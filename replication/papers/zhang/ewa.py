@@ -249,23 +249,25 @@ def figure(exp, runs_: pd.DataFrame, sched: pd.DataFrame):
     for i, b in enumerate(s["schedule_batch_sizes"]):
         rows = sched[sched["batch_size"] == b].set_index("schedule.name").reindex(names)
         x = np.arange(len(names)) + 0.3 * (i - (len(s["schedule_batch_sizes"]) - 1) / 2)
-        ax.errorbar(x, rows["mean"], yerr=2 * rows["se"], fmt="o", capsize=3, label=f"B={b} ({int(rows['steps'].min())} steps)")
+        ax.errorbar(x, rows["mean"], yerr=plots.t_interval(rows["se"], rows["count"]), fmt="o", capsize=3, color=plots.batch_colour(b),
+                    label=f"B={b} ({int(rows['steps'].min())} steps)")
     ax.set_xticks(range(len(names)), [("constant + EWA" if n == "constant" else n) for n in names])
-    ax.set(ylabel="final validation loss (best LR, mean +- 2 SE)")
-    ax.set_title("Schedules at equal tokens", fontsize=9)
+    ax.set(ylabel="final validation loss (best LR, nats / token)")
+    ax.set_title(f"Schedules at equal tokens ({plots.ERROR_BARS})", fontsize=9)
     ax.legend(fontsize=7)
     tokens_per_step = exp.base.data.seq_len
     for ax, which, label in ((axes[1], "ewa", "EWA half-life (tokens)"), (axes[2], "beta2", "beta2 half-life (tokens)")):
         cells = sweep_cells(exp, runs_, which)
-        for i, b in enumerate(sorted({k[0] for k in cells})):
+        for b in sorted({k[0] for k in cells}):
             hs = sorted(k[1] for k in cells if k[0] == b)
             means = [cell_losses(cells[(b, h)]).mean() if len(cell_losses(cells[(b, h)])) else np.nan for h in hs]
-            ax.plot(hs, means, "o-", ms=3, color=plt.cm.viridis(i / max(len(s["optimum_batch_sizes"]) - 1, 1)), label=f"B={b}")
+            ax.errorbar(hs, means, yerr=[plots.seed_interval(cell_losses(cells[(b, h)])) for h in hs], marker="o", ms=3, capsize=2,
+                        color=plots.batch_colour(b), label=f"B={b}")
         ax.set(xscale="log", xlabel=label, ylabel="final validation loss (mean over seeds)")
         ax.set_title(f"Loss against the {label.split(' half')[0]} half-life", fontsize=9)
         ax.legend(fontsize=7)
     ax = axes[3]
-    for which, colour in (("ewa", "C0"), ("beta2", "C1")):
+    for which, colour in (("ewa", plots.series_colour(0)), ("beta2", plots.series_colour(1))):
         cells = sweep_cells(exp, runs_, which)
         if not cells:
             continue
@@ -273,7 +275,7 @@ def figure(exp, runs_: pd.DataFrame, sched: pd.DataFrame):
         opt = optimal_one_minus(cells, means, tokens_per_step)
         ax.plot(list(opt), list(opt.values()), "o-", color=colour, label=f"1 - optimal {'EWA decay' if which == 'ewa' else 'beta2'}")
     bs = np.array(sorted(s["optimum_batch_sizes"]), dtype=float)
-    ax.plot(bs, 0.05 * bs / bs[0], "k--", lw=0.8, label="slope 1 (fixed in tokens)")
+    ax.plot(bs, 0.05 * bs / bs[0], "--", color=plots.PAPER_COLOUR, lw=0.8, label="slope 1 (fixed in tokens)")
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="1 - optimal decay per step")
     plots.log_ticks(ax, bs)
     ax.set_title("Optima against batch size", fontsize=9)

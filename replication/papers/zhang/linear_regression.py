@@ -10,14 +10,18 @@ derived exponent is the one a number can be checked against, and it is labelled 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from replication import plots
 from replication.claims import claim
+from replication.computed import computed
 from replication.fit import critical_batch_size, power_law
-from replication.theory import Problem, steps_to_target
+from replication.theory import VERSION, Problem, steps_to_target
 from replication.verdicts import DRAWS
 
 
@@ -37,21 +41,28 @@ def model_dims(exp) -> list[int]:
     return [min(int(round(k * root)), int(s["dim"])) for k in s["model_dim_multiples"]]
 
 
-def compute(exp, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compute(exp, progress: bool = True, results_root="results") -> tuple[pd.DataFrame, pd.DataFrame]:
     """S(B) for every n (all coordinates learned) and for every M at n = model_dim_samples, and the fit of
-    each: one table of steps (sweep, n, M, batch_size, steps) and one of fits (sweep, n, M, B* ...)."""
+    each: one table of steps (sweep, n, M, batch_size, steps) and one of fits (sweep, n, M, B* ...).
+    Computed once per settings and kept in the experiment's results folder (`replication.computed`)."""
+    path = Path(results_root) / exp.profile / exp.name / "exact_risks.json"
+    tables = computed(path, {"settings": exp.settings, "theory": VERSION, "draws": DRAWS}, lambda: _compute(exp, progress))
+    return pd.DataFrame(tables["steps"]), pd.DataFrame(tables["fits"])
+
+
+def _compute(exp, progress: bool) -> dict:
     s = exp.settings
     cases = [("n", n, None) for n in s["samples"]] + [("M", s["model_dim_samples"], m) for m in model_dims(exp)]
     steps, fits = [], []
     for sweep, n, m in tqdm(cases, desc="linear regression", disable=not progress):
         result = steps_to_target(problem(exp, m), int(n), s["batch_sizes"], epsilon=float(s["epsilon"]))
         for b, k in zip(result.batch_sizes, result.steps):
-            steps.append({"sweep": sweep, "n": n, "M": m or s["dim"], "batch_size": int(b), "steps": k})
+            steps.append({"sweep": sweep, "n": n, "M": m or s["dim"], "batch_size": int(b), "steps": float(k)})
         fit = critical_batch_size(result.batch_sizes, result.steps, draws=DRAWS)  # a residual bootstrap: the risks are exact
         fits.append({"sweep": sweep, "n": n, "M": m or s["dim"], "target_risk": result.target, "best_risk": result.best_risk,
-                     **{k: fit[k] for k in ("s_min", "b_noise", "b_star", "b_star_low", "b_star_high", "r2", "slope_small")},
-                     "b_star_draws": fit["b_star_draws"]})
-    return pd.DataFrame(steps), pd.DataFrame(fits)
+                     **{k: float(fit[k]) for k in ("s_min", "b_noise", "b_star", "b_star_low", "b_star_high", "r2", "slope_small")},
+                     "b_star_draws": [float(x) for x in fit["b_star_draws"]]})
+    return {"steps": steps, "fits": fits}
 
 
 def claims(steps: pd.DataFrame, fits: pd.DataFrame, exp) -> tuple[list[dict], dict]:
@@ -90,11 +101,11 @@ def figure(steps: pd.DataFrame, fits: pd.DataFrame, exp, measurement: dict):
         for i, v in enumerate(values):
             r = rows[rows[key] == v].sort_values("batch_size")
             ref = r[r["batch_size"] == b_min]["steps"].iloc[0]
-            ax.plot(r["batch_size"], r["steps"] / ref, "o-", ms=3, color=plt.cm.viridis(i / max(len(values) - 1, 1)), label=label.format(int(v)))
+            ax.plot(r["batch_size"], r["steps"] / ref, "o-", ms=3, color=plots.ordinal_colour(i, len(values)), label=label.format(int(v)))
             f = fits[(fits["sweep"] == sweep) & (fits[key] == v)].iloc[0]
-            ax.axvline(f["b_star"], color=plt.cm.viridis(i / max(len(values) - 1, 1)), lw=0.8, alpha=0.5)
+            ax.axvline(f["b_star"], color=plots.ordinal_colour(i, len(values)), lw=0.8, alpha=0.5)
         grid = np.array([b_min, max(s["batch_sizes"])], dtype=float)
-        ax.plot(grid, b_min / grid, "k--", lw=0.8, label="slope -1")
+        ax.plot(grid, b_min / grid, "--", color=plots.PAPER_COLOUR, lw=0.8, label="slope -1")
         ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel=f"steps to target / steps at B={b_min}")
         ax.legend(fontsize=7)
     axes[0].set_title("S(B) for growing sample size n (vertical: B*)", fontsize=9)
@@ -102,12 +113,12 @@ def figure(steps: pd.DataFrame, fits: pd.DataFrame, exp, measurement: dict):
     ax = axes[1]
     by_n = fits[fits["sweep"] == "n"]
     err = np.clip([by_n["b_star"] - by_n["b_star_low"], by_n["b_star_high"] - by_n["b_star"]], 0, None)
-    ax.errorbar(by_n["n"], by_n["b_star"], yerr=err, fmt="o", color="C3", capsize=3, label="B* (exact risks)")
+    ax.errorbar(by_n["n"], by_n["b_star"], yerr=err, fmt="o", color="k", ms=5, capsize=3, label="B* (exact risks, 95 % bootstrap)")
     grid = np.geomspace(by_n["n"].min(), by_n["n"].max(), 20)
-    ax.plot(grid, measurement["coefficient"] * grid ** measurement["estimate"], "C3--", label=f"fit: n^{measurement['estimate']:.2f}")
+    ax.plot(grid, measurement["coefficient"] * grid ** measurement["estimate"], "--", color=plots.FIT_COLOUR, label=f"fit: n^{measurement['estimate']:.2f}")
     predicted = 1 - float(s["a"]) / float(s["b"])
     anchor = by_n["b_star"].iloc[0] / by_n["n"].iloc[0] ** predicted
-    ax.plot(grid, anchor * grid**predicted, "k:", label=f"derived: n^(1 - a/b) = n^{predicted:.2f}")
+    ax.plot(grid, anchor * grid**predicted, ":", color=plots.PAPER_COLOUR, label=f"derived: n^(1 - a/b) = n^{predicted:.2f}")
     ax.set(xscale="log", yscale="log", xlabel="samples n", ylabel="critical batch size B*")
     ax.set_title(f"B* against n (a = {s['a']:g}, b = {s['b']:g}, sigma = {s['sigma']:g})", fontsize=9)
     ax.legend(fontsize=7)

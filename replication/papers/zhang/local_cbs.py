@@ -226,21 +226,21 @@ def figure(exp, cbs: pd.DataFrame, branches: pd.DataFrame, arms: pd.DataFrame):
     for i, (t, g) in enumerate(branches.groupby("branch_tokens")):
         stats = g.groupby("batch_size")["final_val_loss"].agg(["mean", "std", "count"])
         ref = stats.loc[s["reference_batch_size"], "mean"]
-        ax.errorbar(stats.index, stats["mean"] - ref, yerr=2 * stats["std"] / np.sqrt(stats["count"]), fmt="o-", ms=3, capsize=2,
-                    color=plt.cm.viridis(i / max(len(cbs) - 1, 1)), label=f"branch at {int(t):,} tokens")
-    ax.axhline(s["tolerance"], color="k", ls="--", lw=0.8, label=f"tolerance {s['tolerance']}")
+        ax.errorbar(stats.index, stats["mean"] - ref, yerr=plots.t_interval(stats["std"] / np.sqrt(stats["count"]), stats["count"]), fmt="o-",
+                    ms=3, capsize=2, color=plots.ordinal_colour(i, len(cbs)), label=f"branch at {int(t):,} tokens")
+    ax.axhline(s["tolerance"], color=plots.PAPER_COLOUR, ls="--", lw=0.8, label=f"tolerance {s['tolerance']}")
     ax.set(xscale="log", xlabel="branch batch size", ylabel=f"branch loss - loss at B={s['reference_batch_size']}")
     plots.log_ticks(ax, s["branch_batch_sizes"])
-    ax.set_title(f"Branches of {s['window_tokens']:,} tokens (mean +- 2 SE)", fontsize=9)
+    ax.set_title(f"Branches of {s['window_tokens']:,} tokens ({plots.ERROR_BARS})", fontsize=9)
     ax.legend(fontsize=7)
     ax = axes[1]
-    ax.plot(cbs["branch_tokens"], cbs["local_cbs"], "o-", color="C3")
+    ax.plot(cbs["branch_tokens"], cbs["local_cbs"], "o-", color=plots.FIT_COLOUR)
     ax.set(xscale="log", yscale="log", xlabel="tokens of the reference run", ylabel="local critical batch size")
     plots.log_ticks(ax, cbs["branch_tokens"])
     plots.log_ticks(ax, s["branch_batch_sizes"], axis="y")
     ax.set_title("Local CBS over training", fontsize=9)
     ax = axes[2]
-    for arm, colour in (("constant", "C0"), ("warmup", "C3")):
+    for arm, colour in (("constant", plots.series_colour(0)), ("warmup", plots.series_colour(1))):
         g = arms[arms["arm"] == arm]
         ax.plot(g["steps"], g["final_val_loss"], "o", color=colour, label=f"{arm}: B = {g['batch_sizes'].iloc[0]}")
     ax.set(xlabel="optimizer steps (all stages)", ylabel="final validation loss")

@@ -32,7 +32,7 @@ def figure(m: protocol.Measured, exp, d: protocol.Design, measurement: dict):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     labels = [f"{model} ({n / 1e3:.0f} k params, target {m.goal[model][mult]:.3f})" for model, n in zip(d.models, parameters(exp, d))]
     protocol.plot_steps(axes[0], m, d, [(model, mult) for model in d.models], labels)
-    axes[0].set_title(f"Steps to each model's loss at {d.reference_tokens(list(d.models)[0]) / 1e3:.0f} k tokens (hollow: < 250 steps)", fontsize=9)
+    axes[0].set_title(f"Steps to each model's loss at {d.reference_tokens(list(d.models)[0]) / 1e3:.0f} k tokens", fontsize=9)
     protocol.plot_cbs(axes[1], parameters(exp, d), [m.fits[(model, mult)] for model in d.models], measurement, "non-embedding parameters")
     axes[1].set_title("B* against model size at fixed data", fontsize=9)
     fig.tight_layout()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -372,20 +371,30 @@ def exponent_words(measurement: dict, variable: str) -> str:
 
 
 def plot_steps(ax, m: Measured, d: Design, series: list[tuple[str, float]], labels: list[str]) -> None:
-    """log2(S / S at the smallest B) against log2 B per series, mean over seeds with 2-SE bars, hollow where
-    a batch size trains for fewer than 250 steps, the fit S = a + b/B dotted, B* ticked, slope -1 dashed."""
+    """log2(S / S at the smallest B) against log2 B per series, mean over seeds with 95 % seed intervals, in
+    the workbook's markers: hollow where a batch size trains for fewer than MIN_STEPS steps, a triangle at its
+    budget where a batch size never reached the target (S is at least that); the fit S = a + b/B dotted,
+    B* ticked, slope -1 dashed. The step axis is set by the cells a fit reads."""
     b_min = min(d.batch_sizes)
+    kinds, shown = set(), []
     for i, ((model, mult), label) in enumerate(zip(series, labels)):
-        colour = plt.cm.viridis(i / max(len(series) - 1, 1))
-        rows = m.steps[(m.steps["model"] == model) & (m.steps["target_multiple"] == mult)].dropna(subset=["steps"])
-        stats_ = rows.groupby("batch_size")["steps"].agg(["mean", "std", "count"])
-        if stats_.empty or b_min not in stats_.index:
+        colour = plots.ordinal_colour(i, len(series))
+        rows = m.steps[(m.steps["model"] == model) & (m.steps["target_multiple"] == mult)]
+        reached = rows.dropna(subset=["steps"]).groupby("batch_size")["steps"]
+        if b_min not in reached.groups:
             continue
-        ref = stats_.loc[b_min, "mean"]
-        se = (stats_["std"] / np.sqrt(stats_["count"])).fillna(0)
-        ax.errorbar(stats_.index, stats_["mean"] / ref, yerr=2 * se / ref, color=colour, fmt="none", lw=1)
-        for b, row in stats_.iterrows():
-            ax.plot(b, row["mean"] / ref, "o", color=colour, mfc=colour if row["mean"] >= 250 else "white", ms=5)
+        ref = reached.mean().loc[b_min]
+        mean = reached.mean() / ref
+        ax.errorbar(mean.index, mean.to_numpy(), yerr=[plots.seed_interval(v) / ref for _, v in reached], color=colour, fmt="none", lw=1)
+        for b, value in mean.items():
+            kind = plots.cell_kind(value * ref)
+            kinds.add(kind)
+            plots.mark(ax, b, value, colour, kind)
+            shown += [value] if kind == "cell" else []
+        budget = m.frame[m.frame["model"] == model].groupby("batch_size")["trained_steps"].max()
+        for b in sorted(set(rows["batch_size"]) - set(mean.index)):
+            kinds.add("unreached")
+            plots.mark(ax, b, budget.get(b, np.nan) / ref, colour, "unreached")
         ax.plot([], [], "o-", color=colour, label=label)
         f = m.fits.get((model, mult), {})
         if "b_star" in f:
@@ -393,14 +402,17 @@ def plot_steps(ax, m: Measured, d: Design, series: list[tuple[str, float]], labe
             ax.plot(grid, (f["s_min"] + f["b"] / grid) / ref, ":", color=colour, lw=1)
             ax.axvline(f["b_star"], color=colour, lw=0.8, alpha=0.5)
     grid = np.array([b_min, max(d.batch_sizes)], dtype=float)
-    ax.plot(grid, b_min / grid, "k--", lw=0.8, label="slope -1 (linear scaling)")
-    ax.set(xscale="log", yscale="log", xlabel="batch size (sequences)", ylabel=f"steps / steps at B={b_min}")
-    plots.log_ticks(ax, d.batch_sizes)
-    ax.legend(fontsize=7)
+    ax.plot(grid, b_min / grid, "--", color=plots.PAPER_COLOUR, lw=0.8, label="slope -1 (linear scaling)")
+    ax.plot([], [], "-", color="0.5", lw=0.8, alpha=0.5, label="vertical: B*; dotted: the fit S = a + b/B")
+    ax.set(xscale="log", yscale="log", ylabel=f"steps / steps at B={b_min}")
+    plots.batch_axis(ax, d.batch_sizes)
+    plots.visible_range(ax, [*shown, *(b_min / grid)])
+    plots.marker_legend(ax, sorted(kinds - {"cell"}), fontsize=7)
 
 
-def plot_cbs(ax, x: list[float], fits: list[dict], measurement: dict, xlabel: str) -> None:
-    """B* with its bootstrap interval against `x`, and the fitted power law."""
+def plot_cbs(ax, x: list[float], fits: list[dict], measurement: dict, xlabel: str, reference=None) -> None:
+    """B* with its bootstrap interval against `x`, and the fitted power law (with its exponent interval);
+    `reference` = (function of x giving the paper's B* in our units, words) draws the paper's law as a line."""
     ok = [(xi, f) for xi, f in zip(x, fits) if "b_star" in f]
     if not ok:
         ax.text(0.5, 0.5, "no critical batch size could be fitted", ha="center", transform=ax.transAxes)
@@ -408,15 +420,19 @@ def plot_cbs(ax, x: list[float], fits: list[dict], measurement: dict, xlabel: st
     xs = np.array([xi for xi, _ in ok], dtype=float)
     ys = np.array([f["b_star"] for _, f in ok])
     err = np.array([[f["b_star"] - f["b_star_low"] for _, f in ok], [f["b_star_high"] - f["b_star"] for _, f in ok]])
-    ax.errorbar(xs, ys, yerr=np.clip(err, 0, None), fmt="o", color="C3", capsize=3, label="B* (95 % bootstrap)")
+    ax.errorbar(xs, ys, yerr=np.clip(err, 0, None), fmt="o", color="k", ms=5, capsize=3, label="B* (95 % bootstrap)")
     if "estimate" in measurement:
         grid = np.geomspace(xs.min(), xs.max(), 20)
-        ax.plot(grid, measurement["coefficient"] * grid ** measurement["estimate"], "C3--",
-                label=f"fit: exponent {measurement['estimate']:.2f}")
+        low, high = np.percentile(measurement["draws"], [2.5, 97.5]) if measurement.get("draws") else (np.nan, np.nan)
+        ax.plot(grid, measurement["coefficient"] * grid ** measurement["estimate"], "--", color=plots.FIT_COLOUR,
+                label=f"fit: exponent {measurement['estimate']:.2f} (95 % {low:.2f} to {high:.2f})")
+    if reference is not None:
+        law, words = reference
+        grid = np.geomspace(xs.min(), xs.max(), 20)
+        ax.plot(grid, law(grid), "-", color=plots.PAPER_COLOUR, lw=1, label=words)
     ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="critical batch size B* (sequences)")
     plots.log_ticks(ax, xs)
-    plots.log_ticks(ax, np.round(ys, 1), axis="y", fmt=lambda v: f"{v:g}")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), frameon=False)
 
 
 def caption(exp, d: Design) -> str:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from replication.claims import claim
 from replication.fit import noise_scale
+from replication import plots
 from replication.papers.zhang import protocol
 from replication.experiments import stored
 
@@ -84,13 +85,16 @@ def figure(m: protocol.Measured, exp, d: protocol.Design, measurement: dict, noi
     labels = [f"{model} ({n / 1e3:.0f} k params, {d.reference_tokens(model) / 1e3:.0f} k tokens)"
               for model, n in zip(d.models, parameters(exp, d))]
     protocol.plot_steps(axes[0], m, d, [(model, mult) for model in d.models], labels)
-    axes[0].set_title("Steps to each model's target (hollow: < 250 steps)", fontsize=9)
+    axes[0].set_title("Steps to each model's target", fontsize=9)
     fits = [m.fits[(model, mult)] for model in d.models]
-    protocol.plot_cbs(axes[1], parameters(exp, d), fits, measurement, "non-embedding parameters")
+    seq = exp.base.data.seq_len  # the paper's B* counts sequences of 512 tokens; ours of `seq`
+    paper = (lambda n: 93.2 * (n / 1e6) ** 0.468 * 512 / seq,
+             f"paper: 93.2 N_M^0.468 x 512 / {seq} (fitted on 85M-1.2B, far outside this range)")
+    protocol.plot_cbs(axes[1], parameters(exp, d), fits, measurement, "non-embedding parameters", reference=paper)
     axes[1].set_title("B* against model size (data ~ parameters)", fontsize=9)
     ax = axes[2]
     for i, model in enumerate(d.models):
-        colour = plt.cm.viridis(i / max(len(d.models) - 1, 1))
+        colour = plots.ordinal_colour(i, len(d.models))
         rows = noise[noise["model"] == model] if len(noise) else noise
         if len(rows):
             ax.plot(rows["tokens"], rows["b_simple"].clip(lower=1e-2), "o-", ms=4, color=colour, label=f"{model}: B_simple")
@@ -98,6 +102,7 @@ def figure(m: protocol.Measured, exp, d: protocol.Design, measurement: dict, noi
             ax.axhline(m.fits[(model, mult)]["b_star"], color=colour, ls="--", lw=0.8)
             ax.axhline(m.fits[(model, mult)]["b_noise"], color=colour, ls=":", lw=0.8)
     ax.set(xscale="log", yscale="log", xlabel="tokens (reference run)", ylabel="sequences")
+    ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())  # decades only: minor labels collide
     ax.set_title("Gradient noise scale B_simple over training\n(dashed: measured B*; dotted: the fit's B_noise = b/a)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
