@@ -182,6 +182,12 @@ def batch_axis(ax, sizes, axis: str = "x", label: str = "batch size B (sequences
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(label)
 
 
+def dodge(i: int, n: int, width: float = 0.12) -> float:
+    """The factor that shifts the i-th of n series sideways on a log axis (a fraction `width` of a doubling in
+    all), so points at one x do not hide each other; multiply the x values by it."""
+    return float(2 ** (width * (i - (n - 1) / 2) / max(1, n - 1))) if n > 1 else 1.0
+
+
 def visible_range(ax, values, axis: str = "y", pad: float = 0.06):
     """Set `axis`'s range from `values` alone (the cells a verdict reads), so excluded cells drawn in the
     same axes never stretch it; points outside the range are clipped by the axes."""

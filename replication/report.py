@@ -198,8 +198,9 @@ def _our_series(ref: dict, root: Path) -> tuple[dict[str, pd.DataFrame], str | N
 
 
 def side_by_side(ref: dict, root: str | Path = "."):
-    """The paper's numbers (left) and ours (right) on the same normalised axes; ours that train for fewer
-    than MIN_STEPS optimizer steps are drawn hollow (they decide no verdict)."""
+    """The paper's numbers (left, small dots; a published law as a line) and ours (right) on the same normalised
+    axes, ours in the workbook's markers: hollow under MIN_STEPS optimizer steps, a diamond for a best cell on
+    the edge of its grid (neither decides a verdict)."""
     root = Path(root)
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), sharey=True, sharex=bool(ref.get("shared_x")))
     how = ref["normalise"]
@@ -213,21 +214,29 @@ def side_by_side(ref: dict, root: str | Path = "."):
               **{n: plots.named_colour(n, plots.ordinal_colour(i, len(ours))) for i, n in enumerate(ours)}}
     paper_base, our_base = _shared_baseline(paper), _shared_baseline(our_series)
     laws = set((ref.get("power_laws") or {}).get("laws") or {})
-    for name, (x, y) in paper.items():  # a published law is a line, never markers: it is not data
-        axes[0].plot(x, _normalise(x, y, how, paper_base), "-" if name in laws else "o-", ms=4, color=colour[name],
+    for name, (x, y) in sorted(paper.items()):  # a published law is a line; the paper's own points are small dots, not our cells
+        axes[0].plot(x, _normalise(x, y, how, paper_base), "-" if name in laws else ".-", ms=6, color=colour[name],
                      label=plots.optimizer_label(name))
     if ref.get("shared_x") and our_series:  # where our runs lie on the paper's axis
         low, high = min(x.min() for x, _ in our_series.values()), max(x.max() for x, _ in our_series.values())
         for ax in axes:
             ax.axvspan(low, high, color="0.85", alpha=0.6, lw=0, zorder=0, label="our range" if ax is axes[0] else None)
-    for name, g in ours.items():
+    every_x = sorted({float(v) for x, _ in our_series.values() for v in x})
+    kinds = set()
+    for name, g in sorted(ours.items()):
         x, y = our_series[name]
         yn = _normalise(x, y, how, our_base)
-        axes[1].plot(x, yn, "-", color=colour[name], label=plots.optimizer_label(name))
-        short = g["steps"].to_numpy(float) < verdicts.MIN_STEPS if "steps" in g else np.zeros(len(g), bool)
-        plots.mark(axes[1], x[~short], yn[~short], colour[name], "cell", ms=4)
-        plots.mark(axes[1], x[short], yn[short], colour[name], "short")
-    short_any = any("steps" in g and (g["steps"] < verdicts.MIN_STEPS).any() for g in ours.values())
+        for a, b in zip(every_x, every_x[1:]):  # lines only between neighbouring x values both measured
+            pair = np.isin(x, [a, b])
+            if pair.sum() == 2:
+                axes[1].plot(x[pair], yn[pair], "-", color=colour[name])
+        axes[1].plot([], [], "-", color=colour[name], label=plots.optimizer_label(name))
+        steps = g["steps"].to_numpy(float) if "steps" in g else np.full(len(g), np.nan)
+        edge = g["best_on_edge"].fillna(False).to_numpy(bool) if "best_on_edge" in g else np.zeros(len(g), bool)
+        for xi, yi, s, e in zip(x, yn, steps, edge):  # the markers of the paper's own figure for the same cells
+            kind = plots.cell_kind(s, bool(e))
+            kinds.add(kind)
+            plots.mark(axes[1], xi, yi, colour[name], kind, **({"ms": 4} if kind == "cell" else {}))
     if missing:
         axes[1].text(0.5, 0.5, f"ours: {missing}", transform=axes[1].transAxes, ha="center", va="center", fontsize=9, wrap=True)
     for ax, title in zip(axes, ("paper", "this replication")):
@@ -238,7 +247,7 @@ def side_by_side(ref: dict, root: str | Path = "."):
         if ref.get("log_y"):
             ax.set_yscale("log", base=2)
         if ax.get_legend_handles_labels()[0]:
-            plots.marker_legend(ax, ["short"] if short_any and ax is axes[1] else [], fontsize=7)
+            plots.marker_legend(ax, sorted(kinds - {"cell"}) if ax is axes[1] else [], fontsize=7)
     axes[0].set_ylabel(ref["y_label"])
     fig.suptitle(ref["title"], fontsize=10)
     fig.text(0.01, -0.02, f"Source: {ref['source']}", fontsize=7, ha="left", va="top", wrap=True)

@@ -99,3 +99,9 @@ def test_every_figure_module_draws_through_the_shared_helpers():
         text = path.read_text()
         if "plt.subplots(" in text:  # its panels drawn by plots.py's helpers, or by a paper's shared ones that use them
             assert "from replication import plots" in text or "protocol.plot_" in text, path
+
+
+def test_series_side_by_side_are_shifted_symmetrically_and_slightly():
+    shifts = [plots.dodge(i, 4) for i in range(4)]
+    assert shifts == sorted(shifts) and np.prod(shifts) == pytest.approx(1.0)
+    assert 0.9 < shifts[0] < 1 < shifts[-1] < 1.1 and plots.dodge(0, 1) == 1.0

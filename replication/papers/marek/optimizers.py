@@ -166,14 +166,15 @@ def best_loss_vs_batch_size(best: pd.DataFrame, ax=None):
     readable = best.loc[best["steps"] >= MIN_STEPS, "loss"] if (best["steps"] >= MIN_STEPS).any() else best["loss"]
     top = plots.marker_height(readable)
     kinds, extent = set(), []
-    for name, group in best.groupby("optimizer.name", sort=True):
-        group = group.sort_values("batch_size")
+    names = sorted(best["optimizer.name"].unique())
+    for j, (name, group) in enumerate(best.groupby("optimizer.name", sort=True)):
         colour = plots.optimizer_colour(name)
+        group = group.sort_values("batch_size").assign(batch_size=lambda g: g["batch_size"] * plots.dodge(j, len(names)))
         ok = group[group["loss"].notna()]
         bars = plots.t_interval(ok["loss_se"], ok["n_seeds"])
-        sizes = sorted(best["batch_size"].unique())
+        sizes, run = sorted(best["batch_size"].unique()), ok["batch_size"] / plots.dodge(j, len(names))
         for a, b in zip(sizes, sizes[1:]):  # faint connectors only between neighbouring batch sizes both run
-            pair = ok[ok["batch_size"].isin([a, b])]
+            pair = ok[np.isclose(run, a) | np.isclose(run, b)]
             if len(pair) == 2:
                 ax.plot(pair["batch_size"], pair["loss"], ":", lw=1, color=colour, alpha=0.6)
         ax.errorbar(ok["batch_size"], ok["loss"], yerr=bars, fmt="none", capsize=3, color=colour)
@@ -185,7 +186,7 @@ def best_loss_vs_batch_size(best: pd.DataFrame, ax=None):
             kind = plots.cell_kind(row.get("steps"), bool(row.get("best_on_edge")), np.isfinite(row["loss"]))
             kinds.add(kind)
             plots.mark(ax, row["batch_size"], row["loss"] if kind != "diverged" else top, colour, kind)
-        ax.plot([], [], "o-", color=colour, label=plots.optimizer_label(name))
+        ax.plot([], [], "o:", color=colour, label=plots.optimizer_label(name))
     steps = best.groupby("batch_size")["steps"].max()
     for b, n in steps.items():
         ax.annotate(f"{int(n)} steps", (b, 0), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points",

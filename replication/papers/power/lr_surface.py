@@ -213,6 +213,11 @@ def figure(table: pd.DataFrame, m: dict, s: dict):
     ax.plot(g["tokens"], g["gamma"], "o", color="k", ms=4, label="3 best batch sizes per budget")
     t = np.geomspace(min(budgets), max(budgets), 50)
     if np.isfinite(p["b"]):
+        draws = m["draws"][["a", "b"]].dropna() if "draws" in m and {"a", "b"} <= set(m["draws"]) else pd.DataFrame()
+        if len(draws):  # the band of the seed resamples' fits, pointwise 2.5-97.5 %
+            curves = np.array([a * t ** b for a, b in draws.to_numpy()])
+            ax.fill_between(t, *np.percentile(curves, [2.5, 97.5], axis=0), color=plots.FIT_COLOUR, alpha=0.2, lw=0,
+                            label="95 % band over seed resamples")
         ax.plot(t, p["a"] * t ** p["b"], "-", color=plots.FIT_COLOUR, label=f"our fit {p['a']:.3g} T^{p['b']:.2f}")
     ax.plot(t, 4.6 * t ** -0.51, "--", color=plots.PAPER_COLOUR, label="paper: 4.6 T^-0.51 (Eq. 5)")
     ax.set(xscale="log", yscale="log", xlabel="tokens T", ylabel="gamma = optimal LR / B (B in sequences)")

@@ -371,7 +371,8 @@ def exponent_words(measurement: dict, variable: str) -> str:
 
 
 def plot_steps(ax, m: Measured, d: Design, series: list[tuple[str, float]], labels: list[str]) -> None:
-    """log2(S / S at the smallest B) against log2 B per series, mean over seeds with 95 % seed intervals, in
+    """log2(S / S at the smallest B) against log2 B per series (shifted a little sideways each, so none hides
+    another), mean over seeds with 95 % seed intervals, in
     the workbook's markers: hollow where a batch size trains for fewer than MIN_STEPS steps, a triangle at its
     budget where a batch size never reached the target (S is at least that); the fit S = a + b/B dotted,
     B* ticked, slope -1 dashed. The step axis is set by the cells a fit reads."""
@@ -385,16 +386,18 @@ def plot_steps(ax, m: Measured, d: Design, series: list[tuple[str, float]], labe
             continue
         ref = reached.mean().loc[b_min]
         mean = reached.mean() / ref
-        ax.errorbar(mean.index, mean.to_numpy(), yerr=[plots.seed_interval(v) / ref for _, v in reached], color=colour, fmt="none", lw=1)
+        shift = plots.dodge(i, len(series))  # series side by side at each batch size, none hiding another
+        ax.errorbar(mean.index * shift, mean.to_numpy(), yerr=[plots.seed_interval(v) / ref for _, v in reached], color=colour, fmt="none",
+                    lw=1)
         for b, value in mean.items():
             kind = plots.cell_kind(value * ref)
             kinds.add(kind)
-            plots.mark(ax, b, value, colour, kind)
+            plots.mark(ax, b * shift, value, colour, kind)
             shown += [value] if kind == "cell" else []
         budget = m.frame[m.frame["model"] == model].groupby("batch_size")["trained_steps"].max()
         for b in sorted(set(rows["batch_size"]) - set(mean.index)):
             kinds.add("unreached")
-            plots.mark(ax, b, budget.get(b, np.nan) / ref, colour, "unreached")
+            plots.mark(ax, b * shift, budget.get(b, np.nan) / ref, colour, "unreached")
         ax.plot([], [], "o-", color=colour, label=label)
         f = m.fits.get((model, mult), {})
         if "b_star" in f:
@@ -432,7 +435,7 @@ def plot_cbs(ax, x: list[float], fits: list[dict], measurement: dict, xlabel: st
         ax.plot(grid, law(grid), "-", color=plots.PAPER_COLOUR, lw=1, label=words)
     ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="critical batch size B* (sequences)")
     plots.log_ticks(ax, xs)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), frameon=False)
+    ax.legend(fontsize=7, loc="best")
 
 
 def caption(exp, d: Design) -> str:

@@ -1,10 +1,11 @@
 """Zhang et al. Fig. 1: steps to a target loss against batch size for models trained with data scaled to
 their size, the critical batch size B* of each, B* against model size, and McCandlish et al.'s gradient
-noise scale beside it (notebook `zhang_steps_to_target`)."""
+noise scale beside it, and our B* law extrapolated to the paper's model sizes (notebook `zhang_steps_to_target`)."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from replication.claims import claim
@@ -81,7 +82,8 @@ def claims(m: protocol.Measured, exp, d: protocol.Design) -> tuple[list[dict], d
 
 def figure(m: protocol.Measured, exp, d: protocol.Design, measurement: dict, noise: pd.DataFrame):
     mult = d.target_multiples[0]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, grid = plt.subplots(2, 2, figsize=(12, 9.2))
+    axes = grid.ravel()
     labels = [f"{model} ({n / 1e3:.0f} k params, {d.reference_tokens(model) / 1e3:.0f} k tokens)"
               for model, n in zip(d.models, parameters(exp, d))]
     protocol.plot_steps(axes[0], m, d, [(model, mult) for model in d.models], labels)
@@ -105,5 +107,34 @@ def figure(m: protocol.Measured, exp, d: protocol.Design, measurement: dict, noi
     ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())  # decades only: minor labels collide
     ax.set_title("Gradient noise scale B_simple over training\n(dashed: measured B*; dotted: the fit's B_noise = b/a)", fontsize=9)
     ax.legend(fontsize=7)
+    forecast_panel(axes[3], parameters(exp, d), measurement, exp.base.data.seq_len)
     fig.tight_layout()
     return fig
+
+
+# Zhang et al.'s critical batch sizes in tokens per step (their Fig. 1, C4, Chinchilla-scaled models; B* from
+# S(B) = a + b/B fitted on their nine batch sizes, ../shared/papers/zhang.md), by parameter count.
+PAPER_CBS_TOKENS = {85e6: 0.38e6, 151e6: 0.49e6, 302e6: 0.71e6, 604e6: 0.97e6, 1.2e9: 1.30e6}
+
+
+def forecast_panel(ax, params: list[float], measurement: dict, seq_len: int) -> None:
+    """Our B* law extrapolated to the paper's model sizes, in tokens per step (sequence lengths differ), with
+    the 95 % band of its exponent's bootstrap (pivoting on our models), beside the paper's measured B*."""
+    ours = np.asarray(params, dtype=float)
+    n = np.geomspace(ours.min(), max(PAPER_CBS_TOKENS) * 2, 100)
+    if "estimate" not in measurement:
+        ax.text(0.5, 0.5, "no B* law fitted at this scale", ha="center", transform=ax.transAxes)
+    else:
+        k, c = measurement["estimate"], measurement["coefficient"]
+        law = lambda x, e: c * np.exp(np.log(ours).mean() * (k - e)) * x ** e * seq_len  # noqa: E731 (pivot: our models' mean log N)
+        ax.plot(n, law(n, k), "--", color=plots.FIT_COLOUR, label=f"ours extrapolated: B* ~ N^{k:.2f}")
+        if measurement.get("draws"):
+            low, high = np.percentile(measurement["draws"], [2.5, 97.5])
+            ax.fill_between(n, law(n, low), law(n, high), color=plots.FIT_COLOUR, alpha=0.2, lw=0,
+                            label=f"95 % interval of the exponent ({low:.2f} to {high:.2f})")
+        ax.axvspan(ours.min(), ours.max(), color="0.85", alpha=0.6, lw=0, label="our models")
+    ax.plot(list(PAPER_CBS_TOKENS), list(PAPER_CBS_TOKENS.values()), "o", color=plots.PAPER_COLOUR, label="paper's B* (Fig. 1)")
+    ax.plot(n, 93.2 * (n / 1e6) ** 0.468 * 512, "-", color=plots.PAPER_COLOUR, lw=1, label="paper's law 93.2 N_M^0.468 x 512 tokens")
+    ax.set(xscale="log", yscale="log", xlabel="non-embedding parameters N (the paper's: total)", ylabel="critical batch size B* (tokens per step)")
+    ax.set_title("Forecast: our law at the paper's model sizes", fontsize=9)
+    ax.legend(fontsize=7)
