@@ -316,7 +316,7 @@ def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_los
                 mark(ax, lr, value_ if kind != "diverged" else top, colour, kind)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (as trained)")
-        ax.set_title(f"{panel.split('.')[-1]} = {value}")
+        ax.set_title(str(value) if isinstance(value, str) else f"{column_label(panel)} = {value}")  # a named arm says itself
     visible_range(axes[0][0], [*readable.groupby([panel, "batch_size", "optimizer.lr"])[loss].mean(), *([top] if "diverged" in kinds else [])])
     axes[0][0].set_ylabel("final validation loss (nats / token)")
     marker_legend(axes[0][-1], sorted(kinds - {"cell"}), loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -485,7 +485,7 @@ def task_figure(table: pd.DataFrame, runs: pd.DataFrame, before: dict, arm: str 
     fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(4.2 * cols, 3.6 * -(-len(names) // cols)), squeeze=False)
     c = table[table["arm"] == arm]
     for ax, name in zip(axes.flat, names):
-        _heatmap(ax, c, name, f"{name} ({tasks.family(name)}; pretrained {before[name]:.2f})")
+        _heatmap(ax, c, name, f"{name.replace('_', ' ')} ({tasks.family(name)}; pretrained {before[name]:.2f})")
         ax.set_xlabel("learning rate", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("batch size")
