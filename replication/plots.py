@@ -178,7 +178,7 @@ def batch_axis(ax, sizes, axis: str = "x", label: str = "batch size B (sequences
     sizes = sorted({int(b) for b in sizes if np.isfinite(b)})
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
     (ax.set_xticks if axis == "x" else ax.set_yticks)(sizes, [str(b) for b in sizes])
-    (ax.minorticks_off)()
+    ax.minorticks_off()
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(label)
 
 
@@ -186,6 +186,16 @@ def dodge(i: int, n: int, width: float = 0.12) -> float:
     """The factor that shifts the i-th of n series sideways on a log axis (a fraction `width` of a doubling in
     all), so points at one x do not hide each other; multiply the x values by it."""
     return float(2 ** (width * (i - (n - 1) / 2) / max(1, n - 1))) if n > 1 else 1.0
+
+
+def connect_neighbours(ax, every_x, x, y, shift: float = 1.0, **line):
+    """Lines between the points (x, y) of one series only where two neighbouring values of `every_x` (all the x
+    a figure has) were both measured, so no line runs across an x the series lacks; drawn at x * `shift`."""
+    every_x, x, y = sorted(set(every_x)), np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    for a, b in zip(every_x, every_x[1:]):
+        pair = np.isin(x, [a, b])
+        if pair.sum() == 2:
+            ax.plot(x[pair] * shift, y[pair], **line)
 
 
 def visible_range(ax, values, axis: str = "y", pad: float = 0.06):
@@ -291,7 +301,6 @@ def marker_height(values) -> float:
     return finite.max() + 0.05 * (finite.max() - finite.min() + 1e-9) if len(finite) else 1.0
 
 
-
 def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_loss"):
     """One panel per value of `panel`, loss against learning rate, one line per batch size (mean over seeds,
     95 % seed intervals); a cell of fewer than MIN_STEPS optimizer steps is hollow, a diverged one an x at
@@ -299,7 +308,8 @@ def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_los
     panels = sorted(runs[panel].unique())
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), sharey=True, squeeze=False)
     readable = runs[runs["steps"] >= MIN_STEPS] if "steps" in runs and (runs["steps"] >= MIN_STEPS).any() else runs
-    top = marker_height(readable.groupby([panel, "batch_size", "optimizer.lr"])[loss].mean())
+    readable_cells = readable.groupby([panel, "batch_size", "optimizer.lr"])[loss].mean()
+    top = marker_height(readable_cells)
     kinds = set()
     for ax, value in zip(axes[0], panels):
         sub = runs[runs[panel] == value]
@@ -317,7 +327,7 @@ def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_los
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (as trained)")
         ax.set_title(str(value) if isinstance(value, str) else f"{column_label(panel)} = {value}")  # a named arm says itself
-    visible_range(axes[0][0], [*readable.groupby([panel, "batch_size", "optimizer.lr"])[loss].mean(), *([top] if "diverged" in kinds else [])])
+    visible_range(axes[0][0], [*readable_cells, *([top] if "diverged" in kinds else [])])
     axes[0][0].set_ylabel("final validation loss (nats / token)")
     marker_legend(axes[0][-1], sorted(kinds - {"cell"}), loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.text(0.5, -0.08, ERROR_BARS, ha="center", fontsize=8)

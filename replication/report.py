@@ -221,15 +221,12 @@ def side_by_side(ref: dict, root: str | Path = "."):
         low, high = min(x.min() for x, _ in our_series.values()), max(x.max() for x, _ in our_series.values())
         for ax in axes:
             ax.axvspan(low, high, color="0.85", alpha=0.6, lw=0, zorder=0, label="our range" if ax is axes[0] else None)
-    every_x = sorted({float(v) for x, _ in our_series.values() for v in x})
+    every_x = {float(v) for x, _ in our_series.values() for v in x}
     kinds = set()
     for name, g in sorted(ours.items()):
         x, y = our_series[name]
         yn = _normalise(x, y, how, our_base)
-        for a, b in zip(every_x, every_x[1:]):  # lines only between neighbouring x values both measured
-            pair = np.isin(x, [a, b])
-            if pair.sum() == 2:
-                axes[1].plot(x[pair], yn[pair], "-", color=colour[name])
+        plots.connect_neighbours(axes[1], every_x, x, yn, color=colour[name])
         axes[1].plot([], [], "-", color=colour[name], label=plots.optimizer_label(name))
         steps = g["steps"].to_numpy(float) if "steps" in g else np.full(len(g), np.nan)
         edge = g["best_on_edge"].fillna(False).to_numpy(bool) if "best_on_edge" in g else np.zeros(len(g), bool)

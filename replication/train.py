@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -34,7 +33,7 @@ from replication.sft import ExampleSampler, encode_examples, task_accuracy
 from replication.task_set import load_task_set
 from replication.spec import RunSpec
 from replication.step import TrainStep, should_compile
-from replication.store import quarantine, save_torch, short_error
+from replication.store import quarantine, save_torch, short_error, write_json
 
 # Fields that members of one batched computation must share (everything else may differ).
 SHARED_FIELDS = ("model", "data", "batch_size", "micro_batch_size", "tokens", "log_every_tokens", "eval_every_tokens", "device",
@@ -553,9 +552,7 @@ class _Checkpoint:
         save_torch(state, self.path)
         listing = self.path.with_suffix(".runs")
         if not listing.exists():  # which runs, in which order: what a restart needs to resume this group as it was
-            partial = listing.with_suffix(f".runs.tmp{os.getpid()}")
-            partial.write_text(json.dumps(self.ids))
-            os.replace(partial, listing)
+            write_json(listing, self.ids)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

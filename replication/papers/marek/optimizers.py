@@ -166,17 +166,14 @@ def best_loss_vs_batch_size(best: pd.DataFrame, ax=None):
     readable = best.loc[best["steps"] >= MIN_STEPS, "loss"] if (best["steps"] >= MIN_STEPS).any() else best["loss"]
     top = plots.marker_height(readable)
     kinds, extent = set(), []
-    names = sorted(best["optimizer.name"].unique())
     for j, (name, group) in enumerate(best.groupby("optimizer.name", sort=True)):
-        colour = plots.optimizer_colour(name)
-        group = group.sort_values("batch_size").assign(batch_size=lambda g: g["batch_size"] * plots.dodge(j, len(names)))
+        colour, shift = plots.optimizer_colour(name), plots.dodge(j, best["optimizer.name"].nunique())
+        group = group.sort_values("batch_size")
+        ok = group[group["loss"].notna()]
+        plots.connect_neighbours(ax, best["batch_size"], ok["batch_size"], ok["loss"], shift, ls=":", lw=1, color=colour, alpha=0.6)
+        group = group.assign(batch_size=group["batch_size"] * shift)  # drawn shifted sideways from here on
         ok = group[group["loss"].notna()]
         bars = plots.t_interval(ok["loss_se"], ok["n_seeds"])
-        sizes, run = sorted(best["batch_size"].unique()), ok["batch_size"] / plots.dodge(j, len(names))
-        for a, b in zip(sizes, sizes[1:]):  # faint connectors only between neighbouring batch sizes both run
-            pair = ok[np.isclose(run, a) | np.isclose(run, b)]
-            if len(pair) == 2:
-                ax.plot(pair["batch_size"], pair["loss"], ":", lw=1, color=colour, alpha=0.6)
         ax.errorbar(ok["batch_size"], ok["loss"], yerr=bars, fmt="none", capsize=3, color=colour)
         extent += [*(ok["loss"] + bars)[ok["steps"] >= MIN_STEPS], *(ok["loss"] - bars)[ok["steps"] >= MIN_STEPS]]
         for _, row in ok[ok["n_diverged_settings"] > 0].iterrows():  # the best cell stands, but some of its LRs diverged
