@@ -4,6 +4,7 @@ Generic plots live here; a figure of one paper topic lives in that topic's modul
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -107,6 +108,16 @@ def named_colour(name: str, otherwise):
     return series_colour(otherwise) if isinstance(otherwise, (int, np.integer)) else otherwise
 
 
+def size_order(name: str):
+    """Sort key that orders series by the size their name starts with ("85M" < "1.2B", "w32" < "w128"), the rest
+    after them by name."""
+    found = re.match(r"\s*w?(\d+(?:\.\d+)?)\s*([kKMBT]?)\b", name)
+    if not found:
+        return (1, 0.0, name)
+    scale = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[found.group(2)]
+    return (0, float(found.group(1)) * scale, name)
+
+
 def optimizer_label(name: str) -> str:
     return OPTIMIZER_LABELS.get(name, name)
 
@@ -188,12 +199,14 @@ def dodge(i: int, n: int, width: float = 0.12) -> float:
     return float(2 ** (width * (i - (n - 1) / 2) / max(1, n - 1))) if n > 1 else 1.0
 
 
-def connect_neighbours(ax, every_x, x, y, shift: float = 1.0, **line):
-    """Lines between the points (x, y) of one series only where two neighbouring values of `every_x` (all the x
-    a figure has) were both measured, so no line runs across an x the series lacks; drawn at x * `shift`."""
+def connect_neighbours(ax, every_x, x, y, shift: float = 1.0, at=None, **line):
+    """Lines between the points (x, y) of one series only where two neighbouring values of `every_x` (all the grid
+    values a figure has) were both measured, so no line runs across a grid value the series lacks; drawn at
+    x * `shift`. `at`: each point's grid value where x is not itself on the grid (B / B* against batch sizes)."""
     every_x, x, y = sorted(set(every_x)), np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    at = x if at is None else np.asarray(at, dtype=float)
     for a, b in zip(every_x, every_x[1:]):
-        pair = np.isin(x, [a, b])
+        pair = np.isin(at, [a, b])
         if pair.sum() == 2:
             ax.plot(x[pair] * shift, y[pair], **line)
 
@@ -301,33 +314,47 @@ def marker_height(values) -> float:
     return finite.max() + 0.05 * (finite.max() - finite.min() + 1e-9) if len(finite) else 1.0
 
 
+def loss_by_batch_size(ax, runs: pd.DataFrame, x: str, loss: str = "final_val_loss", top: float | None = None) -> set:
+    """Loss against the setting `x` in one axes, one line per batch size (mean over seeds, 95 % seed
+    intervals), in the workbook's markers: hollow under MIN_STEPS optimizer steps, a diverged cell an x at
+    `top`. Returns the marker kinds drawn (for `marker_legend`)."""
+    kinds = set()
+    for b in sorted(runs["batch_size"].unique()):
+        colour = batch_colour(b)
+        group = runs[runs["batch_size"] == b].groupby(x)
+        cells = group[loss].mean()
+        steps = group["steps"].min() if "steps" in runs else pd.Series(np.nan, index=cells.index)
+        ax.errorbar(cells.index, cells.to_numpy(), yerr=[seed_interval(v) for _, v in group[loss]], color=colour, capsize=2, lw=1.2,
+                    label=f"B={b}")
+        for value, cell in cells.items():
+            kind = cell_kind(steps[value], finite=np.isfinite(cell))
+            kinds.add(kind)
+            mark(ax, value, cell if kind != "diverged" else top, colour, kind)
+    return kinds
+
+
+def readable_cells(runs: pd.DataFrame, keys: list[str], loss: str = "final_val_loss") -> pd.Series:
+    """Mean loss per cell over the cells a verdict may read (MIN_STEPS optimizer steps or more, where any has):
+    what sets a loss axis."""
+    readable = runs[runs["steps"] >= MIN_STEPS] if "steps" in runs and (runs["steps"] >= MIN_STEPS).any() else runs
+    return readable.groupby(keys)[loss].mean()
+
+
 def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_loss"):
     """One panel per value of `panel`, loss against learning rate, one line per batch size (mean over seeds,
     95 % seed intervals); a cell of fewer than MIN_STEPS optimizer steps is hollow, a diverged one an x at
     the top of its panel, and neither sets the loss axis."""
     panels = sorted(runs[panel].unique())
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), sharey=True, squeeze=False)
-    readable = runs[runs["steps"] >= MIN_STEPS] if "steps" in runs and (runs["steps"] >= MIN_STEPS).any() else runs
-    readable_cells = readable.groupby([panel, "batch_size", "optimizer.lr"])[loss].mean()
-    top = marker_height(readable_cells)
+    cells = readable_cells(runs, [panel, "batch_size", "optimizer.lr"], loss)
+    top = marker_height(cells)
     kinds = set()
     for ax, value in zip(axes[0], panels):
-        sub = runs[runs[panel] == value]
-        for b in sorted(sub["batch_size"].unique()):
-            colour = batch_colour(b)
-            group = sub[sub["batch_size"] == b].groupby("optimizer.lr")
-            cells = group[loss].mean()
-            steps = group["steps"].min() if "steps" in sub else pd.Series(np.nan, index=cells.index)
-            ax.errorbar(cells.index, cells.to_numpy(), yerr=[seed_interval(v) for _, v in group[loss]], color=colour, capsize=2, lw=1.2,
-                        label=f"B={b}")
-            for lr, value_ in cells.items():
-                kind = cell_kind(steps[lr], finite=np.isfinite(value_))
-                kinds.add(kind)
-                mark(ax, lr, value_ if kind != "diverged" else top, colour, kind)
+        kinds |= loss_by_batch_size(ax, runs[runs[panel] == value], "optimizer.lr", loss, top)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (as trained)")
         ax.set_title(str(value) if isinstance(value, str) else f"{column_label(panel)} = {value}")  # a named arm says itself
-    visible_range(axes[0][0], [*readable_cells, *([top] if "diverged" in kinds else [])])
+    visible_range(axes[0][0], [*cells, *([top] if "diverged" in kinds else [])])
     axes[0][0].set_ylabel("final validation loss (nats / token)")
     marker_legend(axes[0][-1], sorted(kinds - {"cell"}), loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.text(0.5, -0.08, ERROR_BARS, ha="center", fontsize=8)

@@ -147,19 +147,32 @@ def scale_markdown(paper: ledger.Paper, params: dict, profiles: list[str], root:
 
 
 # ---------------------------------------------------------------------------------------- side by side
-NORMALISATIONS = ("subtract_min", "divide_first", "subtract_shared_first")
+NORMALISATIONS = ("subtract_min", "divide_first", "subtract_shared_first", "divide_fit_first")
+# How a side-by-side panel puts both sides on one scale. A reference (a ledger's `references` entry) has:
+# title, source, x_label, y_label, normalise (one of NORMALISATIONS), log_x, log_y, shared_x (one x axis for both
+# panels, our range shaded on it); the paper's `series` ({name: {x, y}}) and/or `power_laws` ({x, laws: {name:
+# [a, b]}}); `x_over` ({series: divisor}: the paper's x divided per series, e.g. by each model's B*); relative_x
+# (each panel's x over its smallest, e.g. T / T_min); and `ours`: {metrics, key, x, y, series} naming a table of
+# a metrics file, with optional `reached` (a column: False = the cell never reached its target, drawn as a
+# triangle at its budget), `grid` (the column on whose values neighbours are joined, where x is not on a grid),
+# `halves` (a column of "low" / "high": a line where the verdicts split the grid) and `fit` ({key, a, b, claim}: our power law a x^b from the metrics, drawn with the
+# 95 % band of the claim's bootstrap exponents, `variable` naming x in its label; `divide_fit_first` divides by
+# that law at our smallest x); `legend`: where the legends go (matplotlib's loc; default best).
 
 
 def _normalise(x: np.ndarray, y: np.ndarray, how: str, shared: float | None = None) -> np.ndarray:
     """One series on a normalised axis: minus its own minimum, divided by its value at the smallest x, or minus
-    `shared`, one baseline for every series of the panel (the best value at the smallest x over all series), so
-    that series keep their distances from each other."""
+    (divided by) `shared`, one value for every series of the panel: the best value at the smallest x over all
+    series (subtract_shared_first), so that series keep their distances from each other, or our fitted law at
+    our smallest x (divide_fit_first), so that no single budget anchors the panel."""
     if how == "subtract_min":
         return y - np.nanmin(y)
     if how == "divide_first":
         return y / y[np.argmin(x)]
     if how == "subtract_shared_first":
         return y - shared
+    if how == "divide_fit_first":
+        return y / shared
     raise ledger.LedgerError(f"normalise: {how!r} is unknown; use one of {', '.join(NORMALISATIONS)}")
 
 
@@ -172,17 +185,29 @@ def _shared_baseline(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> float 
     return float(np.nanmin(np.concatenate(at_first))) if at_first else None
 
 
+def _relative(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every series' x over the smallest x of the panel."""
+    low = min(np.nanmin(x) for x, _ in series.values()) if series else 1.0
+    return {k: (x / low, y) for k, (x, y) in series.items()}
+
+
 def _paper_series(ref: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    series = {k: (np.asarray(v["x"], float), np.asarray(v["y"], float)) for k, v in (ref.get("series") or {}).items()}
+    over = ref.get("x_over") or {}
+    unknown = set(over) - set(ref.get("series") or {})
+    if unknown:
+        raise ledger.LedgerError(f"x_over names series the reference lacks: {', '.join(sorted(unknown))}")
+    series = {k: (np.asarray(v["x"], float) / float(over.get(k, 1.0)), np.asarray(v["y"], float))
+              for k, v in (ref.get("series") or {}).items()}
     laws = ref.get("power_laws")
     if laws:
         x = np.asarray(laws["x"], float)
         series.update({k: (x, a * x ** b) for k, (a, b) in laws["laws"].items()})
-    return series
+    return _relative(series) if ref.get("relative_x") else series
 
 
 def _our_series(ref: dict, root: Path) -> tuple[dict[str, pd.DataFrame], str | None]:
-    """Our rows for a side-by-side figure, by series; and why there are none, if so."""
+    """Our rows for a side-by-side figure, by series (sorted by x; x over the panel's smallest x under
+    `relative_x`, kept as `x_raw` for the fit); and why there are none, if so."""
     ours = ref.get("ours") or {}
     path = root / ours.get("metrics", "")
     if not ours or not path.is_file():
@@ -193,47 +218,105 @@ def _our_series(ref: dict, root: Path) -> tuple[dict[str, pd.DataFrame], str | N
     frame = pd.DataFrame(stored[ours["key"]])
     if frame.empty:  # the experiment ran, but no cell of it could stand beside the paper (e.g. all too short)
         return {}, f"no points at this scale ({ours['metrics']}: {ours['key']} is empty)"
-    frame = frame.dropna(subset=[ours["y"]])
+    frame = frame.dropna(subset=[ours["y"], ours["x"]]).assign(x_raw=lambda f: f[ours["x"]].astype(float))
+    if ref.get("relative_x"):
+        frame[ours["x"]] = frame["x_raw"] / frame["x_raw"].min()
     return {str(k): g.sort_values(ours["x"]) for k, g in frame.groupby(ours["series"])}, None
 
 
-def side_by_side(ref: dict, root: str | Path = "."):
+def _our_fit(ref: dict, root: Path) -> dict | None:
+    """Our fitted law a x^b named by the reference (`ours.fit`), with the claim's bootstrap exponents."""
+    spec = (ref.get("ours") or {}).get("fit")
+    if not spec:
+        return None
+    stored = json.loads((root / ref["ours"]["metrics"]).read_text())
+    fit = stored.get(spec["key"]) or {}
+    if spec["a"] not in fit or spec["b"] not in fit:
+        return None
+    measured = next((c.get("measurement", {}) for c in stored.get("claims", []) if c.get("id") == spec["claim"]), {})
+    return {"a": float(fit[spec["a"]]), "b": float(fit[spec["b"]]), "draws": measured.get("draws") or [],
+            "variable": spec.get("variable", "x")}
+
+
+def _draw_fit(ax, fit: dict, raw: np.ndarray, low: float, scale: float) -> None:
+    """Our law over our range (x over `low`, y over `scale`), and the 95 % band of its bootstrap exponents,
+    pivoting on our budgets' mean log x (where the fit is pinned by the data)."""
+    grid = np.geomspace(raw.min(), raw.max(), 50)
+    law = lambda e: fit["a"] * np.exp(np.log(raw).mean() * (fit["b"] - e)) * grid ** e  # noqa: E731
+    ax.plot(grid / low, law(fit["b"]) / scale, "--", color=plots.FIT_COLOUR, lw=1.2, label=f"our fit: {fit['variable']}^{fit['b']:.2f}")
+    if fit["draws"]:
+        lo, hi = np.percentile(fit["draws"], [2.5, 97.5])
+        ax.fill_between(grid / low, law(lo) / scale, law(hi) / scale, color=plots.FIT_COLOUR, alpha=0.2, lw=0,
+                        label=f"95 % interval of the exponent ({lo:.2f} to {hi:.2f})")
+
+
+def side_by_side(ref: dict, root: str | Path = ".", scale: str | None = None):
     """The paper's numbers (left, small dots; a published law as a line) and ours (right) on the same normalised
     axes, ours in the workbook's markers: hollow under MIN_STEPS optimizer steps, a diamond for a best cell on
-    the edge of its grid (neither decides a verdict)."""
+    the edge of its grid, a triangle at its budget for a cell that never reached its target (none decides a
+    verdict); our fitted law with its interval where the reference names one. `scale`: our setting in words
+    (model, tokens per run, batch sizes, seeds), printed under the source."""
     root = Path(root)
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), sharey=True, sharex=bool(ref.get("shared_x")))
     how = ref["normalise"]
     paper = _paper_series(ref)
     ours, missing = _our_series(ref, root)
     spec = ref.get("ours") or {}
+    reached = {name: (g[spec["reached"]].fillna(False).to_numpy(bool) if spec.get("reached") else np.ones(len(g), bool))
+               for name, g in ours.items()}
     our_series = {name: (g[spec["x"]].to_numpy(float), g[spec["y"]].to_numpy(float)) for name, g in ours.items()}
+    counted = {name: (x[reached[name]], y[reached[name]]) for name, (x, y) in our_series.items()}
     # an optimizer or task family keeps its colour in both panels; other series (model sizes) are ordered within
-    # each panel, smallest darkest, so the same shade means the same rank on both sides
-    colour = {**{n: plots.named_colour(n, plots.ordinal_colour(i, len(paper))) for i, n in enumerate(paper)},
-              **{n: plots.named_colour(n, plots.ordinal_colour(i, len(ours))) for i, n in enumerate(ours)}}
-    paper_base, our_base = _shared_baseline(paper), _shared_baseline(our_series)
+    # each panel by the size they name, smallest darkest, so the same shade means the same rank on both sides
+    paper_names, our_names = sorted(paper, key=plots.size_order), sorted(ours, key=plots.size_order)
+    colour = {**{n: plots.named_colour(n, plots.ordinal_colour(i, len(paper))) for i, n in enumerate(paper_names)},
+              **{n: plots.named_colour(n, plots.ordinal_colour(i, len(ours))) for i, n in enumerate(our_names)}}
+    fit = _our_fit(ref, root)
+    raw = np.concatenate([g["x_raw"].to_numpy(float) for g in ours.values()]) if ours else np.array([])
+    paper_base = _shared_baseline(paper)
+    if how == "divide_fit_first":  # the paper's laws start at 1 by themselves; ours is divided by our law at our smallest x
+        if fit is None and ours:
+            raise ledger.LedgerError("normalise: divide_fit_first needs `ours.fit` naming our fitted law")
+        our_base = fit["a"] * raw.min() ** fit["b"] if ours else None
+        paper_how = "divide_first"
+    else:
+        our_base, paper_how = _shared_baseline(counted), how
     laws = set((ref.get("power_laws") or {}).get("laws") or {})
-    for name, (x, y) in sorted(paper.items()):  # a published law is a line; the paper's own points are small dots, not our cells
-        axes[0].plot(x, _normalise(x, y, how, paper_base), "-" if name in laws else ".-", ms=6, color=colour[name],
+    sharing: dict = {}  # how many series drawn so far share each colour: a task family's tasks differ by line style
+    for name in paper_names:  # a published law is a line; the paper's own points are small dots, not our cells
+        x, y = paper[name]
+        ls = ("-", "--", ":", "-.")[sharing.get(colour[name], 0) % 4]
+        sharing[colour[name]] = sharing.get(colour[name], 0) + 1
+        axes[0].plot(x, _normalise(x, y, paper_how, paper_base), ls, marker=None if name in laws else ".", ms=6, color=colour[name],
                      label=plots.optimizer_label(name))
     if ref.get("shared_x") and our_series:  # where our runs lie on the paper's axis
         low, high = min(x.min() for x, _ in our_series.values()), max(x.max() for x, _ in our_series.values())
         for ax in axes:
             ax.axvspan(low, high, color="0.85", alpha=0.6, lw=0, zorder=0, label="our range" if ax is axes[0] else None)
-    every_x = {float(v) for x, _ in our_series.values() for v in x}
+    grid = {name: g[spec.get("grid", spec["x"])].to_numpy(float) for name, g in ours.items()}  # where neighbours are judged
+    every_x = {float(v) for name in ours for v in grid[name][reached[name]]}
     kinds = set()
-    for name, g in sorted(ours.items()):
-        x, y = our_series[name]
-        yn = _normalise(x, y, how, our_base)
-        plots.connect_neighbours(axes[1], every_x, x, yn, color=colour[name])
+    for name in our_names:
+        g, (x, y), ok = ours[name], our_series[name], reached[name]
+        if not ok.any():
+            continue
+        first = y[ok][np.argmin(x[ok])]
+        yn = y / first if how == "divide_first" else _normalise(x, y, how, our_base)  # divide_first: by the first reached cell
+        plots.connect_neighbours(axes[1], every_x, x[ok], yn[ok], at=grid[name][ok], color=colour[name])
         axes[1].plot([], [], "-", color=colour[name], label=plots.optimizer_label(name))
         steps = g["steps"].to_numpy(float) if "steps" in g else np.full(len(g), np.nan)
         edge = g["best_on_edge"].fillna(False).to_numpy(bool) if "best_on_edge" in g else np.zeros(len(g), bool)
-        for xi, yi, s, e in zip(x, yn, steps, edge):  # the markers of the paper's own figure for the same cells
-            kind = plots.cell_kind(s, bool(e))
+        for xi, yi, s, e, r in zip(x, yn, steps, edge, ok):  # the markers of the paper's own figure for the same cells
+            kind = plots.cell_kind(s, bool(e)) if r else "unreached"
             kinds.add(kind)
             plots.mark(axes[1], xi, yi, colour[name], kind, **({"ms": 4} if kind == "cell" else {}))
+    if spec.get("halves") and ours:  # where the verdicts split the grid into the halves they compare
+        rows = pd.concat(ours.values())
+        low, high = rows.loc[rows[spec["halves"]] == "low", spec["x"]].max(), rows.loc[rows[spec["halves"]] == "high", spec["x"]].min()
+        axes[1].axvline(np.sqrt(low * high) if ref.get("log_x") else (low + high) / 2, color="0.4", ls=":", lw=1,
+                        label="the verdicts' low | high halves")
+    if fit is not None and ours:
+        _draw_fit(axes[1], fit, raw, raw.min() if ref.get("relative_x") else 1.0, our_base if how == "divide_fit_first" else 1.0)
     if missing:
         axes[1].text(0.5, 0.5, f"ours: {missing}", transform=axes[1].transAxes, ha="center", va="center", fontsize=9, wrap=True)
     for ax, title in zip(axes, ("paper", "this replication")):
@@ -244,11 +327,22 @@ def side_by_side(ref: dict, root: str | Path = "."):
         if ref.get("log_y"):
             ax.set_yscale("log", base=2)
         if ax.get_legend_handles_labels()[0]:
-            plots.marker_legend(ax, sorted(kinds - {"cell"}) if ax is axes[1] else [], fontsize=7)
+            plots.marker_legend(ax, sorted(kinds - {"cell"}) if ax is axes[1] else [], loc=ref.get("legend", "best"), fontsize=7)
     axes[0].set_ylabel(ref["y_label"])
     fig.suptitle(ref["title"], fontsize=10)
-    fig.text(0.01, -0.02, f"Source: {ref['source']}", fontsize=7, ha="left", va="top", wrap=True)
+    fig.text(0.01, -0.02, f"Source: {ref['source']}" + (f"\nThis replication: {scale}" if scale else ""), fontsize=7, ha="left",
+             va="top", wrap=True)
     return fig
+
+
+def our_scale(params: dict, ref: dict, profile: str, root: Path) -> str | None:
+    """Our setting of the experiment whose metrics a side-by-side reference reads, in one line."""
+    metrics = Path((ref.get("ours") or {}).get("metrics", ""))
+    ours = _ours(params, f"{metrics.parent.name}_{metrics.stem}", profile, root) if metrics.name else None
+    if not ours or not ours["tokens"]:
+        return None
+    return (f"{profile} profile, {ours['model']}; {ours['tokens']} tokens per run; batch sizes {ours['batch_sizes']}; "
+            f"{ours['seeds']}")
 
 
 # ------------------------------------------------------------------------------------------------ REPORT.md
@@ -372,7 +466,7 @@ def build(profile: str, root: str | Path = ".") -> dict:
     for key, paper in ledger.papers().items():
         for name, ref in paper.references.items():
             path = f"figures/report/{key}_{name}.png"
-            fig = side_by_side(ref, root)
+            fig = side_by_side(ref, root, our_scale(params, ref, profile, root))
             written[f"{key}_{name}"] = plots.save(fig, root / path)
             plt.close(fig)
             figures.setdefault(key, []).append(path)

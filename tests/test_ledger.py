@@ -166,3 +166,53 @@ def test_every_finding_has_a_measurement_that_would_change_its_verdict(claim):
     after = {verdicts.decide(claim.rule, claim.params, _in_regime(p, claim), claim.requires).verdict
              for p in _perturbed(m, claim.params, claim.rule)}
     assert after - {before}, f"{claim.id}: no perturbation of its measurement changes its verdict ({before}): a check, not a finding"
+
+
+def _reference(tmp_path, table: list[dict], **extra) -> dict:
+    (tmp_path / "metrics").mkdir(exist_ok=True)
+    (tmp_path / "metrics" / "x.json").write_text(json.dumps({"rows": table, **extra.pop("stored", {})}))
+    ours = {"metrics": "metrics/x.json", "key": "rows", "x": "x", "y": "steps", "series": "model", **extra.pop("ours", {})}
+    return {"title": "t", "source": "s", "x_label": "x", "y_label": "y", "normalise": "divide_first", "log_x": True, "log_y": True,
+            "series": {"85M": {"x": [64, 128, 256], "y": [400, 200, 150]}, "1.2B": {"x": [64, 128, 256], "y": [800, 400, 200]}},
+            "ours": ours, **extra}
+
+
+def test_a_side_by_side_figure_marks_unreached_cells_and_puts_both_sides_on_b_over_b_star(tmp_path):
+    """The paper's x over each series' B* (`x_over`); ours already on B / B*, a cell that never reached its
+    target a triangle at its budget, left out of the line and of the normalisation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [{"model": "w32", "batch_size": b, "x": b / 4, "steps": s, "reached": r} for b, s, r in
+            ((2, 1000, True), (4, 600, True), (8, 400, True), (16, 400, False))]
+    ref = _reference(tmp_path, rows, ours={"reached": "reached", "grid": "batch_size"}, x_over={"85M": 128, "1.2B": 256}, shared_x=True)
+    fig = report.side_by_side(ref, tmp_path)
+    paper, ours = fig.axes[:2]
+    assert sorted(line.get_xdata()[0] for line in paper.lines) == [0.25, 0.5]  # 64 / 256 and 64 / 128
+    triangles = [line for line in ours.lines if line.get_marker() == "^"]
+    assert len(triangles) == 1 and triangles[0].get_xdata()[0] == 4 and triangles[0].get_ydata()[0] == pytest.approx(0.4)
+    joined = [line for line in ours.lines if line.get_linestyle() == "-" and len(line.get_xdata()) == 2]
+    assert sorted(tuple(line.get_xdata()) for line in joined) == [(0.5, 1.0), (1.0, 2.0)]  # never through the unreached cell
+    with pytest.raises(LedgerError, match="x_over names series"):
+        report.side_by_side({**ref, "x_over": {"604M": 1889}}, tmp_path)
+
+
+def test_a_side_by_side_figure_divides_ours_by_our_fitted_law_and_draws_its_interval(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [{"model": "ours", "x": t, "steps": 2.0 * t ** -0.5} for t in (100, 200, 400, 800)]
+    claims = [{"id": "c", "measurement": {"draws": list(np.linspace(-0.6, -0.4, 200))}}]
+    ref = _reference(tmp_path, rows, ours={"fit": {"key": "fit", "a": "a", "b": "b", "claim": "c", "variable": "T"}},
+                     stored={"fit": {"a": 2.0, "b": -0.5}, "claims": claims}, normalise="divide_fit_first", relative_x=True,
+                     series={}, power_laws={"x": [1e9, 8e9], "laws": {"paper (T^-0.5)": [4.6, -0.5]}})
+    fig = report.side_by_side(ref, tmp_path)
+    paper, ours = fig.axes[:2]
+    law = paper.lines[0]
+    assert list(law.get_xdata()) == [1.0, 8.0] and law.get_ydata()[0] == pytest.approx(1.0)  # T / T_min, over its value at T_min
+    points = [line for line in ours.lines if line.get_marker() == "o"]
+    assert [p.get_xdata()[0] for p in points] == [1.0, 2.0, 4.0, 8.0]
+    assert [p.get_ydata()[0] for p in points] == pytest.approx([1.0, 2 ** -0.5, 0.5, 8 ** -0.5])  # on the law: exact
+    assert any("T^-0.50" in line.get_label() for line in ours.lines) and ours.collections  # the fit and its band
+    with pytest.raises(LedgerError, match="divide_fit_first needs"):
+        report.side_by_side({**ref, "ours": {k: v for k, v in ref["ours"].items() if k != "fit"}}, tmp_path)

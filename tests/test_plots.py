@@ -105,3 +105,17 @@ def test_series_side_by_side_are_shifted_symmetrically_and_slightly():
     shifts = [plots.dodge(i, 4) for i in range(4)]
     assert shifts == sorted(shifts) and np.prod(shifts) == pytest.approx(1.0)
     assert 0.9 < shifts[0] < 1 < shifts[-1] < 1.1 and plots.dodge(0, 1) == 1.0
+
+
+def test_series_are_ordered_by_the_size_their_name_starts_with():
+    assert sorted(["1.2B", "w128", "85M", "all (4.6 T^-0.51)", "151M", "w32"], key=plots.size_order) == \
+        ["w32", "w128", "85M", "151M", "1.2B", "all (4.6 T^-0.51)"]
+    assert sorted(["PIQA (pattern)", "GSM8K (reasoning)"], key=plots.size_order) == ["GSM8K (reasoning)", "PIQA (pattern)"]
+
+
+def test_neighbours_off_the_grid_are_judged_on_the_grid():
+    """B / B* is not a grid, batch sizes are: a line joins two points only where their batch sizes are neighbours."""
+    fig, ax = plt.subplots()
+    plots.connect_neighbours(ax, [2, 4, 8, 16], [0.3, 0.6, 2.4], [1.0, 0.5, 0.2], at=[2, 4, 16])
+    assert [tuple(line.get_xdata()) for line in ax.lines] == [(0.3, 0.6)]  # 4 -> 16 skips the 8 this series lacks
+    plt.close(fig)

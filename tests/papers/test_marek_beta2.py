@@ -82,3 +82,28 @@ def test_beta2_regime_claim_reads_the_gap_of_the_smallest_batch():
     assert beta2.beta2_regime_claims(best, runs)[0]["verdict"] == "confirmed"
     runs.loc[(runs.regime == "fixed half-life") & (runs.batch_size == 1), "final_val_loss"] += 0.26  # small batch bad in both regimes
     assert beta2.beta2_regime_claims(beta2.best_cells(runs), runs)[0]["verdict"] == "not confirmed"  # its second part is contradicted
+
+
+def test_the_hyperparameter_curves_read_the_beta1_sweep_at_each_batch_size_s_best_lr():
+    """marek_optimizers' beta1 variants sit at each batch size's best LR; the sweep is those runs and the grid
+    beta1 at the same LR (not the grid's other LRs), and every panel of the figure draws from them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = []
+    for b, best in ((1, 2e-3), (4, 4e-3)):
+        rows += [{"batch_size": b, "optimizer.lr": lr, "optimizer.beta1_half_life_tokens": 800.0, "final_val_loss": 3.0 + abs(lr - best)}
+                 for lr in (1e-3, 2e-3, 4e-3)]
+        rows += [{"batch_size": b, "optimizer.lr": best, "optimizer.beta1_half_life_tokens": h, "final_val_loss": 3.1} for h in (100.0, 6400.0)]
+    runs = runs_table(rows).assign(steps=300)
+    sweep = beta2.beta1_sweep(runs)
+    assert sorted(sweep.groupby("batch_size")["optimizer.lr"].unique().map(list).sum()) == [2e-3, 4e-3]
+    assert sorted(sweep["optimizer.beta1_half_life_tokens"].unique()) == [100.0, 800.0, 6400.0] and len(sweep) == 6
+    assert beta2.beta1_sweep(None) is None and beta2.beta1_sweep(runs.assign(**{"optimizer.beta1_half_life_tokens": 800.0})) is None
+    lr = beta2.with_beta2(runs_table([{"batch_size": b, "optimizer.lr": lr, "optimizer.beta2_half_life_tokens": 5e3, "final_val_loss": 3.0,
+                                       "steps": 300} for b in (1, 4) for lr in (1e-3, 2e-3)]), SEQ)
+    halves = lr.assign(beta2_half_life=lambda f: f["beta2_half_life"] * f["optimizer.lr"] * 1e3)
+    fig = beta2.hyperparameter_curves(lr, halves, sweep)
+    assert [len(ax.lines) > 0 for ax in fig.axes] == [True] * 4
+    fig = beta2.hyperparameter_curves(lr, halves, None)  # no beta1 runs stored: the panel says so
+    assert any("no runs stored" in t.get_text() for t in fig.axes[1].texts)

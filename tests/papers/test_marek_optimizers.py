@@ -80,3 +80,17 @@ def test_follow_ups_go_to_the_compared_cells_and_refine_towards_the_better_neigh
     assert refine_factor(grid, 4e-3, 2.0) == 2.0  # the upper neighbour is better
     assert refine_factor(grid.assign(final_val_loss=[3.05, 3.0, np.nan]), 4e-3, 2.0) == 0.5  # a diverged neighbour is worst
     assert refine_factor(grid.assign(final_val_loss=[2.9, 3.0, 3.1]), 1e-3, 2.0) == 0.5  # at the edge: outwards
+
+
+def test_the_toy_quadratic_steps_are_torch_s_heavy_ball_and_show_the_paper_s_point():
+    """Without noise, torch.optim.SGD's path is the heavy-ball recurrence v = mu v + g, p = p - lr v on
+    x^2 + 10 y^2; with the paper's settings momentum pulls far ahead at large batch and not at small batch."""
+    path = optimizers.momentum_toy(steps=5, lr=0.05, momentum=0.4, noise=0.0, runs=2)
+    p, v = np.array([1.0, 1.0]), np.zeros(2)
+    for k in range(5):
+        v = 0.4 * v + np.array([2.0, 20.0]) * p
+        p = p - 0.05 * v
+        assert np.allclose(path[k + 1], p), k
+    final = optimizers.momentum_toy_table(runs=400).groupby(["regime", "momentum"])["loss_median"].last()
+    assert final[("large batch", 0.4)] < 0.2 * final[("large batch", 0.0)]
+    assert final[("small batch", 0.4)] > 0.8 * final[("small batch", 0.0)]

@@ -158,3 +158,22 @@ def test_mean_draws_are_the_cell_means_of_the_resampled_runs():
     for row, sample in zip(means, resampled(arm, ratio.CELL, 20, seed=4)):
         expected = sample.groupby(ratio.CELL)["reasoning"].mean()
         assert row == pytest.approx(expected.loc[list(zip(keys["batch_size"], keys["lr"]))].to_numpy(), nan_ok=True)
+
+
+def test_the_report_draws_each_ratio_s_best_cell_the_cells_the_verdicts_compare():
+    table = ratio.cells(_grid(**PAPER))
+    drawn = ratio.by_ratio(table)
+    arm = table[table["arm"] == ratio.EPOCHS]
+    high, low = ratio.halves(arm)
+    for fam in ratio.FAMILIES:
+        rows = drawn[drawn["family"] == fam].set_index("ratio")
+        for r, g in arm.groupby(arm["ratio"].round(12)):
+            assert rows.loc[r, "accuracy_pct"] == pytest.approx(100 * g[fam].max())
+            assert rows.loc[r, "mean_pct"] == pytest.approx(100 * g[fam].mean())
+        # the verdict's compared cells are the best drawn point of each half
+        best_high, best_low = ratio._high_low_cells(table, ratio.EPOCHS, fam)
+        assert rows[rows["half"] == "high"]["accuracy_pct"].max() == pytest.approx(100 * best_high[fam])
+        assert rows[rows["half"] == "low"]["accuracy_pct"].max() == pytest.approx(100 * best_low[fam])
+    assert {"high", "low"} <= set(drawn["half"]) <= {"high", "low", "median"}  # "median": the middle ratio of an odd count
+    edge = drawn[drawn["best_on_edge"]]
+    assert len(edge) and all(arm.loc[arm["ratio"].round(12) == r, "lr"].isin([min(LRS), max(LRS)]).any() for r in edge["ratio"])

@@ -86,6 +86,15 @@ def test_a_batch_size_that_never_reaches_the_target_is_reported(tmp_path):
     unreached = [b for f in m.fits.values() for b in f.get("unreached", [])]
     assert unreached and max(unreached) == max(d.batch_sizes)
     assert any("never reached" in c for c in protocol.caveats(m, d))
+    # the report's side by side draws it as a triangle at its budget, on the axis B / B* of its model's fit
+    table = protocol.mean_steps(m).set_index(["model", "batch_size"])
+    for (model, mult), f in m.fits.items():
+        row = table.loc[(model, max(d.batch_sizes))]
+        assert not row["reached"] and row["seeds"] == 0
+        budget = m.frame[(m.frame["model"] == model) & (m.frame["batch_size"] == max(d.batch_sizes))]["trained_steps"].max()
+        assert row["steps"] == budget and row["b_over_b_star"] == pytest.approx(max(d.batch_sizes) / f["b_star"])
+        reached = table.loc[model][table.loc[model]["reached"]]
+        assert (reached["seeds"] >= 1).all() and len(reached) + len(f["unreached"]) == len(d.batch_sizes)
 
 
 @pytest.mark.parametrize("change,match", [({"reference_batch_size": 3}, "not one of batch_sizes"), ({"colour": 1}, "unknown key"),

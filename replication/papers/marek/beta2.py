@@ -259,3 +259,51 @@ def optimum_vs_batch_size(optima: pd.DataFrame, fit: dict | None, sweep: pd.Data
     plots.marker_legend(right, sorted(kinds - {"cell"}), fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def beta1_sweep(optimizer_runs: pd.DataFrame | None) -> pd.DataFrame | None:
+    """AdamW's beta1 half-life sweep of marek_optimizers: at each batch size, every run at the LR its beta1
+    variants were trained at (that batch size's best LR), the grid's beta1 among them; None where that
+    experiment's runs are not all stored or tuned no beta1."""
+    if optimizer_runs is None:
+        return None
+    adamw = optimizer_runs[optimizer_runs["optimizer.name"] == "adamw"]
+    if adamw["optimizer.beta1_half_life_tokens"].nunique() < 2:
+        return None
+    grid = adamw["optimizer.beta1_half_life_tokens"].mode().iloc[0]
+    variants = adamw[adamw["optimizer.beta1_half_life_tokens"] != grid][["batch_size", "optimizer.lr"]].drop_duplicates()
+    return adamw.merge(variants, on=["batch_size", "optimizer.lr"])
+
+
+def hyperparameter_curves(lr_runs: pd.DataFrame, half_lives: pd.DataFrame, beta1_runs: pd.DataFrame | None):
+    """The paper's hyperparameter-scaling figure at our scale: per batch size, the loss against (a) the LR
+    (beta2's half-life fixed in tokens), (b) beta1's half-life in tokens (at each batch size's best LR,
+    from marek_optimizers), (c) 1 - beta2 and (d) beta2's half-life in tokens: (c) and (d) are the same runs,
+    so the optimum that moves with B on one axis and stays put on the other is read off directly."""
+    fig, grid = plt.subplots(2, 2, figsize=(11, 8.2), sharey=True)
+    a, b1, b2, t2 = grid.ravel()
+    fixed = lr_runs[lr_runs["regime"] == "fixed half-life"]
+    sweep = half_lives.assign(one_minus_beta2=1 - half_lives["beta2"])
+    panels = [(a, fixed, "optimizer.lr", "learning rate (as trained)", "(a) learning rate, beta2 half-life fixed"),
+              (b1, beta1_runs, "optimizer.beta1_half_life_tokens", "beta1 half-life (tokens)", "(b) beta1, at each B's best LR"),
+              (b2, sweep, "one_minus_beta2", "1 - beta2", "(c) beta2, at each B's best LR"),
+              (t2, sweep, HALF_LIFE, "beta2 half-life (tokens)", "(d) beta2 half-life: the same runs as (c)")]
+    cells = pd.concat([plots.readable_cells(frame, ["batch_size", x]) for _, frame, x, *_ in panels if frame is not None and len(frame)])
+    top = plots.marker_height(cells)
+    kinds = set()
+    for ax, frame, x, label, title in panels:
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(label)
+        if frame is None or not len(frame):
+            ax.text(0.5, 0.5, "no runs stored for this panel", ha="center", transform=ax.transAxes, fontsize=9)
+            continue
+        kinds |= plots.loss_by_batch_size(ax, frame, x, top=top)
+        ax.set_xscale("log")
+    plots.visible_range(a, [*cells, *([top] if "diverged" in kinds else [])])
+    for ax in (a, b2):
+        ax.set_ylabel("final validation loss (nats / token)")
+    a.legend(fontsize=7)
+    plots.marker_legend(t2, sorted(kinds - {"cell"}), fontsize=7)
+    fig.text(0.5, -0.01, plots.ERROR_BARS, ha="center", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -10,6 +11,8 @@ from replication.fit import best_cell_runs, best_per_group, trained_steps
 from replication.experiments import reseeded, staged
 from replication import plots
 from replication.papers.marek.common import best_specs
+from replication.sizes import count_parameters
+from replication.spec import ModelConfig
 from replication.verdicts import compare
 
 
@@ -108,3 +111,62 @@ def accumulation_setup(runs: pd.DataFrame) -> pd.Series:
     micro = runs["micro_batch_size"].fillna(runs["batch_size"])
     return pd.Series(np.select([micro < runs["batch_size"], runs["batch_size"] == largest], ["large batch by accumulation", "large batch"], "small batch"),
                      index=runs.index)
+
+
+# The paper's memory accounting for GPT-3 13B (utils/memory_plot.ipynb, ../shared/papers/marek.md): width 5140,
+# 40 layers, sequences of 2048 tokens, a 50257-token vocabulary, every number in bf16 (2 bytes); the activations
+# of one sequence counted as T (L D + V) numbers (rematerialisation assumed).
+GPT3_13B = {"width": 5140, "depth": 40, "seq_len": 2048, "vocab_size": 50257, "bytes_per_number": 2}
+GPU_MEMORY_GB = {"A100 40 GB": 40, "H100 80 GB": 80}
+
+
+def paper_scale_memory(batch_sizes, model: dict = GPT3_13B) -> pd.DataFrame:
+    """Memory of training `model` at each batch size by optimizer, in GB, from the paper's accounting: the
+    weights, the optimizer state (AdamW two moments; Muon one moment, and a second for the embeddings it leaves
+    to Adam; Adafactor a factored second moment, rows + columns per matrix, 0.008 GB where the paper counts
+    0.072 GB, either under 0.3 % of the total; SGD none) and B sequences of
+    activations. No gradient buffer (each gradient is applied as it is computed, the fused step); gradient
+    accumulation adds one (the weights' size) and holds one micro-batch of activations instead of B. The
+    paper's measured framework overhead (1.2-2.2 GB) is left out."""
+    d, layers, t, v = model["width"], model["depth"], model["seq_len"], model["vocab_size"]
+    counts = count_parameters(ModelConfig(width=d, depth=layers), v)
+    gb = model["bytes_per_number"] / 1e9
+    weights = counts["total"] * gb
+    factored = (layers * (4 * 2 * d + 2 * (d + 4 * d)) + 2 * (v + d)) * gb  # 4 D x D attention, 2 D x 4D MLP, 2 V x D embeddings
+    state = {"sgd": 0.0, "adafactor": factored, "muon": weights + counts["embedding"] * gb, "adamw": 2 * weights,
+             "adamw, accumulation": 3 * weights}
+    per_sequence = t * (layers * d + v) * gb
+    rows = []
+    for name, s in state.items():
+        for b in batch_sizes:
+            activations = per_sequence * (1 if "accumulation" in name else b)
+            rows.append({"optimizer": name, "batch_size": int(b), "weights_gb": weights, "state_gb": s, "activations_gb": activations,
+                         "total_gb": weights + s + activations})
+    return pd.DataFrame(rows)
+
+
+def paper_scale_memory_figure(memory: pd.DataFrame):
+    """Total memory against batch size per optimizer for the paper's 13B model, with the two GPU sizes the
+    paper draws: which optimizers fit a batch of B sequences at all, and how soon activations dominate."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    close = memory.pivot(index="batch_size", columns="optimizer", values="total_gb")
+    for name, g in memory.groupby("optimizer", sort=False):
+        key = name.split(",")[0]
+        words = " with accumulation (micro-batch 1)" if "accumulation" in name else ""
+        under = [o for o in close if o != name and np.allclose(close[o], close[name], rtol=0.01)]  # lines that coincide
+        if under and name == "sgd":
+            words += f" (on {plots.optimizer_label(under[0])}'s line)"
+        ax.plot(g["batch_size"], g["total_gb"], "--" if "accumulation" in name else ":" if name == "sgd" else "-", marker="o", ms=3,
+                lw=2 if name == "sgd" else 1.5, zorder=3 if name == "sgd" else 2, color=plots.optimizer_colour(key),
+                label=plots.optimizer_label(key) + words)
+    for words, gb in GPU_MEMORY_GB.items():
+        ax.axhline(gb, color=plots.PAPER_COLOUR, ls=":", lw=1)
+        ax.annotate(words, (1, gb), xycoords=("axes fraction", "data"), xytext=(-3, 3), textcoords="offset points", ha="right", fontsize=7)
+    plots.batch_axis(ax, memory["batch_size"])
+    ax.set_ylabel("training memory (GB, bf16)")
+    ax.legend(fontsize=7, loc="upper left")
+    m = GPT3_13B
+    ax.set_title(f"GPT-3 13B (width {m['width']}, {m['depth']} layers, sequences of {m['seq_len']}): the paper's accounting, no training",
+                 fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -194,3 +194,75 @@ def best_loss_vs_batch_size(best: pd.DataFrame, ax=None):
     plots.marker_legend(ax, sorted(kinds - {"cell"}), loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(plots.ERROR_BARS, fontsize=8)
     return ax
+
+
+# ------------------------------------------------------------------------------ the toy quadratic (no training)
+# Marek et al.'s utils/toy.ipynb (../shared/papers/marek.md): f(x, y) = x^2 + 10 y^2 under noisy gradients; a large
+# batch takes few large steps with little noise, a small batch many small steps with much noise (the same budget of
+# samples). SGD against SGD with momentum 0.4, the median over many runs with its interquartile range.
+TOY_CURVATURE = (2.0, 20.0)  # the gradient of x^2 + 10 y^2 is (2x, 20y)
+TOY_SETTINGS = {  # regime: steps, gradient-noise std, LR without / with momentum (the notebook's values)
+    "large batch": {"steps": 10, "noise": 1 / 5, "lr": {0.0: 0.09, 0.4: 0.12}},
+    "small batch": {"steps": 100, "noise": 1 / 0.3, "lr": {0.0: 0.012, 0.4: 0.012}},
+}
+
+
+def momentum_toy(steps: int, lr: float, momentum: float, noise: float, runs: int = 1000, start=(1.0, 1.0), seed: int = 0):
+    """`runs` independent noisy descents of x^2 + 10 y^2 by torch.optim.SGD (one parameter row per run:
+    SGD acts elementwise, so the rows never interact). Returns positions, shape (steps + 1, runs, 2)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    point = torch.tensor(start, dtype=torch.float64).repeat(runs, 1).requires_grad_(True)
+    optimizer = torch.optim.SGD([point], lr=lr, momentum=momentum)
+    curvature = torch.tensor(TOY_CURVATURE, dtype=torch.float64)
+    path = [point.detach().clone()]
+    for _ in range(steps):
+        point.grad = curvature * point.detach() + noise * torch.randn(point.shape, generator=generator, dtype=torch.float64)
+        optimizer.step()
+        path.append(point.detach().clone())
+    return torch.stack(path).numpy()
+
+
+def momentum_toy_table(runs: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per regime, momentum and step: the median loss over `runs` and its interquartile range, and the median
+    position (what the figure draws)."""
+    rows = []
+    for regime, s in TOY_SETTINGS.items():
+        for momentum, lr in s["lr"].items():
+            path = momentum_toy(s["steps"], lr, momentum, s["noise"], runs, seed=seed)
+            loss = path[..., 0] ** 2 + 10 * path[..., 1] ** 2
+            q25, q50, q75 = np.percentile(loss, [25, 50, 75], axis=1)
+            x, y = np.median(path[..., 0], axis=1), np.median(path[..., 1], axis=1)
+            rows += [{"regime": regime, "momentum": momentum, "lr": lr, "noise": s["noise"], "step": k, "loss_median": q50[k],
+                      "loss_q25": q25[k], "loss_q75": q75[k], "x_median": x[k], "y_median": y[k]} for k in range(len(q50))]
+    table = pd.DataFrame(rows)
+    table.attrs["runs"] = runs
+    return table
+
+
+def momentum_toy_figure(table: pd.DataFrame):
+    """Top: the median path on the loss's contours; bottom: the median loss with its interquartile band, per
+    regime. Momentum pays where steps are few and large (large batch) and not where they are many and small."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.6))
+    gx, gy = np.meshgrid(np.linspace(-0.3, 1.1, 120), np.linspace(-1.6, 1.1, 120))
+    for col, (regime, g) in enumerate(table.groupby("regime", sort=False)):
+        plane, loss = axes[0, col], axes[1, col]
+        plane.contour(gx, gy, gx ** 2 + 10 * gy ** 2, levels=np.geomspace(0.05, 12, 8), colors="0.8", linewidths=0.7)
+        for i, (momentum, h) in enumerate(g.groupby("momentum")):
+            colour = plots.series_colour(i)
+            words = f"SGD, momentum {momentum:g}, LR {h['lr'].iloc[0]:g}" if momentum else f"SGD, no momentum, LR {h['lr'].iloc[0]:g}"
+            plane.plot(h["x_median"], h["y_median"], ".-", color=colour, ms=4, lw=1, label=words)
+            loss.plot(h["step"], h["loss_median"], "-", color=colour, label=words)
+            loss.fill_between(h["step"], h["loss_q25"], h["loss_q75"], color=colour, alpha=0.2, lw=0)
+        settings = TOY_SETTINGS[regime]
+        plane.set_title(f"{regime}: {settings['steps']} steps, gradient noise std {settings['noise']:.2g}", fontsize=9)
+        plane.set(xlabel="x", ylabel="y")
+        loss.set(yscale="log", xlabel="step", ylabel="loss x^2 + 10 y^2")
+        loss.set_title("median over the runs; band: interquartile range", fontsize=8)
+        loss.legend(fontsize=7)
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    runs = int(table.attrs.get("runs", 0)) or "many"
+    fig.suptitle(f"Toy quadratic x^2 + 10 y^2: median path of {runs} noisy runs per optimizer (no training)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -337,11 +337,20 @@ def family_table(runs: pd.DataFrame, table: pd.DataFrame, before: dict, arm: str
 
 
 def by_ratio(table: pd.DataFrame, arm: str = EPOCHS) -> pd.DataFrame:
-    """Each family's accuracy in percent, averaged over the cells of each LR / B, with their fewest steps:
-    what the report draws beside the paper's two 1.7B configurations."""
+    """Each family's best cell at each LR / B (the cells the verdicts compare are the best of the high and of
+    the low half of these ratios), in percent, with its steps, whether its LR is on the edge of the LR grid,
+    which half of the grid's ratios it is in, and the family's mean over the ratio's cells beside it: what
+    the report draws beside the paper's two 1.7B configurations."""
     c = table[table["arm"] == arm]
-    rows = [{"family": fam, "ratio": r, "accuracy_pct": 100 * float(g[fam].mean()), "steps": int(g["steps"].min()), "cells": len(g)}
-            for fam in FAMILIES for r, g in c.groupby(c["ratio"].round(12))]
+    high, low = halves(c)
+    grid = sorted(c["lr"].unique())
+    rows = []
+    for fam in FAMILIES:
+        for r, g in c.groupby(c["ratio"].round(12)):
+            best = best_cell(g, fam)
+            rows.append({"family": fam, "ratio": r, "accuracy_pct": 100 * float(best[fam]), "mean_pct": 100 * float(g[fam].mean()),
+                         "steps": int(best["steps"]), "cells": len(g), "best_on_edge": len(grid) >= 3 and best["lr"] in (grid[0], grid[-1]),
+                         "half": "high" if g.index.isin(high.index).all() else "low" if g.index.isin(low.index).all() else "median"})
     return pd.DataFrame(rows)
 
 

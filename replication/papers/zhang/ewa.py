@@ -243,7 +243,8 @@ def claims(exp, runs_: pd.DataFrame) -> list[dict]:
 
 def figure(exp, runs_: pd.DataFrame, sched: pd.DataFrame):
     s = _settings(exp)
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    fig, grid = plt.subplots(2, 2, figsize=(11.5, 8.6))
+    axes = grid.ravel()
     ax = axes[0]
     names = list(s["schedules"])
     for i, b in enumerate(s["schedule_batch_sizes"]):

@@ -447,10 +447,19 @@ def caption(exp, d: Design) -> str:
 
 
 def mean_steps(m: Measured) -> pd.DataFrame:
-    """S(B) per (model, target multiple, batch size): the mean over seeds of those that reached the target,
-    and how many did (what the report's side-by-side figure reads)."""
-    reached = m.steps.dropna(subset=["steps"])
-    return reached.groupby(["model", "target_multiple", "batch_size"])["steps"].agg(steps="mean", seeds="count").reset_index()
+    """S(B) per (model, target multiple, batch size): the mean over seeds of those that reached the target and
+    how many did; a batch size no seed brought to the target keeps its budget (the most steps it trained:
+    S is at least that) with `reached` False. `b_over_b_star` places each batch size against its fit's
+    critical batch size (what the report's side-by-side figure reads, beside the paper's B / B*)."""
+    rows = []
+    budget = m.frame.groupby(["model", "target_multiple", "batch_size"])["trained_steps"].max()
+    for (model, mult, b), g in m.steps.groupby(["model", "target_multiple", "batch_size"]):
+        hit = g["steps"].dropna()
+        star = m.fits.get((model, mult), {}).get("b_star", np.nan)
+        rows.append({"model": model, "target_multiple": mult, "batch_size": b,
+                     "steps": float(hit.mean()) if len(hit) else float(budget.get((model, mult, b), np.nan)),
+                     "seeds": int(len(hit)), "reached": bool(len(hit)), "b_over_b_star": b / star})
+    return pd.DataFrame(rows)
 
 
 def describe(exp, d: Design):

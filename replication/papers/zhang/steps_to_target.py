@@ -10,7 +10,7 @@ import pandas as pd
 
 from replication.claims import claim
 from replication.fit import noise_scale
-from replication import plots
+from replication import ledger, plots
 from replication.papers.zhang import protocol
 from replication.experiments import stored
 
@@ -112,16 +112,20 @@ def figure(m: protocol.Measured, exp, d: protocol.Design, measurement: dict, noi
     return fig
 
 
-# Zhang et al.'s critical batch sizes in tokens per step (their Fig. 1, C4, Chinchilla-scaled models; B* from
-# S(B) = a + b/B fitted on their nine batch sizes, ../shared/papers/zhang.md), by parameter count.
-PAPER_CBS_TOKENS = {85e6: 0.38e6, 151e6: 0.49e6, 302e6: 0.71e6, 604e6: 0.97e6, 1.2e9: 1.30e6}
+def paper_cbs_tokens() -> dict[float, float]:
+    """Zhang et al.'s critical batch sizes in tokens per step by parameter count (their Fig. 1, C4,
+    Chinchilla-scaled models; B* from S(B) = a + b/B fitted on their nine batch sizes, in sequences of 512
+    tokens), read from the ledger's side-by-side reference where the report divides by them."""
+    b_star = ledger.papers()["zhang"].references["steps_to_target"]["x_over"]
+    return {plots.size_order(name)[1]: sequences * 512 for name, sequences in b_star.items()}
 
 
 def forecast_panel(ax, params: list[float], measurement: dict, seq_len: int) -> None:
     """Our B* law extrapolated to the paper's model sizes, in tokens per step (sequence lengths differ), with
     the 95 % band of its exponent's bootstrap (pivoting on our models), beside the paper's measured B*."""
     ours = np.asarray(params, dtype=float)
-    n = np.geomspace(ours.min(), max(PAPER_CBS_TOKENS) * 2, 100)
+    paper = paper_cbs_tokens()
+    n = np.geomspace(ours.min(), max(paper) * 2, 100)
     if "estimate" not in measurement:
         ax.text(0.5, 0.5, "no B* law fitted at this scale", ha="center", transform=ax.transAxes)
     else:
@@ -133,7 +137,7 @@ def forecast_panel(ax, params: list[float], measurement: dict, seq_len: int) -> 
             ax.fill_between(n, law(n, low), law(n, high), color=plots.FIT_COLOUR, alpha=0.2, lw=0,
                             label=f"95 % interval of the exponent ({low:.2f} to {high:.2f})")
         ax.axvspan(ours.min(), ours.max(), color="0.85", alpha=0.6, lw=0, label="our models")
-    ax.plot(list(PAPER_CBS_TOKENS), list(PAPER_CBS_TOKENS.values()), "o", color=plots.PAPER_COLOUR, label="paper's B* (Fig. 1)")
+    ax.plot(list(paper), list(paper.values()), "o", color=plots.PAPER_COLOUR, label="paper's B* (Fig. 1)")
     ax.plot(n, 93.2 * (n / 1e6) ** 0.468 * 512, "-", color=plots.PAPER_COLOUR, lw=1, label="paper's law 93.2 N_M^0.468 x 512 tokens")
     ax.set(xscale="log", yscale="log", xlabel="non-embedding parameters N (the paper's: total)", ylabel="critical batch size B* (tokens per step)")
     ax.set_title("Forecast: our law at the paper's model sizes", fontsize=9)
