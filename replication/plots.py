@@ -236,31 +236,32 @@ def save(fig, path: str | Path, data: pd.DataFrame | None = None) -> Path:
     return path
 
 
-def seed_words(runs: pd.DataFrame | None) -> str:
+def seed_words(runs: pd.DataFrame | None, cells: list[str] | None = None) -> str:
     """How many seeds the cells of `runs` have, as a reader needs it: "3 seeds per cell", or "3 seeds at
-    4 cells, 1 at the other 20" when only some cells (the best ones) were repeated."""
+    4 cells, 1 at the other 20" when only some cells (the best ones) were repeated. A cell is a row's grid
+    keys (the columns before `status` in a run table) unless `cells` names them."""
     if runs is None or "seed" not in runs or not len(runs):
         return ""
     columns = list(runs.columns)
-    if "status" not in columns:
+    if cells is None and "status" not in columns:
         return ""  # not a run table (its grid keys first, then the outcome from `status` on): cells cannot be told apart
-    cell = [c for c in columns[:columns.index("status")] if c not in ("seed", "id")]
+    cell = cells if cells is not None else [c for c in columns[:columns.index("status")] if c not in ("seed", "id")]
     counts = runs.groupby(cell, dropna=False)["seed"].nunique() if cell else pd.Series([runs["seed"].nunique()])
     by_count = counts.value_counts().sort_index(ascending=False)
     if len(by_count) == 1:
         n = int(by_count.index[0])
         return f"{n} seed{'s' if n > 1 else ''} per cell"
-    most, cells = int(by_count.index[0]), int(by_count.iloc[0])
+    most, cells_ = int(by_count.index[0]), int(by_count.iloc[0])
     rest = ", ".join(f"{int(n)} at {int(c)} other{'s' if c > 1 else ''}" for n, c in by_count.iloc[1:].items())
-    return f"{most} seeds at {cells} cell{'s' if cells > 1 else ''}, {rest}"
+    return f"{most} seeds at {cells_} cell{'s' if cells_ > 1 else ''}, {rest}"
 
 
-def scale_caption(exp, runs: pd.DataFrame | None = None, model: bool = True) -> str:
+def scale_caption(exp, runs: pd.DataFrame | None = None, model: bool = True, cells: list[str] | None = None) -> str:
     """What every figure states about its scale: profile, tokens per run, model, sequence length and how many
-    seeds each cell has."""
+    seeds each cell has (cells: `seed_words`)."""
     m = exp.base.model
     model_words = f", model width {m.width} x depth {m.depth}" if model else ""
-    seeds = seed_words(runs)
+    seeds = seed_words(runs, cells)
     trained = runs["tokens"].dropna() if runs is not None and "tokens" in runs else pd.Series(dtype=float)
     tokens = (f"{int(trained.min()):,}-{int(trained.max()):,} tokens per run" if trained.nunique() > 1 else
               f"{int(trained.iloc[0]) if len(trained) else exp.base.tokens:,} tokens per run")

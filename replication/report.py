@@ -147,31 +147,34 @@ def scale_markdown(paper: ledger.Paper, params: dict, profiles: list[str], root:
 
 
 # ---------------------------------------------------------------------------------------- side by side
-NORMALISATIONS = ("subtract_min", "divide_first", "subtract_shared_first", "divide_fit_first")
+NORMALISATIONS = ("subtract_min", "divide_first", "subtract_shared_first", "divide_fit_first", "divide_given")
 # How a side-by-side panel puts both sides on one scale. A reference (a ledger's `references` entry) has:
 # title, source, x_label, y_label, normalise (one of NORMALISATIONS), log_x, log_y, shared_x (one x axis for both
-# panels, our range shaded on it); the paper's `series` ({name: {x, y}}) and/or `power_laws` ({x, laws: {name:
-# [a, b]}}); `x_over` ({series: divisor}: the paper's x divided per series, e.g. by each model's B*); relative_x
-# (each panel's x over its smallest, e.g. T / T_min); and `ours`: {metrics, key, x, y, series} naming a table of
-# a metrics file, with optional `reached` (a column: False = the cell never reached its target, drawn as a
-# triangle at its budget), `grid` (the column on whose values neighbours are joined, where x is not on a grid),
-# `halves` (a column of "low" / "high": a line where the verdicts split the grid) and `fit` ({key, a, b, claim}: our power law a x^b from the metrics, drawn with the
-# 95 % band of the claim's bootstrap exponents, `variable` naming x in its label; `divide_fit_first` divides by
-# that law at our smallest x); `legend`: where the legends go (matplotlib's loc; default best).
+# panels, our range shaded on it), legend (matplotlib's loc for the legends; default best); the paper's `series`
+# ({name: {x, y}}) and/or `power_laws` ({x, laws: {name: [a, b]}}); `x_over` / `y_over` ({series: divisor}: the
+# paper's x or y divided per series, e.g. by each model's B* and S_min); relative_x (each panel's x over its
+# smallest, e.g. T / T_min); and `ours`: {metrics, key, x, y, series} naming a table of a metrics file, with
+# optional columns: `reached` (False = never reached its target: a triangle at its budget), `kind` (a marker
+# kind of plots.MARKERS per row, where the metrics decide it), `se` and `n` (standard error and seeds: 95 %
+# Student-t bars), `y_over` (our divisor per row, for divide_given), `label` (a series' legend text), `grid`
+# (the column on whose values neighbours are joined, where x is not on a grid), `halves` ("low" / "high": a line
+# where the verdicts split the grid); and `fit` ({key, a, b, claim, variable}: our power law a x^b from the
+# metrics, drawn with the 95 % band of the claim's bootstrap exponents; divide_fit_first divides by it at our
+# smallest x) and `verdict` (a claim id whose verdict the panel's title states).
 
 
-def _normalise(x: np.ndarray, y: np.ndarray, how: str, shared: float | None = None) -> np.ndarray:
-    """One series on a normalised axis: minus its own minimum, divided by its value at the smallest x, or minus
-    (divided by) `shared`, one value for every series of the panel: the best value at the smallest x over all
-    series (subtract_shared_first), so that series keep their distances from each other, or our fitted law at
-    our smallest x (divide_fit_first), so that no single budget anchors the panel."""
+def _normalise(x: np.ndarray, y: np.ndarray, how: str, shared=None) -> np.ndarray:
+    """One series on a normalised axis: minus its own minimum, divided by its value at the smallest x, minus
+    `shared` (the best value at the smallest x over all series of the panel, so that series keep their
+    distances), or divided by `shared` (our fitted law at our smallest x, so no single budget anchors the
+    panel; or a divisor per point given with the data, e.g. each model's fitted minimum steps)."""
     if how == "subtract_min":
         return y - np.nanmin(y)
     if how == "divide_first":
         return y / y[np.argmin(x)]
     if how == "subtract_shared_first":
         return y - shared
-    if how == "divide_fit_first":
+    if how in ("divide_fit_first", "divide_given"):
         return y / shared
     raise ledger.LedgerError(f"normalise: {how!r} is unknown; use one of {', '.join(NORMALISATIONS)}")
 
@@ -191,13 +194,29 @@ def _relative(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tup
     return {k: (x / low, y) for k, (x, y) in series.items()}
 
 
-def _paper_series(ref: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    over = ref.get("x_over") or {}
+def _per_series(ref: dict, key: str) -> dict:
+    over = ref.get(key) or {}
     unknown = set(over) - set(ref.get("series") or {})
     if unknown:
-        raise ledger.LedgerError(f"x_over names series the reference lacks: {', '.join(sorted(unknown))}")
-    series = {k: (np.asarray(v["x"], float) / float(over.get(k, 1.0)), np.asarray(v["y"], float))
+        raise ledger.LedgerError(f"{key} names series the reference lacks: {', '.join(sorted(unknown))}")
+    return over
+
+
+def _paper_x_min(ref: dict) -> float:
+    """The smallest x of the paper's numbers, before `relative_x` divides by it."""
+    xs = [v["x"] for v in (ref.get("series") or {}).values()] + ([ref["power_laws"]["x"]] if ref.get("power_laws") else [])
+    return float(min(np.min(x) for x in xs)) if xs else np.nan
+
+
+def _paper_series(ref: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    x_over, y_over = _per_series(ref, "x_over"), _per_series(ref, "y_over")
+    series = {k: (np.asarray(v["x"], float) / float(x_over.get(k, 1.0)), np.asarray(v["y"], float))
               for k, v in (ref.get("series") or {}).items()}
+    if ref["normalise"] == "divide_given":
+        missing = set(series) - set(y_over)
+        if missing:
+            raise ledger.LedgerError(f"normalise: divide_given needs y_over for every series; missing {', '.join(sorted(missing))}")
+        series = {k: (x, y / float(y_over[k])) for k, (x, y) in series.items()}
     laws = ref.get("power_laws")
     if laws:
         x = np.asarray(laws["x"], float)
@@ -224,18 +243,21 @@ def _our_series(ref: dict, root: Path) -> tuple[dict[str, pd.DataFrame], str | N
     return {str(k): g.sort_values(ours["x"]) for k, g in frame.groupby(ours["series"])}, None
 
 
+def _stored_claim(ref: dict, root: Path, claim_id: str) -> dict:
+    stored = json.loads((root / ref["ours"]["metrics"]).read_text())
+    return next((c for c in stored.get("claims", []) if c.get("id") == claim_id), {})
+
+
 def _our_fit(ref: dict, root: Path) -> dict | None:
     """Our fitted law a x^b named by the reference (`ours.fit`), with the claim's bootstrap exponents."""
     spec = (ref.get("ours") or {}).get("fit")
     if not spec:
         return None
-    stored = json.loads((root / ref["ours"]["metrics"]).read_text())
-    fit = stored.get(spec["key"]) or {}
-    if spec["a"] not in fit or spec["b"] not in fit:
-        return None
-    measured = next((c.get("measurement", {}) for c in stored.get("claims", []) if c.get("id") == spec["claim"]), {})
-    return {"a": float(fit[spec["a"]]), "b": float(fit[spec["b"]]), "draws": measured.get("draws") or [],
-            "variable": spec.get("variable", "x")}
+    fit = json.loads((root / ref["ours"]["metrics"]).read_text()).get(spec["key"]) or {}
+    if not all(isinstance(fit.get(k), (int, float)) and np.isfinite(fit[k]) for k in (spec["a"], spec["b"])):
+        return None  # not fitted at this scale (too few cells): stored as null
+    draws = _stored_claim(ref, root, spec["claim"]).get("measurement", {}).get("draws") or []
+    return {"a": float(fit[spec["a"]]), "b": float(fit[spec["b"]]), "draws": draws, "variable": spec.get("variable", "x")}
 
 
 def _draw_fit(ax, fit: dict, raw: np.ndarray, low: float, scale: float) -> None:
@@ -250,89 +272,133 @@ def _draw_fit(ax, fit: dict, raw: np.ndarray, low: float, scale: float) -> None:
                         label=f"95 % interval of the exponent ({lo:.2f} to {hi:.2f})")
 
 
+def _our_points(ref: dict, ours: dict[str, pd.DataFrame], fit: dict | None) -> pd.DataFrame:
+    """Our points as drawn: per row its series, x, normalised y, the half-width of its 95 % seed interval on
+    the same scale (0: none), its marker kind and whether a line may join it (a reached cell)."""
+    spec, how = ref["ours"], ref["normalise"]
+    frames = []
+    for name, g in ours.items():
+        x, y = g[spec["x"]].to_numpy(float), g[spec["y"]].to_numpy(float)
+        ok = g[spec["reached"]].fillna(False).to_numpy(bool) if spec.get("reached") else np.ones(len(g), bool)
+        frames.append(pd.DataFrame({"series": name, "x": x, "y": y, "x_raw": g["x_raw"].to_numpy(float), "reached": ok,
+                                    "grid": g[spec.get("grid", spec["x"])].to_numpy(float),
+                                    "half": plots.t_interval(g[spec["se"]], g[spec["n"]]) if spec.get("se") else 0.0,
+                                    "divisor": g[spec["y_over"]].to_numpy(float) if spec.get("y_over") else np.nan,
+                                    "steps": g["steps"].to_numpy(float) if "steps" in g else np.nan,
+                                    "edge": g["best_on_edge"].fillna(False).to_numpy(bool) if "best_on_edge" in g else False,
+                                    "kind": g[spec["kind"]].to_numpy(str) if spec.get("kind") else "",
+                                    "label": g[spec["label"]].to_numpy(str) if spec.get("label") else plots.optimizer_label(name)}))
+    points = pd.concat(frames, ignore_index=True)
+    reached = points[points["reached"]].sort_values("x")
+    if how == "divide_fit_first" and not spec.get("fit"):
+        raise ledger.LedgerError("normalise: divide_fit_first needs `ours.fit` naming our fitted law")
+    if how == "divide_fit_first" and fit is None:  # named but not fitted at this scale: each series by its first cell
+        how = "divide_first"
+    if how == "divide_fit_first":
+        shared = fit["a"] * points["x_raw"].min() ** fit["b"]
+    elif how == "divide_given":
+        if not spec.get("y_over"):
+            raise ledger.LedgerError("normalise: divide_given needs `ours.y_over` naming our divisor column")
+        shared = points["divisor"].to_numpy()
+    elif how in ("divide_first", "subtract_min"):  # per series: its first reached cell, or its lowest
+        per_series = reached.groupby("series")["y"].first() if how == "divide_first" else reached.groupby("series")["y"].min()
+        shared = points["series"].map(per_series).to_numpy()
+    elif how == "subtract_shared_first":
+        shared = _shared_baseline({n: (g["x"].to_numpy(), g["y"].to_numpy()) for n, g in reached.groupby("series")})
+    else:
+        raise ledger.LedgerError(f"normalise: {how!r} is unknown; use one of {', '.join(NORMALISATIONS)}")
+    divide = how.startswith("divide")
+    points["y_norm"] = points["y"] / shared if divide else points["y"] - shared
+    points["half_norm"] = points["half"] / shared if divide else points["half"]
+    points["kind"] = [k if k else (plots.cell_kind(s, bool(e)) if r else "unreached")
+                      for k, s, e, r in zip(points["kind"], points["steps"], points["edge"], points["reached"])]
+    return points
+
+
 def side_by_side(ref: dict, root: str | Path = ".", scale: str | None = None):
     """The paper's numbers (left, small dots; a published law as a line) and ours (right) on the same normalised
     axes, ours in the workbook's markers: hollow under MIN_STEPS optimizer steps, a diamond for a best cell on
     the edge of its grid, a triangle at its budget for a cell that never reached its target (none decides a
-    verdict); our fitted law with its interval where the reference names one. `scale`: our setting in words
-    (model, tokens per run, batch sizes, seeds), printed under the source."""
+    verdict), with 95 % seed intervals where the metrics have them; our fitted law with its interval where the
+    reference names one. `scale`: our setting in words, printed under the source. Returns the figure and the
+    points drawn on both sides (the CSV beside the PNG)."""
     root = Path(root)
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), sharey=True, sharex=bool(ref.get("shared_x")))
-    how = ref["normalise"]
+    how, spec = ref["normalise"], ref.get("ours") or {}
     paper = _paper_series(ref)
     ours, missing = _our_series(ref, root)
-    spec = ref.get("ours") or {}
-    reached = {name: (g[spec["reached"]].fillna(False).to_numpy(bool) if spec.get("reached") else np.ones(len(g), bool))
-               for name, g in ours.items()}
-    our_series = {name: (g[spec["x"]].to_numpy(float), g[spec["y"]].to_numpy(float)) for name, g in ours.items()}
-    counted = {name: (x[reached[name]], y[reached[name]]) for name, (x, y) in our_series.items()}
+    fit = _our_fit(ref, root)
+    points = _our_points(ref, ours, fit) if ours else pd.DataFrame(columns=["series", "x", "y_norm", "half_norm", "kind", "reached"])
     # an optimizer or task family keeps its colour in both panels; other series (model sizes) are ordered within
     # each panel by the size they name, smallest darkest, so the same shade means the same rank on both sides
     paper_names, our_names = sorted(paper, key=plots.size_order), sorted(ours, key=plots.size_order)
     colour = {**{n: plots.named_colour(n, plots.ordinal_colour(i, len(paper))) for i, n in enumerate(paper_names)},
               **{n: plots.named_colour(n, plots.ordinal_colour(i, len(ours))) for i, n in enumerate(our_names)}}
-    fit = _our_fit(ref, root)
-    raw = np.concatenate([g["x_raw"].to_numpy(float) for g in ours.values()]) if ours else np.array([])
-    paper_base = _shared_baseline(paper)
-    if how == "divide_fit_first":  # the paper's laws start at 1 by themselves; ours is divided by our law at our smallest x
-        if fit is None and ours:
-            raise ledger.LedgerError("normalise: divide_fit_first needs `ours.fit` naming our fitted law")
-        our_base = fit["a"] * raw.min() ** fit["b"] if ours else None
-        paper_how = "divide_first"
-    else:
-        our_base, paper_how = _shared_baseline(counted), how
+    paper_how = {"divide_fit_first": "divide_first", "divide_given": "divide_given"}.get(how, how)  # laws start at 1 by themselves
+    paper_base = _shared_baseline(paper) if paper_how == "subtract_shared_first" else 1.0  # divide_given: divided in _paper_series
     laws = set((ref.get("power_laws") or {}).get("laws") or {})
     sharing: dict = {}  # how many series drawn so far share each colour: a task family's tasks differ by line style
+    drawn = []
     for name in paper_names:  # a published law is a line; the paper's own points are small dots, not our cells
         x, y = paper[name]
+        yn = _normalise(x, y, paper_how, paper_base)
         ls = ("-", "--", ":", "-.")[sharing.get(colour[name], 0) % 4]
         sharing[colour[name]] = sharing.get(colour[name], 0) + 1
-        axes[0].plot(x, _normalise(x, y, paper_how, paper_base), ls, marker=None if name in laws else ".", ms=6, color=colour[name],
-                     label=plots.optimizer_label(name))
-    if ref.get("shared_x") and our_series:  # where our runs lie on the paper's axis
-        low, high = min(x.min() for x, _ in our_series.values()), max(x.max() for x, _ in our_series.values())
+        axes[0].plot(x, yn, ls, marker=None if name in laws else ".", ms=6, color=colour[name], label=plots.optimizer_label(name))
+        drawn.append(pd.DataFrame({"side": "paper", "series": name, "x": x, "y": yn}))
+    reached = points[points["reached"]]
+    if ref.get("shared_x") and len(reached):  # where our measured cells lie on the paper's axis
         for ax in axes:
-            ax.axvspan(low, high, color="0.85", alpha=0.6, lw=0, zorder=0, label="our range" if ax is axes[0] else None)
-    grid = {name: g[spec.get("grid", spec["x"])].to_numpy(float) for name, g in ours.items()}  # where neighbours are judged
-    every_x = {float(v) for name in ours for v in grid[name][reached[name]]}
-    kinds = set()
+            ax.axvspan(reached["x"].min(), reached["x"].max(), color="0.85", alpha=0.6, lw=0, zorder=0,
+                       label="our range" if ax is axes[0] else None)
+    every_x = set(reached["grid"]) if len(reached) else set()
     for name in our_names:
-        g, (x, y), ok = ours[name], our_series[name], reached[name]
-        if not ok.any():
+        g = points[points["series"] == name]
+        ok = g[g["reached"]]
+        if not len(ok):
             continue
-        first = y[ok][np.argmin(x[ok])]
-        yn = y / first if how == "divide_first" else _normalise(x, y, how, our_base)  # divide_first: by the first reached cell
-        plots.connect_neighbours(axes[1], every_x, x[ok], yn[ok], at=grid[name][ok], color=colour[name])
-        axes[1].plot([], [], "-", color=colour[name], label=plots.optimizer_label(name))
-        steps = g["steps"].to_numpy(float) if "steps" in g else np.full(len(g), np.nan)
-        edge = g["best_on_edge"].fillna(False).to_numpy(bool) if "best_on_edge" in g else np.zeros(len(g), bool)
-        for xi, yi, s, e, r in zip(x, yn, steps, edge, ok):  # the markers of the paper's own figure for the same cells
-            kind = plots.cell_kind(s, bool(e)) if r else "unreached"
-            kinds.add(kind)
+        plots.connect_neighbours(axes[1], every_x, ok["x"], ok["y_norm"], at=ok["grid"], color=colour[name])
+        axes[1].plot([], [], "-", color=colour[name], label=g["label"].iloc[0])
+        bars = g[g["half_norm"] > 0]
+        if len(bars):
+            axes[1].errorbar(bars["x"], bars["y_norm"], yerr=bars["half_norm"], fmt="none", color=colour[name], lw=1, capsize=2)
+        for xi, yi, kind in zip(g["x"], g["y_norm"], g["kind"]):  # the markers of the paper's own figure for the same cells
             plots.mark(axes[1], xi, yi, colour[name], kind, **({"ms": 4} if kind == "cell" else {}))
+    if len(points):
+        drawn.append(points[["series", "x", "y_norm", "half_norm", "kind"]].rename(columns={"y_norm": "y", "half_norm": "interval"})
+                     .assign(side="ours"))
     if spec.get("halves") and ours:  # where the verdicts split the grid into the halves they compare
         rows = pd.concat(ours.values())
         low, high = rows.loc[rows[spec["halves"]] == "low", spec["x"]].max(), rows.loc[rows[spec["halves"]] == "high", spec["x"]].min()
         axes[1].axvline(np.sqrt(low * high) if ref.get("log_x") else (low + high) / 2, color="0.4", ls=":", lw=1,
                         label="the verdicts' low | high halves")
-    if fit is not None and ours:
-        _draw_fit(axes[1], fit, raw, raw.min() if ref.get("relative_x") else 1.0, our_base if how == "divide_fit_first" else 1.0)
+    if fit is not None and len(points):
+        raw = points["x_raw"].to_numpy()
+        _draw_fit(axes[1], fit, raw, raw.min() if ref.get("relative_x") else 1.0,
+                  fit["a"] * raw.min() ** fit["b"] if how == "divide_fit_first" else 1.0)
     if missing:
         axes[1].text(0.5, 0.5, f"ours: {missing}", transform=axes[1].transAxes, ha="center", va="center", fontsize=9, wrap=True)
-    for ax, title in zip(axes, ("paper", "this replication")):
+    verdict = _stored_claim(ref, root, spec["verdict"]).get("verdict") if spec.get("verdict") and not missing else None
+    for ax, title in zip(axes, ("paper", "this replication" + (f" (verdict: {verdict})" if verdict else ""))):
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel(spec.get("x_label", ref["x_label"]) if ax is axes[1] else ref["x_label"])
+        label = spec.get("x_label", ref["x_label"]) if ax is axes[1] else ref["x_label"]
+        if ref.get("relative_x"):  # the smallest x each side is relative to
+            low = (points["x_raw"].min() if len(points) else np.nan) if ax is axes[1] else _paper_x_min(ref)
+            label += (f" (T_min = {low / 1e9:g}B)" if low >= 1e9 else f" (T_min = {low:,.0f})") if np.isfinite(low) else ""
+        ax.set_xlabel(label)
         if ref.get("log_x"):
             ax.set_xscale("log", base=2)
         if ref.get("log_y"):
             ax.set_yscale("log", base=2)
         if ax.get_legend_handles_labels()[0]:
-            plots.marker_legend(ax, sorted(kinds - {"cell"}) if ax is axes[1] else [], loc=ref.get("legend", "best"), fontsize=7)
+            kinds = sorted(set(points["kind"]) - {"cell"}) if ax is axes[1] and len(points) else []
+            plots.marker_legend(ax, kinds, loc=ref.get("legend", "best"), fontsize=7)
     axes[0].set_ylabel(ref["y_label"])
     fig.suptitle(ref["title"], fontsize=10)
-    fig.text(0.01, -0.02, f"Source: {ref['source']}" + (f"\nThis replication: {scale}" if scale else ""), fontsize=7, ha="left",
-             va="top", wrap=True)
-    return fig
+    bars = f" Bars: {plots.ERROR_BARS.removeprefix('bars: ')}." if len(points) and (points["half_norm"] > 0).any() else ""
+    fig.text(0.01, -0.02, f"Source: {ref['source']}" + (f"\nThis replication: {scale}." if scale else "") + bars, fontsize=7,
+             ha="left", va="top", wrap=True)
+    return fig, pd.concat(drawn, ignore_index=True) if drawn else pd.DataFrame()
 
 
 def our_scale(params: dict, ref: dict, profile: str, root: Path) -> str | None:
@@ -466,8 +532,8 @@ def build(profile: str, root: str | Path = ".") -> dict:
     for key, paper in ledger.papers().items():
         for name, ref in paper.references.items():
             path = f"figures/report/{key}_{name}.png"
-            fig = side_by_side(ref, root, our_scale(params, ref, profile, root))
-            written[f"{key}_{name}"] = plots.save(fig, root / path)
+            fig, drawn = side_by_side(ref, root, our_scale(params, ref, profile, root))
+            written[f"{key}_{name}"] = plots.save(fig, root / path, drawn)
             plt.close(fig)
             figures.setdefault(key, []).append(path)
     (root / "REPORT.md").write_text(report_markdown(rows, counts, params, profile, figures, root))

@@ -186,13 +186,14 @@ def test_a_side_by_side_figure_marks_unreached_cells_and_puts_both_sides_on_b_ov
     rows = [{"model": "w32", "batch_size": b, "x": b / 4, "steps": s, "reached": r} for b, s, r in
             ((2, 1000, True), (4, 600, True), (8, 400, True), (16, 400, False))]
     ref = _reference(tmp_path, rows, ours={"reached": "reached", "grid": "batch_size"}, x_over={"85M": 128, "1.2B": 256}, shared_x=True)
-    fig = report.side_by_side(ref, tmp_path)
+    fig, drawn = report.side_by_side(ref, tmp_path)
     paper, ours = fig.axes[:2]
     assert sorted(line.get_xdata()[0] for line in paper.lines) == [0.25, 0.5]  # 64 / 256 and 64 / 128
     triangles = [line for line in ours.lines if line.get_marker() == "^"]
     assert len(triangles) == 1 and triangles[0].get_xdata()[0] == 4 and triangles[0].get_ydata()[0] == pytest.approx(0.4)
     joined = [line for line in ours.lines if line.get_linestyle() == "-" and len(line.get_xdata()) == 2]
     assert sorted(tuple(line.get_xdata()) for line in joined) == [(0.5, 1.0), (1.0, 2.0)]  # never through the unreached cell
+    assert list(drawn.loc[drawn["side"] == "ours", "kind"]) == ["cell", "cell", "cell", "unreached"]  # the CSV beside the PNG
     with pytest.raises(LedgerError, match="x_over names series"):
         report.side_by_side({**ref, "x_over": {"604M": 1889}}, tmp_path)
 
@@ -206,7 +207,7 @@ def test_a_side_by_side_figure_divides_ours_by_our_fitted_law_and_draws_its_inte
     ref = _reference(tmp_path, rows, ours={"fit": {"key": "fit", "a": "a", "b": "b", "claim": "c", "variable": "T"}},
                      stored={"fit": {"a": 2.0, "b": -0.5}, "claims": claims}, normalise="divide_fit_first", relative_x=True,
                      series={}, power_laws={"x": [1e9, 8e9], "laws": {"paper (T^-0.5)": [4.6, -0.5]}})
-    fig = report.side_by_side(ref, tmp_path)
+    fig, drawn = report.side_by_side(ref, tmp_path)
     paper, ours = fig.axes[:2]
     law = paper.lines[0]
     assert list(law.get_xdata()) == [1.0, 8.0] and law.get_ydata()[0] == pytest.approx(1.0)  # T / T_min, over its value at T_min
@@ -214,5 +215,29 @@ def test_a_side_by_side_figure_divides_ours_by_our_fitted_law_and_draws_its_inte
     assert [p.get_xdata()[0] for p in points] == [1.0, 2.0, 4.0, 8.0]
     assert [p.get_ydata()[0] for p in points] == pytest.approx([1.0, 2 ** -0.5, 0.5, 8 ** -0.5])  # on the law: exact
     assert any("T^-0.50" in line.get_label() for line in ours.lines) and ours.collections  # the fit and its band
+    (tmp_path / "metrics" / "x.json").write_text(json.dumps({"rows": rows, "fit": {"a": None, "b": None}, "claims": claims}))
+    fig, drawn = report.side_by_side(ref, tmp_path)  # too few cells to fit (stored as null): ours by its first cell, no fit drawn
+    assert list(drawn.loc[drawn["side"] == "ours", "y"]) == pytest.approx([1.0, 2 ** -0.5, 0.5, 8 ** -0.5])
+    assert not fig.axes[1].collections
     with pytest.raises(LedgerError, match="divide_fit_first needs"):
         report.side_by_side({**ref, "ours": {k: v for k, v in ref["ours"].items() if k != "fit"}}, tmp_path)
+
+
+def test_a_side_by_side_figure_divides_by_given_values_and_draws_seed_intervals(tmp_path):
+    """divide_given: the paper's y over its y_over per series, ours over a column; bars are the 95 % Student-t
+    interval from the table's standard error and seeds, on the same scale; the title states the verdict."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [{"model": "w32", "x": x, "steps": s, "s_min": 50.0, "se": 5.0, "n": 3} for x, s in ((0.5, 300.0), (1.0, 150.0), (2.0, 100.0))]
+    ref = _reference(tmp_path, rows, ours={"y_over": "s_min", "se": "se", "n": "n", "verdict": "c"}, normalise="divide_given",
+                     y_over={"85M": 100, "1.2B": 200}, stored={"claims": [{"id": "c", "verdict": "within noise"}]})
+    fig, drawn = report.side_by_side(ref, tmp_path)
+    paper, ours = fig.axes[:2]
+    assert sorted(line.get_ydata()[0] for line in paper.lines) == [4.0, 4.0]  # 400 / 100 and 800 / 200
+    theirs = drawn[drawn["side"] == "ours"]
+    assert list(theirs["y"]) == [6.0, 3.0, 2.0]
+    assert theirs["interval"].iloc[0] == pytest.approx(verdicts.t_critical(2) * 5.0 / 50.0)
+    assert ours.get_title() == "this replication (verdict: within noise)"
+    with pytest.raises(LedgerError, match="y_over for every series"):
+        report.side_by_side({**ref, "y_over": {"85M": 100}}, tmp_path)

@@ -103,7 +103,8 @@ def test_the_hyperparameter_curves_read_the_beta1_sweep_at_each_batch_size_s_bes
     lr = beta2.with_beta2(runs_table([{"batch_size": b, "optimizer.lr": lr, "optimizer.beta2_half_life_tokens": 5e3, "final_val_loss": 3.0,
                                        "steps": 300} for b in (1, 4) for lr in (1e-3, 2e-3)]), SEQ)
     halves = lr.assign(beta2_half_life=lambda f: f["beta2_half_life"] * f["optimizer.lr"] * 1e3)
-    fig = beta2.hyperparameter_curves(lr, halves, sweep)
+    fig, drawn = beta2.hyperparameter_curves(lr, halves, sweep)
     assert [len(ax.lines) > 0 for ax in fig.axes] == [True] * 4
-    fig = beta2.hyperparameter_curves(lr, halves, None)  # no beta1 runs stored: the panel says so
-    assert any("no runs stored" in t.get_text() for t in fig.axes[1].texts)
+    assert drawn.groupby("panel").size().to_dict() == {"(a)": len(lr), "(b)": 6, "(c)": len(halves), "(d)": len(halves)}
+    fig, drawn = beta2.hyperparameter_curves(lr, halves, None)  # no beta1 runs stored: the panel says so
+    assert any("no runs stored" in t.get_text() for t in fig.axes[1].texts) and "(b)" not in set(drawn["panel"])

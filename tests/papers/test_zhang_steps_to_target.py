@@ -55,7 +55,8 @@ def test_the_fit_recovers_the_synthetic_noise_scale_and_the_claims_are_decided(t
     table = protocol.fit_table(m, exp, d)
     assert list(table["model"]) == list(d.models)
     for f, row in zip((m.fits[(model, 1.0)] for model in d.models), table.itertuples()):
-        assert row.constant_share == pytest.approx(1.2 * min(d.batch_sizes) / f["b_star"])
+        assert f["reference_batch_size"] == d.reference_batch_size  # B0 of the 20 % rule: the targets' batch size (the paper's 256)
+        assert row.constant_share == pytest.approx(1.2 * d.reference_batch_size / f["b_star"])
         assert np.median(protocol.b_noise_draws(f)) == pytest.approx(f["b_noise"], rel=0.3)  # B* draws mapped back to b/a
 
 

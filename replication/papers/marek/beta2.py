@@ -12,7 +12,7 @@ from replication.half_life import beta_from_half_life, half_life_from_beta
 from replication.experiments import reseeded, staged
 from replication import plots
 from replication.papers.marek.common import best_specs, decidable, refine_factor
-from replication.verdicts import DRAWS, bootstrap, compare, t_critical
+from replication.verdicts import DRAWS, MIN_STEPS, bootstrap, compare, t_critical
 
 HALF_LIFE = "beta2_half_life"
 NAMES = {"optimizer.lr": "LR", HALF_LIFE: "beta2 half-life"}  # hyperparameters in words, as edges name them
@@ -277,19 +277,28 @@ def beta1_sweep(optimizer_runs: pd.DataFrame | None) -> pd.DataFrame | None:
 
 def hyperparameter_curves(lr_runs: pd.DataFrame, half_lives: pd.DataFrame, beta1_runs: pd.DataFrame | None):
     """The paper's hyperparameter-scaling figure at our scale: per batch size, the loss against (a) the LR
-    (beta2's half-life fixed in tokens), (b) beta1's half-life in tokens (at each batch size's best LR,
-    from marek_optimizers), (c) 1 - beta2 and (d) beta2's half-life in tokens: (c) and (d) are the same runs,
-    so the optimum that moves with B on one axis and stays put on the other is read off directly."""
+    (beta2's half-life fixed in tokens), (b) beta1's half-life in tokens (at each batch size's best LR in
+    marek_optimizers, whose runs have their own LR grid and beta2 half-life), (c) 1 - beta2 and (d) beta2's
+    half-life in tokens: (c) and (d) are the same runs, so the optimum that moves with B on one axis and stays
+    put on the other is read off directly. Returns the figure and the runs each panel draws (`panel`, `x`)."""
     fig, grid = plt.subplots(2, 2, figsize=(11, 8.2), sharey=True)
     a, b1, b2, t2 = grid.ravel()
     fixed = lr_runs[lr_runs["regime"] == "fixed half-life"]
     sweep = half_lives.assign(one_minus_beta2=1 - half_lives["beta2"])
     panels = [(a, fixed, "optimizer.lr", "learning rate (as trained)", "(a) learning rate, beta2 half-life fixed"),
-              (b1, beta1_runs, "optimizer.beta1_half_life_tokens", "beta1 half-life (tokens)", "(b) beta1, at each B's best LR"),
+              (b1, beta1_runs, "optimizer.beta1_half_life_tokens", "beta1 half-life (tokens)",
+               "(b) beta1 at each B's best LR (marek_optimizers' runs: own LRs, beta2 half-life)"),
               (b2, sweep, "one_minus_beta2", "1 - beta2", "(c) beta2, at each B's best LR"),
               (t2, sweep, HALF_LIFE, "beta2 half-life (tokens)", "(d) beta2 half-life: the same runs as (c)")]
-    cells = pd.concat([plots.readable_cells(frame, ["batch_size", x]) for _, frame, x, *_ in panels if frame is not None and len(frame)])
-    top = plots.marker_height(cells)
+    drawn = [frame.assign(panel=title.split(" ")[0], x=frame[x]) for _, frame, x, _, title in panels if frame is not None and len(frame)]
+    bounds = []  # what sets the loss axis: each readable cell's mean and the ends of its seed interval
+    for _, frame, x, *_ in panels:
+        if frame is not None and len(frame):
+            readable = frame[frame["steps"] >= MIN_STEPS] if (frame["steps"] >= MIN_STEPS).any() else frame
+            for _, g in readable.groupby(["batch_size", x])["final_val_loss"]:
+                mean, half = g.mean(), plots.seed_interval(g)
+                bounds += [mean - half, mean + half] if np.isfinite(mean) else []
+    top = plots.marker_height(bounds)
     kinds = set()
     for ax, frame, x, label, title in panels:
         ax.set_title(title, fontsize=9)
@@ -299,11 +308,11 @@ def hyperparameter_curves(lr_runs: pd.DataFrame, half_lives: pd.DataFrame, beta1
             continue
         kinds |= plots.loss_by_batch_size(ax, frame, x, top=top)
         ax.set_xscale("log")
-    plots.visible_range(a, [*cells, *([top] if "diverged" in kinds else [])])
+    plots.visible_range(a, [*bounds, *([top] if "diverged" in kinds else [])])
     for ax in (a, b2):
         ax.set_ylabel("final validation loss (nats / token)")
     a.legend(fontsize=7)
     plots.marker_legend(t2, sorted(kinds - {"cell"}), fontsize=7)
     fig.text(0.5, -0.01, plots.ERROR_BARS, ha="center", fontsize=8)
     fig.tight_layout()
-    return fig
+    return fig, pd.concat(drawn, ignore_index=True) if drawn else pd.DataFrame()

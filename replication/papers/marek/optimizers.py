@@ -198,8 +198,9 @@ def best_loss_vs_batch_size(best: pd.DataFrame, ax=None):
 
 # ------------------------------------------------------------------------------ the toy quadratic (no training)
 # Marek et al.'s utils/toy.ipynb (../shared/papers/marek.md): f(x, y) = x^2 + 10 y^2 under noisy gradients; a large
-# batch takes few large steps with little noise, a small batch many small steps with much noise (the same budget of
-# samples). SGD against SGD with momentum 0.4, the median over many runs with its interquartile range.
+# batch takes few large steps with little noise, a small batch many small steps with much noise (the notebook's
+# settings, not an equal budget of samples). SGD against SGD with momentum 0.4, the median over many runs with its
+# interquartile range.
 TOY_CURVATURE = (2.0, 20.0)  # the gradient of x^2 + 10 y^2 is (2x, 20y)
 TOY_SETTINGS = {  # regime: steps, gradient-noise std, LR without / with momentum (the notebook's values)
     "large batch": {"steps": 10, "noise": 1 / 5, "lr": {0.0: 0.09, 0.4: 0.12}},
@@ -233,28 +234,33 @@ def momentum_toy_table(runs: int = 1000, seed: int = 0) -> pd.DataFrame:
             path = momentum_toy(s["steps"], lr, momentum, s["noise"], runs, seed=seed)
             loss = path[..., 0] ** 2 + 10 * path[..., 1] ** 2
             q25, q50, q75 = np.percentile(loss, [25, 50, 75], axis=1)
-            x, y = np.median(path[..., 0], axis=1), np.median(path[..., 1], axis=1)
+            x, y = (np.percentile(path[..., i], [25, 50, 75], axis=1) for i in (0, 1))
             rows += [{"regime": regime, "momentum": momentum, "lr": lr, "noise": s["noise"], "step": k, "loss_median": q50[k],
-                      "loss_q25": q25[k], "loss_q75": q75[k], "x_median": x[k], "y_median": y[k]} for k in range(len(q50))]
+                      "loss_q25": q25[k], "loss_q75": q75[k], "x_median": x[1][k], "x_q25": x[0][k], "x_q75": x[2][k],
+                      "y_median": y[1][k], "y_q25": y[0][k], "y_q75": y[2][k]} for k in range(len(q50))]
     table = pd.DataFrame(rows)
     table.attrs["runs"] = runs
     return table
 
 
 def momentum_toy_figure(table: pd.DataFrame):
-    """Top: the median path on the loss's contours; bottom: the median loss with its interquartile band, per
-    regime. Momentum pays where steps are few and large (large batch) and not where they are many and small."""
+    """Top: the median path on the loss's contours with interquartile bars; bottom: the median loss with its
+    interquartile band, per regime. SGD in its colour, plain without momentum and dashed with it. Momentum pays
+    where steps are few and large (large batch) and not where they are many and small."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.6))
     gx, gy = np.meshgrid(np.linspace(-0.3, 1.1, 120), np.linspace(-1.6, 1.1, 120))
     for col, (regime, g) in enumerate(table.groupby("regime", sort=False)):
         plane, loss = axes[0, col], axes[1, col]
         plane.contour(gx, gy, gx ** 2 + 10 * gy ** 2, levels=np.geomspace(0.05, 12, 8), colors="0.8", linewidths=0.7)
-        for i, (momentum, h) in enumerate(g.groupby("momentum")):
-            colour = plots.series_colour(i)
+        colour = plots.optimizer_colour("sgd")
+        for momentum, h in g.groupby("momentum"):
+            ls = "--" if momentum else "-"
             words = f"SGD, momentum {momentum:g}, LR {h['lr'].iloc[0]:g}" if momentum else f"SGD, no momentum, LR {h['lr'].iloc[0]:g}"
-            plane.plot(h["x_median"], h["y_median"], ".-", color=colour, ms=4, lw=1, label=words)
-            loss.plot(h["step"], h["loss_median"], "-", color=colour, label=words)
-            loss.fill_between(h["step"], h["loss_q25"], h["loss_q75"], color=colour, alpha=0.2, lw=0)
+            plane.errorbar(h["x_median"], h["y_median"], xerr=[h["x_median"] - h["x_q25"], h["x_q75"] - h["x_median"]],
+                           yerr=[h["y_median"] - h["y_q25"], h["y_q75"] - h["y_median"]], fmt=".", ls=ls, color=colour, ms=4, lw=1,
+                           elinewidth=0.5, alpha=1.0 if momentum else 0.6, label=words)
+            loss.plot(h["step"], h["loss_median"], ls, color=colour, label=words)
+            loss.fill_between(h["step"], h["loss_q25"], h["loss_q75"], color=colour, alpha=0.25 if momentum else 0.12, lw=0)
         settings = TOY_SETTINGS[regime]
         plane.set_title(f"{regime}: {settings['steps']} steps, gradient noise std {settings['noise']:.2g}", fontsize=9)
         plane.set(xlabel="x", ylabel="y")

@@ -171,9 +171,11 @@ def claims(m: dict, s: dict, critical: dict | None = None) -> list[dict]:
 
 
 def gamma_metrics(best: pd.DataFrame, label: str = "ours") -> pd.DataFrame:
-    """What the report's side-by-side figure reads: the mean gamma of the 3 best batch sizes per budget."""
-    g = gamma_cells(best).groupby("tokens").agg(gamma=("gamma", "mean"), steps=("steps", "min")).reset_index()
-    return g.assign(model=label)
+    """What the report's side-by-side figure reads: gamma at each cell the fit reads (the 3 best batch sizes
+    per budget), with its marker kind (an optimum a grid neighbour matches within seed noise is not resolved)."""
+    g = gamma_cells(best)
+    kind = [common.optimum_kind(row) for _, row in g.iterrows()]
+    return g[["tokens", "batch_size", "gamma", "steps"]].assign(kind=kind, model=label).reset_index(drop=True)
 
 
 def figure(table: pd.DataFrame, m: dict, s: dict):

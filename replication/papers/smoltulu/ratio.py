@@ -336,20 +336,28 @@ def family_table(runs: pd.DataFrame, table: pd.DataFrame, before: dict, arm: str
     return pd.DataFrame(rows)
 
 
-def by_ratio(table: pd.DataFrame, arm: str = EPOCHS) -> pd.DataFrame:
+def by_ratio(table: pd.DataFrame, arm: str = EPOCHS, base: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each family's best cell at each LR / B (the cells the verdicts compare are the best of the high and of
-    the low half of these ratios), in percent, with its steps, whether its LR is on the edge of the LR grid,
-    which half of the grid's ratios it is in, and the family's mean over the ratio's cells beside it: what
-    the report draws beside the paper's two 1.7B configurations."""
+    the low half of these ratios), in percent with its standard error and seeds, its steps, whether its LR is
+    on the edge of the LR grid, which half of the grid's ratios it is in, and the family's mean over the
+    ratio's cells beside it: what the report draws beside the paper's two 1.7B configurations. With the
+    heuristic baselines `base`, a family whose best cell does not beat them on some task says so in `label`
+    (its task-accuracy claims are then not testable)."""
     c = table[table["arm"] == arm]
     high, low = halves(c)
     grid = sorted(c["lr"].unique())
     rows = []
     for fam in FAMILIES:
+        label = fam
+        if base is not None:
+            margin, task = margin_over_baselines(best_cell(c, fam), fam, base)
+            label += f" (below its {task} baseline: no verdict)" if margin < 0 else ""
         for r, g in c.groupby(c["ratio"].round(12)):
             best = best_cell(g, fam)
-            rows.append({"family": fam, "ratio": r, "accuracy_pct": 100 * float(best[fam]), "mean_pct": 100 * float(g[fam].mean()),
-                         "steps": int(best["steps"]), "cells": len(g), "best_on_edge": len(grid) >= 3 and best["lr"] in (grid[0], grid[-1]),
+            rows.append({"family": fam, "label": label, "ratio": r, "accuracy_pct": 100 * float(best[fam]),
+                         "accuracy_se_pct": 100 * float(best[f"{fam}_se"]), "n_seeds": int(best["n_seeds"]),
+                         "mean_pct": 100 * float(g[fam].mean()), "steps": int(best["steps"]), "cells": len(g),
+                         "best_on_edge": len(grid) >= 3 and best["lr"] in (grid[0], grid[-1]),
                          "half": "high" if g.index.isin(high.index).all() else "low" if g.index.isin(low.index).all() else "median"})
     return pd.DataFrame(rows)
 

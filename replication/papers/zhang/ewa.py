@@ -149,24 +149,39 @@ def sweep_cells(exp, runs_: pd.DataFrame, which: str) -> dict:
     return {(int(b), float(h)): g["final_val_loss"].tolist() for (b, h), g in rows.groupby(["batch_size", "half_life"])}
 
 
-def sweep_edges(exp, runs_: pd.DataFrame, which: str) -> list[dict]:
-    """The batch sizes whose best half-life (mean over seeds, a diverged seed infinitely bad, as the slope
-    reads it) is the shortest or longest swept: their optimum may lie outside the grid, so the slope
-    through it is a bound."""
+def sweep_best(exp, runs_: pd.DataFrame, which: str) -> pd.DataFrame:
+    """Per batch size, the best half-life of the EWA or beta2 sweep (mean over seeds, a diverged seed infinitely
+    bad, as the slope reads it), with `edge_on` where it is the shortest or longest swept."""
     rows = sweep_rows(exp, runs_, which)
     rows = rows.assign(loss=seed_values(rows["final_val_loss"], diverged="inf"))
-    best = best_per_group(rows, ["batch_size"], ["half_life"], loss="loss")
-    return grid_edges(best, ["batch_size"], {"half_life": f"{'EWA' if which == 'ewa' else 'beta2'} half-life"})
+    return best_per_group(rows, ["batch_size"], ["half_life"], loss="loss")
+
+
+def sweep_edges(exp, runs_: pd.DataFrame, which: str) -> list[dict]:
+    """The batch sizes whose best half-life is on the edge of the sweep: their optimum may lie outside the
+    grid, so the slope through it is a bound."""
+    return grid_edges(sweep_best(exp, runs_, which), ["batch_size"], {"half_life": f"{'EWA' if which == 'ewa' else 'beta2'} half-life"})
+
+
+def schedule_best(exp, runs_: pd.DataFrame) -> pd.DataFrame:
+    """Per (batch size, schedule), the best LR cell (chosen on the first seed, as the re-seeded cells are),
+    with `edge_on` where its LR multiplier is the largest or smallest tried."""
+    table_ = schedule_runs(exp, runs_).rename(columns={"schedule.name": "schedule"})
+    return best_per_group(table_, ["batch_size", "schedule"], ["multiplier"], select_seed=_settings(exp)["seeds"][0])
 
 
 def schedule_edges(exp, runs_: pd.DataFrame, batch_size: int, schedules=("constant", "cosine")) -> list[dict]:
-    """The compared schedules' best LR cells at `batch_size` (chosen on the first seed, as the re-seeded
-    cells are) that sit on the edge of the LR grid: a schedule whose best LR is the largest tried may do
-    better above it, so the comparison cannot be read from this grid."""
-    table_ = schedule_runs(exp, runs_).rename(columns={"schedule.name": "schedule"})
-    best = best_per_group(table_, ["batch_size", "schedule"], ["multiplier"], select_seed=_settings(exp)["seeds"][0])
+    """The compared schedules' best LR cells at `batch_size` that sit on the edge of the LR grid: a schedule
+    whose best LR is the largest tried may do better above it, so the comparison cannot be read from this grid."""
+    best = schedule_best(exp, runs_)
     best = best[(best["batch_size"] == batch_size) & best["schedule"].isin(schedules)]
     return grid_edges(best, ["batch_size", "schedule"], {"multiplier": "LR multiplier"})
+
+
+def _edged(best: pd.DataFrame, keys: list[str]) -> set:
+    """The keys of the cells of a `best_per_group` table that sit on the edge of their grid."""
+    on = best["edge_on"].fillna("") != "" if "edge_on" in best else pd.Series(False, index=best.index)
+    return {tuple(r) for r in best.loc[on, keys].itertuples(index=False)}
 
 
 def half_life_share(exp, runs_: pd.DataFrame) -> float:
@@ -247,15 +262,20 @@ def figure(exp, runs_: pd.DataFrame, sched: pd.DataFrame):
     axes = grid.ravel()
     ax = axes[0]
     names = list(s["schedules"])
+    edged, kinds = _edged(schedule_best(exp, runs_), ["batch_size", "schedule"]), set()
     for i, b in enumerate(s["schedule_batch_sizes"]):
         rows = sched[sched["batch_size"] == b].set_index("schedule.name").reindex(names)
         x = np.arange(len(names)) + 0.3 * (i - (len(s["schedule_batch_sizes"]) - 1) / 2)
-        ax.errorbar(x, rows["mean"], yerr=plots.t_interval(rows["se"], rows["count"]), fmt="o", capsize=3, color=plots.batch_colour(b),
-                    label=f"B={b} ({int(rows['steps'].min())} steps)")
+        ax.errorbar(x, rows["mean"], yerr=plots.t_interval(rows["se"], rows["count"]), fmt="none", capsize=3, color=plots.batch_colour(b))
+        for xi, name, (_, row) in zip(x, names, rows.iterrows()):  # an LR optimum on the edge of its grid is a diamond
+            kind = plots.cell_kind(row["steps"], (b, name) in edged)
+            kinds.add(kind)
+            plots.mark(ax, xi, row["mean"], plots.batch_colour(b), kind)
+        ax.plot([], [], "o", color=plots.batch_colour(b), label=f"B={b} ({int(rows['steps'].min())} steps)")
     ax.set_xticks(range(len(names)), [("constant + EWA" if n == "constant" else n) for n in names])
     ax.set(ylabel="final validation loss (best LR, nats / token)")
     ax.set_title(f"Schedules at equal tokens ({plots.ERROR_BARS})", fontsize=9)
-    ax.legend(fontsize=7)
+    plots.marker_legend(ax, sorted(kinds - {"cell"}), fontsize=7)
     tokens_per_step = exp.base.data.seq_len
     for ax, which, label in ((axes[1], "ewa", "EWA half-life (tokens)"), (axes[2], "beta2", "beta2 half-life (tokens)")):
         cells = sweep_cells(exp, runs_, which)
@@ -267,19 +287,24 @@ def figure(exp, runs_: pd.DataFrame, sched: pd.DataFrame):
         ax.set(xscale="log", xlabel=label, ylabel="final validation loss (mean over seeds)")
         ax.set_title(f"Loss against the {label.split(' half')[0]} half-life", fontsize=9)
         ax.legend(fontsize=7)
-    ax = axes[3]
+    ax, kinds = axes[3], set()
     for which, colour in (("ewa", plots.series_colour(0)), ("beta2", plots.series_colour(1))):
         cells = sweep_cells(exp, runs_, which)
         if not cells:
             continue
         means = {k: seed_values(v, diverged="inf").mean() for k, v in cells.items()}
         opt = optimal_one_minus(cells, means, tokens_per_step)
-        ax.plot(list(opt), list(opt.values()), "o-", color=colour, label=f"1 - optimal {'EWA decay' if which == 'ewa' else 'beta2'}")
+        ax.plot(list(opt), list(opt.values()), "-", color=colour, label=f"1 - optimal {'EWA decay' if which == 'ewa' else 'beta2'}")
+        edged = {b for (b,) in _edged(sweep_best(exp, runs_, which), ["batch_size"])}
+        for b, value in opt.items():  # an optimum on the edge of its sweep is a diamond: only a bound
+            kind = "edge" if b in edged else "cell"
+            kinds.add(kind)
+            plots.mark(ax, b, value, colour, kind)
     bs = np.array(sorted(s["optimum_batch_sizes"]), dtype=float)
     ax.plot(bs, 0.05 * bs / bs[0], "--", color=plots.PAPER_COLOUR, lw=0.8, label="slope 1 (fixed in tokens)")
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="1 - optimal decay per step")
     plots.log_ticks(ax, bs)
     ax.set_title("Optima against batch size", fontsize=9)
-    ax.legend(fontsize=7)
+    plots.marker_legend(ax, sorted(kinds - {"cell"}), fontsize=7)
     fig.tight_layout()
     return fig

@@ -228,7 +228,8 @@ def measure(exp, d: Design, results_root="results") -> Measured:
         per_b = group.pivot_table(index="batch_size", columns="seed", values="steps", dropna=False)
         per_b = per_b.reindex(list(d.batch_sizes))
         try:
-            fits[(m, mult)] = critical_batch_size(per_b.index.to_numpy(), per_b.to_numpy(), reference_batch_size=min(d.batch_sizes))
+            # B0 of the 20 % rule: the batch size the targets are set at (Zhang et al.'s 256, B* = 1.2 x 256 + 0.2 b / a)
+            fits[(m, mult)] = critical_batch_size(per_b.index.to_numpy(), per_b.to_numpy(), reference_batch_size=d.reference_batch_size)
         except ValueError as err:
             fits[(m, mult)] = {"error": str(err)}
     return Measured(goal, frame, steps, fits)
@@ -280,7 +281,7 @@ def caveats(m: Measured, d: Design) -> list[str | None]:
         f = m.fits[(model, mult)]
         if f.get("unreached"):
             out.append(f"{model} at {mult:g}x: batch size(s) {', '.join(str(int(b)) for b in f['unreached'])} never reached the "
-                       "target within the budget (left out of the fit, shown as open markers).")
+                       "target within the budget (left out of the fit; drawn as triangles at their budget).")
     epochs = m.steps["epochs"].dropna()
     if len(epochs) and epochs.max() > 1:
         out.append(f"Data repeats: the longest run saw {epochs.max():.2f} epochs of the training split.")
@@ -308,7 +309,7 @@ def small_batch_slope(m: Measured, model: str, mult: float, d: Design) -> dict:
 
 def constant_share(fit: dict) -> float:
     """The share of B* that the rule's constant term (1 + overhead) B0 makes up: where it is large, B* says
-    more about the reference batch size than about the noise scale b/a (Zhang et al.'s is about 10 %)."""
+    more about the reference batch size than about the noise scale b/a (Zhang et al.'s: 41 % at 85M, 12 % at 1.2B)."""
     return float((1 + fit["overhead"]) * fit["reference_batch_size"] / fit["b_star"])
 
 
@@ -448,17 +449,20 @@ def caption(exp, d: Design) -> str:
 
 def mean_steps(m: Measured) -> pd.DataFrame:
     """S(B) per (model, target multiple, batch size): the mean over seeds of those that reached the target and
-    how many did; a batch size no seed brought to the target keeps its budget (the most steps it trained:
-    S is at least that) with `reached` False. `b_over_b_star` places each batch size against its fit's
-    critical batch size (what the report's side-by-side figure reads, beside the paper's B / B*)."""
+    how many did, with its standard error; a batch size no seed brought to the target keeps its budget (the
+    most steps it trained: S is at least that) with `reached` False. `b_over_b_star` places each batch size
+    against its fit's critical batch size and `s_min` is the fit's minimum steps (what the report's
+    side-by-side figure reads, beside the paper's B / B* and S / S_min)."""
     rows = []
     budget = m.frame.groupby(["model", "target_multiple", "batch_size"])["trained_steps"].max()
     for (model, mult, b), g in m.steps.groupby(["model", "target_multiple", "batch_size"]):
         hit = g["steps"].dropna()
-        star = m.fits.get((model, mult), {}).get("b_star", np.nan)
+        fit = m.fits.get((model, mult), {})
         rows.append({"model": model, "target_multiple": mult, "batch_size": b,
                      "steps": float(hit.mean()) if len(hit) else float(budget.get((model, mult, b), np.nan)),
-                     "seeds": int(len(hit)), "reached": bool(len(hit)), "b_over_b_star": b / star})
+                     "steps_se": float(hit.std(ddof=1) / np.sqrt(len(hit))) if len(hit) > 1 else np.nan,
+                     "seeds": int(len(hit)), "reached": bool(len(hit)), "b_over_b_star": b / fit.get("b_star", np.nan),
+                     "s_min": fit.get("s_min", np.nan)})
     return pd.DataFrame(rows)
 
 
