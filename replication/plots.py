@@ -262,7 +262,8 @@ def scale_caption(exp, runs: pd.DataFrame | None = None, model: bool = True, cel
     m = exp.base.model
     model_words = f", model width {m.width} x depth {m.depth}" if model else ""
     seeds = seed_words(runs, cells)
-    trained = runs["tokens"].dropna() if runs is not None and "tokens" in runs else pd.Series(dtype=float)
+    finished = runs[runs["status"] == "ok"] if runs is not None and "status" in runs and (runs["status"] == "ok").any() else runs
+    trained = finished["tokens"].dropna() if finished is not None and "tokens" in finished else pd.Series(dtype=float)  # not a diverged run's
     tokens = (f"{int(trained.min()):,}-{int(trained.max()):,} tokens per run" if trained.nunique() > 1 else
               f"{int(trained.iloc[0]) if len(trained) else exp.base.tokens:,} tokens per run")
     return f"{exp.profile} profile: {tokens}{model_words}, sequences of {exp.base.data.seq_len}" + (f", {seeds}" if seeds else "")
@@ -317,18 +318,21 @@ def marker_height(values) -> float:
 
 def loss_by_batch_size(ax, runs: pd.DataFrame, x: str, loss: str = "final_val_loss", top: float | None = None) -> set:
     """Loss against the setting `x` in one axes, one line per batch size (mean over seeds, 95 % seed
-    intervals), in the workbook's markers: hollow under MIN_STEPS optimizer steps, a diverged cell an x at
-    `top`. Returns the marker kinds drawn (for `marker_legend`)."""
+    intervals), in the workbook's markers: hollow under MIN_STEPS optimizer steps, a diamond where a batch
+    size's best cell is the first or last of its grid (of at least 3), a diverged cell an x at `top`. Returns
+    the marker kinds drawn (for `marker_legend`)."""
     kinds = set()
     for b in sorted(runs["batch_size"].unique()):
         colour = batch_colour(b)
         group = runs[runs["batch_size"] == b].groupby(x)
         cells = group[loss].mean()
         steps = group["steps"].min() if "steps" in runs else pd.Series(np.nan, index=cells.index)
+        finite = cells[np.isfinite(cells)]
+        best = finite.idxmin() if len(finite) and len(cells) >= 3 else None
         ax.errorbar(cells.index, cells.to_numpy(), yerr=[seed_interval(v) for _, v in group[loss]], color=colour, capsize=2, lw=1.2,
                     label=f"B={b}")
         for value, cell in cells.items():
-            kind = cell_kind(steps[value], finite=np.isfinite(cell))
+            kind = cell_kind(steps[value], on_edge=value == best and value in (cells.index[0], cells.index[-1]), finite=np.isfinite(cell))
             kinds.add(kind)
             mark(ax, value, cell if kind != "diverged" else top, colour, kind)
     return kinds

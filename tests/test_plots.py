@@ -119,3 +119,13 @@ def test_neighbours_off_the_grid_are_judged_on_the_grid():
     plots.connect_neighbours(ax, [2, 4, 8, 16], [0.3, 0.6, 2.4], [1.0, 0.5, 0.2], at=[2, 4, 16])
     assert [tuple(line.get_xdata()) for line in ax.lines] == [(0.3, 0.6)]  # 4 -> 16 skips the 8 this series lacks
     plt.close(fig)
+
+
+def test_a_best_cell_at_the_end_of_its_grid_is_a_diamond():
+    runs = pd.DataFrame([{"batch_size": b, "optimizer.lr": lr, "seed": 0, "steps": 300, "final_val_loss": loss}
+                         for b, losses in ((1, (3.0, 3.1, 3.2)), (4, (3.2, 3.0, 3.1))) for lr, loss in zip((1e-3, 2e-3, 4e-3), losses)])
+    fig, ax = plt.subplots()
+    kinds = plots.loss_by_batch_size(ax, runs, "optimizer.lr")
+    diamonds = [line for line in ax.lines if line.get_marker() == plots.MARKERS["edge"]["marker"]]
+    assert kinds == {"cell", "edge"} and [(d.get_xdata()[0], d.get_ydata()[0]) for d in diamonds] == [(1e-3, 3.0)]
+    plt.close(fig)

@@ -138,7 +138,7 @@ def paper_scale_memory(batch_sizes, model: dict = GPT3_13B) -> pd.DataFrame:
     per_sequence = t * (layers * d + v) * gb
     rows = []
     for name, s in state.items():
-        for b in batch_sizes:
+        for b in (b for b in batch_sizes if b > 1 or "accumulation" not in name):  # at B = 1 there is nothing to accumulate
             activations = per_sequence * (1 if "accumulation" in name else b)
             rows.append({"optimizer": name, "batch_size": int(b), "weights_gb": weights, "state_gb": s, "activations_gb": activations,
                          "total_gb": weights + s + activations})

@@ -269,6 +269,7 @@ def momentum_toy_figure(table: pd.DataFrame):
         loss.legend(fontsize=7)
     axes[0, 0].legend(fontsize=7, loc="lower right")
     runs = int(table.attrs.get("runs", 0)) or "many"
-    fig.suptitle(f"Toy quadratic x^2 + 10 y^2: median path of {runs} noisy runs per optimizer (no training)", fontsize=10)
+    fig.suptitle(f"Toy quadratic x^2 + 10 y^2: {runs} noisy runs per optimizer, the median of each coordinate (no training); "
+                 "the paper's settings, not an equal budget of samples", fontsize=10)
     fig.tight_layout()
     return fig

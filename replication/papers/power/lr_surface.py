@@ -233,14 +233,15 @@ def figure(table: pd.DataFrame, m: dict, s: dict):
 def caveats(table: pd.DataFrame, m: dict, critical: dict | None = None) -> list[str | None]:
     best, p = m["best"], m["point"]
     out = [common.edge_caveat(best, ["batch_size", "tokens"]), common.steps_caveat(best)]
-    if critical:
+    if critical:  # the optimal LR saturates as B approaches the noise scale B_noise = b/a (McCandlish et al. 2018), not B*
         sizes = sorted(best["batch_size"].unique())
-        above = [b for b in sizes if b > critical["b_star"]]
-        noise = f" and B_noise {critical['b_noise']:.3g}" if critical.get("b_noise") is not None else ""
-        out.append(f"zhang_steps_to_target measures B* = {critical['b_star']:.3g}{noise} for this body ({critical['model']}): batch sizes "
-                   f"{', '.join(map(str, above))} of {sizes[0]}-{sizes[-1]} lie above B*, where the optimal LR is expected to saturate "
-                   "(McCandlish et al. 2018), so the linear rule of Hypothesis 1 cannot be tested on them." if above else
-                   f"zhang_steps_to_target measures B* = {critical['b_star']:.3g}{noise} for this body ({critical['model']}): every batch size lies below it.")
+        scale, name = (critical["b_noise"], "B_noise") if critical.get("b_noise") is not None else (critical["b_star"], "B*")
+        above = [b for b in sizes if b > scale]
+        noise = f"B_noise = b/a = {scale:.3g} and " if name == "B_noise" else ""
+        measured = f"zhang_steps_to_target measures {noise}B* = {critical['b_star']:.3g} for this body ({critical['model']})"
+        out.append(f"{measured}: batch sizes {', '.join(map(str, above))} of {sizes[0]}-{sizes[-1]} lie above {name}, where the optimal LR is "
+                   "expected to saturate (McCandlish et al. 2018), so the linear rule of Hypothesis 1 cannot be tested on them." if above else
+                   f"{measured}: every batch size lies below {name}.")
     g = gamma_cells(best)
     if np.isfinite(p["free_batch_exponent"]) and abs(p["free_batch_exponent"] - 1) > 0.3 and g["tokens"].nunique() > 1:
         first, last = (sorted(g[g["tokens"] == t]["batch_size"]) for t in (g["tokens"].min(), g["tokens"].max()))

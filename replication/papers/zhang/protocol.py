@@ -241,7 +241,8 @@ def non_embedding_parameters(exp, d: Design, model: str) -> int:
 
 
 def fit_table(m: Measured, exp, d: Design) -> pd.DataFrame:
-    """One row per (model, target multiple): parameters, tokens of the target, the fit and B* with its interval."""
+    """One row per (model, target multiple): parameters, tokens of the target, the fit, the rule's B0
+    (`reference_batch_size`) and B* with its interval."""
     rows = []
     for model, mult in ((model, mult) for model in d.models for mult in d.target_multiples):
         f = m.fits[(model, mult)]
@@ -250,7 +251,8 @@ def fit_table(m: Measured, exp, d: Design) -> pd.DataFrame:
         if "error" in f:
             row["note"] = f["error"]
         else:
-            row.update({k: f[k] for k in ("s_min", "b_noise", "b_star", "b_star_low", "b_star_high", "r2", "slope_small")},
+            row.update({k: f[k] for k in ("s_min", "b_noise", "reference_batch_size", "b_star", "b_star_low", "b_star_high", "r2",
+                                          "slope_small")},
                        constant_share=constant_share(f), unreached=", ".join(str(int(b)) for b in f["unreached"]) or "")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -406,7 +408,7 @@ def plot_steps(ax, m: Measured, d: Design, series: list[tuple[str, float]], labe
             ax.plot(grid, (f["s_min"] + f["b"] / grid) / ref, ":", color=colour, lw=1)
             ax.axvline(f["b_star"], color=colour, lw=0.8, alpha=0.5)
     grid = np.array([b_min, max(d.batch_sizes)], dtype=float)
-    ax.plot(grid, b_min / grid, "--", color=plots.PAPER_COLOUR, lw=0.8, label="slope -1 (linear scaling)")
+    ax.plot(grid, b_min / grid, "--", color=plots.PAPER_COLOUR, lw=0.8, label=f"slope -1 through B={b_min} (a reference slope; the 20 % rule's ideal runs from B0={d.reference_batch_size})")
     ax.plot([], [], "-", color="0.5", lw=0.8, alpha=0.5, label="vertical: B*; dotted: the fit S = a + b/B")
     ax.set(xscale="log", yscale="log", ylabel=f"steps / steps at B={b_min}")
     plots.batch_axis(ax, d.batch_sizes)
@@ -451,8 +453,9 @@ def mean_steps(m: Measured) -> pd.DataFrame:
     """S(B) per (model, target multiple, batch size): the mean over seeds of those that reached the target and
     how many did, with its standard error; a batch size no seed brought to the target keeps its budget (the
     most steps it trained: S is at least that) with `reached` False. `b_over_b_star` places each batch size
-    against its fit's critical batch size and `s_min` is the fit's minimum steps (what the report's
-    side-by-side figure reads, beside the paper's B / B* and S / S_min)."""
+    against its fit's critical batch size, `b_over_b_noise` against its noise scale b/a, and `s_min` is the
+    fit's minimum steps (the report's side-by-side figure reads S / S_min against B / B_noise, where the
+    fitted law is 1 + 1/x for every model, the paper's and ours)."""
     rows = []
     budget = m.frame.groupby(["model", "target_multiple", "batch_size"])["trained_steps"].max()
     for (model, mult, b), g in m.steps.groupby(["model", "target_multiple", "batch_size"]):
@@ -462,7 +465,7 @@ def mean_steps(m: Measured) -> pd.DataFrame:
                      "steps": float(hit.mean()) if len(hit) else float(budget.get((model, mult, b), np.nan)),
                      "steps_se": float(hit.std(ddof=1) / np.sqrt(len(hit))) if len(hit) > 1 else np.nan,
                      "seeds": int(len(hit)), "reached": bool(len(hit)), "b_over_b_star": b / fit.get("b_star", np.nan),
-                     "s_min": fit.get("s_min", np.nan)})
+                     "b_over_b_noise": b / fit.get("b_noise", np.nan), "s_min": fit.get("s_min", np.nan)})
     return pd.DataFrame(rows)
 
 

@@ -115,8 +115,8 @@ def figure(m: protocol.Measured, exp, d: protocol.Design, measurement: dict, noi
 def paper_cbs_tokens() -> dict[float, float]:
     """Zhang et al.'s critical batch sizes in tokens per step by parameter count (their Fig. 1, C4,
     Chinchilla-scaled models; B* from S(B) = a + b/B fitted on their nine batch sizes, in sequences of 512
-    tokens), read from the ledger's side-by-side reference where the report divides by them."""
-    b_star = ledger.papers()["zhang"].references["steps_to_target"]["x_over"]
+    tokens), read from the ledger's side-by-side reference beside the paper's steps."""
+    b_star = ledger.papers()["zhang"].references["steps_to_target"]["paper_b_star"]
     return {plots.size_order(name)[1]: sequences * 512 for name, sequences in b_star.items()}
 
 
