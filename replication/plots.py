@@ -338,11 +338,14 @@ def loss_by_batch_size(ax, runs: pd.DataFrame, x: str, loss: str = "final_val_lo
     return kinds
 
 
+def readable_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs a verdict may read (MIN_STEPS optimizer steps or more), or all of them where none has."""
+    return runs[runs["steps"] >= MIN_STEPS] if "steps" in runs and (runs["steps"] >= MIN_STEPS).any() else runs
+
+
 def readable_cells(runs: pd.DataFrame, keys: list[str], loss: str = "final_val_loss") -> pd.Series:
-    """Mean loss per cell over the cells a verdict may read (MIN_STEPS optimizer steps or more, where any has):
-    what sets a loss axis."""
-    readable = runs[runs["steps"] >= MIN_STEPS] if "steps" in runs and (runs["steps"] >= MIN_STEPS).any() else runs
-    return readable.groupby(keys)[loss].mean()
+    """Mean loss per cell over the cells a verdict may read: what sets a loss axis."""
+    return readable_runs(runs).groupby(keys)[loss].mean()
 
 
 def loss_vs_lr_panels(runs: pd.DataFrame, panel: str, loss: str = "final_val_loss"):

@@ -164,17 +164,17 @@ NORMALISATIONS = ("subtract_min", "divide_first", "subtract_shared_first", "divi
 
 
 def _normalise(x: np.ndarray, y: np.ndarray, how: str, shared=None) -> np.ndarray:
-    """One series on a normalised axis: minus its own minimum, divided by its value at the smallest x, minus
-    `shared` (the best value at the smallest x over all series of the panel, so that series keep their
-    distances), or divided by `shared` (our fitted law at our smallest x, so no single budget anchors the
-    panel; or a divisor per point given with the data, e.g. each model's fitted minimum steps)."""
+    """One of the paper's series on a normalised axis: minus its own minimum, divided by its value at the
+    smallest x, minus `shared` (the best value at the smallest x over all series of the panel, so that series
+    keep their distances), or divided by `shared` (a divisor given per series, e.g. its fitted minimum steps).
+    Ours are normalised by `_our_points`, which also knows our fit and which cells reached their target."""
     if how == "subtract_min":
         return y - np.nanmin(y)
     if how == "divide_first":
         return y / y[np.argmin(x)]
     if how == "subtract_shared_first":
         return y - shared
-    if how in ("divide_fit_first", "divide_given"):
+    if how == "divide_given":
         return y / shared
     raise ledger.LedgerError(f"normalise: {how!r} is unknown; use one of {', '.join(NORMALISATIONS)}")
 
@@ -208,15 +208,19 @@ def _paper_x_min(ref: dict) -> float:
     return float(min(np.min(x) for x in xs)) if xs else np.nan
 
 
+def _paper_divisors(ref: dict) -> dict[str, float]:
+    """The paper's y divisor per series (`y_over`) where the panel divides by given values; every series needs one."""
+    y_over = _per_series(ref, "y_over")
+    missing = set(ref.get("series") or {}) - set(y_over)
+    if ref["normalise"] == "divide_given" and missing:
+        raise ledger.LedgerError(f"normalise: divide_given needs y_over for every series; missing {', '.join(sorted(missing))}")
+    return {k: float(v) for k, v in y_over.items()}
+
+
 def _paper_series(ref: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    x_over, y_over = _per_series(ref, "x_over"), _per_series(ref, "y_over")
+    x_over = _per_series(ref, "x_over")
     series = {k: (np.asarray(v["x"], float) / float(x_over.get(k, 1.0)), np.asarray(v["y"], float))
               for k, v in (ref.get("series") or {}).items()}
-    if ref["normalise"] == "divide_given":
-        missing = set(series) - set(y_over)
-        if missing:
-            raise ledger.LedgerError(f"normalise: divide_given needs y_over for every series; missing {', '.join(sorted(missing))}")
-        series = {k: (x, y / float(y_over[k])) for k, (x, y) in series.items()}
     laws = ref.get("power_laws")
     if laws:
         x = np.asarray(laws["x"], float)
@@ -224,14 +228,20 @@ def _paper_series(ref: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return _relative(series) if ref.get("relative_x") else series
 
 
-def _our_series(ref: dict, root: Path) -> tuple[dict[str, pd.DataFrame], str | None]:
+def _stored_metrics(ref: dict, root: Path) -> dict | None:
+    """The metrics file our side of a reference reads, or None where it is not written yet."""
+    path = root / (ref.get("ours") or {}).get("metrics", "")
+    return json.loads(path.read_text()) if ref.get("ours") and path.is_file() else None
+
+
+def _our_series(ref: dict, root: Path, stored: dict | None = None) -> tuple[dict[str, pd.DataFrame], str | None]:
     """Our rows for a side-by-side figure, by series (sorted by x; x over the panel's smallest x under
-    `relative_x`, kept as `x_raw` for the fit); and why there are none, if so."""
+    `relative_x`, kept as `x_raw` for the fit); and why there are none, if so. `stored`: the metrics file,
+    where the caller has read it."""
     ours = ref.get("ours") or {}
-    path = root / ours.get("metrics", "")
-    if not ours or not path.is_file():
+    stored = stored if stored is not None else _stored_metrics(ref, root)
+    if stored is None:
         return {}, f"not run yet ({ours.get('metrics', 'no metrics named')})"
-    stored = json.loads(path.read_text())
     if ours["key"] not in stored:
         raise ledger.LedgerError(f"{ours['metrics']} has no key {ours['key']!r} for a side-by-side figure")
     frame = pd.DataFrame(stored[ours["key"]])
@@ -243,20 +253,19 @@ def _our_series(ref: dict, root: Path) -> tuple[dict[str, pd.DataFrame], str | N
     return {str(k): g.sort_values(ours["x"]) for k, g in frame.groupby(ours["series"])}, None
 
 
-def _stored_claim(ref: dict, root: Path, claim_id: str) -> dict:
-    stored = json.loads((root / ref["ours"]["metrics"]).read_text())
+def _stored_claim(stored: dict, claim_id: str) -> dict:
     return next((c for c in stored.get("claims", []) if c.get("id") == claim_id), {})
 
 
-def _our_fit(ref: dict, root: Path) -> dict | None:
+def _our_fit(ref: dict, stored: dict | None) -> dict | None:
     """Our fitted law a x^b named by the reference (`ours.fit`), with the claim's bootstrap exponents."""
     spec = (ref.get("ours") or {}).get("fit")
-    if not spec:
+    if not spec or stored is None:
         return None
-    fit = json.loads((root / ref["ours"]["metrics"]).read_text()).get(spec["key"]) or {}
+    fit = stored.get(spec["key"]) or {}
     if not all(isinstance(fit.get(k), (int, float)) and np.isfinite(fit[k]) for k in (spec["a"], spec["b"])):
         return None  # not fitted at this scale (too few cells): stored as null
-    draws = _stored_claim(ref, root, spec["claim"]).get("measurement", {}).get("draws") or []
+    draws = _stored_claim(stored, spec["claim"]).get("measurement", {}).get("draws") or []
     return {"a": float(fit[spec["a"]]), "b": float(fit[spec["b"]]), "draws": draws, "variable": spec.get("variable", "x")}
 
 
@@ -325,23 +334,24 @@ def side_by_side(ref: dict, root: str | Path = ".", scale: str | None = None):
     root = Path(root)
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), sharey=True, sharex=bool(ref.get("shared_x")))
     how, spec = ref["normalise"], ref.get("ours") or {}
-    paper = _paper_series(ref)
-    ours, missing = _our_series(ref, root)
-    fit = _our_fit(ref, root)
+    paper, divisors = _paper_series(ref), _paper_divisors(ref)
+    stored = _stored_metrics(ref, root)
+    ours, missing = _our_series(ref, root, stored)
+    fit = _our_fit(ref, stored)
     points = _our_points(ref, ours, fit) if ours else pd.DataFrame(columns=["series", "x", "y_norm", "half_norm", "kind", "reached"])
     # an optimizer or task family keeps its colour in both panels; other series (model sizes) are ordered within
     # each panel by the size they name, smallest darkest, so the same shade means the same rank on both sides
     paper_names, our_names = sorted(paper, key=plots.size_order), sorted(ours, key=plots.size_order)
     colour = {**{n: plots.named_colour(n, plots.ordinal_colour(i, len(paper))) for i, n in enumerate(paper_names)},
               **{n: plots.named_colour(n, plots.ordinal_colour(i, len(ours))) for i, n in enumerate(our_names)}}
-    paper_how = {"divide_fit_first": "divide_first", "divide_given": "divide_given"}.get(how, how)  # laws start at 1 by themselves
-    paper_base = _shared_baseline(paper) if paper_how == "subtract_shared_first" else 1.0  # divide_given: divided in _paper_series
+    paper_how = "divide_first" if how == "divide_fit_first" else how  # the paper's laws start at 1 by themselves
+    paper_base = _shared_baseline(paper) if paper_how == "subtract_shared_first" else None
     laws = set((ref.get("power_laws") or {}).get("laws") or {})
     sharing: dict = {}  # how many series drawn so far share each colour: a task family's tasks differ by line style
     drawn = []
     for name in paper_names:  # a published law is a line; the paper's own points are small dots, not our cells
         x, y = paper[name]
-        yn = _normalise(x, y, paper_how, paper_base)
+        yn = _normalise(x, y, paper_how, divisors.get(name, 1.0) if paper_how == "divide_given" else paper_base)
         ls = ("-", "--", ":", "-.")[sharing.get(colour[name], 0) % 4]
         sharing[colour[name]] = sharing.get(colour[name], 0) + 1
         axes[0].plot(x, yn, ls, marker=None if name in laws else ".", ms=6, color=colour[name], label=plots.optimizer_label(name))
@@ -378,7 +388,7 @@ def side_by_side(ref: dict, root: str | Path = ".", scale: str | None = None):
                   fit["a"] * raw.min() ** fit["b"] if how == "divide_fit_first" else 1.0)
     if missing:
         axes[1].text(0.5, 0.5, f"ours: {missing}", transform=axes[1].transAxes, ha="center", va="center", fontsize=9, wrap=True)
-    verdict = _stored_claim(ref, root, spec["verdict"]).get("verdict") if spec.get("verdict") and not missing else None
+    verdict = _stored_claim(stored, spec["verdict"]).get("verdict") if spec.get("verdict") and not missing else None
     for ax, title in zip(axes, ("paper", "this replication" + (f" (verdict: {verdict})" if verdict else ""))):
         ax.set_title(title, fontsize=10)
         label = spec.get("x_label", ref["x_label"]) if ax is axes[1] else ref["x_label"]

@@ -12,7 +12,7 @@ from replication.half_life import beta_from_half_life, half_life_from_beta
 from replication.experiments import reseeded, staged
 from replication import plots
 from replication.papers.marek.common import best_specs, decidable, refine_factor
-from replication.verdicts import DRAWS, MIN_STEPS, bootstrap, compare, t_critical
+from replication.verdicts import DRAWS, bootstrap, compare, t_critical
 
 HALF_LIFE = "beta2_half_life"
 NAMES = {"optimizer.lr": "LR", HALF_LIFE: "beta2 half-life"}  # hyperparameters in words, as edges name them
@@ -294,8 +294,7 @@ def hyperparameter_curves(lr_runs: pd.DataFrame, half_lives: pd.DataFrame, beta1
     bounds = []  # what sets the loss axis: each readable cell's mean and the ends of its seed interval
     for _, frame, x, *_ in panels:
         if frame is not None and len(frame):
-            readable = frame[frame["steps"] >= MIN_STEPS] if (frame["steps"] >= MIN_STEPS).any() else frame
-            for _, g in readable.groupby(["batch_size", x])["final_val_loss"]:
+            for _, g in plots.readable_runs(frame).groupby(["batch_size", x])["final_val_loss"]:
                 mean, half = g.mean(), plots.seed_interval(g)
                 bounds += [mean - half, mean + half] if np.isfinite(mean) else []
     top = plots.marker_height(bounds)

@@ -179,9 +179,8 @@ def schedule_edges(exp, runs_: pd.DataFrame, batch_size: int, schedules=("consta
 
 
 def _edged(best: pd.DataFrame, keys: list[str]) -> set:
-    """The keys of the cells of a `best_per_group` table that sit on the edge of their grid."""
-    on = best["edge_on"].fillna("") != "" if "edge_on" in best else pd.Series(False, index=best.index)
-    return {tuple(r) for r in best.loc[on, keys].itertuples(index=False)}
+    """The keys of the cells of a `best_per_group` table that sit on the edge of their grid (`best_on_edge`)."""
+    return {tuple(r) for r in best.loc[best["best_on_edge"].astype(bool), keys].itertuples(index=False)}
 
 
 def half_life_share(exp, runs_: pd.DataFrame) -> float:
