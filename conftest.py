@@ -49,6 +49,11 @@ def pytest_xdist_auto_num_workers(config):
 
 
 def pytest_configure(config):
+    if _worker(config) and config.workerinput.get("workercount", 1) > 1:
+        # as many workers as cores: a second thread each (and in every process a test starts, a kernel or a CLI
+        # run) would only wait for a core, and OpenMP's threads spin while they wait
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("MKL_NUM_THREADS", "1")
     if not _worker(config):  # one rehearsal folder per session, known to the workers before they start
         folder = Path(tempfile.mkdtemp(prefix="gpu-rehearsal-"))
         _state.update(rehearsal_folder=folder, previous_rehearsal=os.environ.get("REPLICATION_REHEARSAL_DIR"))

@@ -132,12 +132,24 @@ def _ours(params: dict, name: str, profile: str, root: Path = Path(".")) -> dict
             "seeds": f"{seeds[0]} per grid cell" + (f", {seeds[-1]} at best cells" if seeds[-1] != seeds[0] else "")}
 
 
-def scale_markdown(paper: ledger.Paper, params: dict, profiles: list[str], root: Path) -> str:
+def scales(params: dict, root: Path):
+    """`_ours` for this build, each (experiment, profile) declared once: the scale table and the side-by-side
+    captions read the same experiments, and declaring one walks its store."""
+    seen: dict = {}
+
+    def ours(name: str, profile: str) -> dict | None:
+        if (name, profile) not in seen:
+            seen[name, profile] = _ours(params, name, profile, root)
+        return seen[name, profile]
+    return ours
+
+
+def scale_markdown(paper: ledger.Paper, ours_of, profiles: list[str], root: Path) -> str:
     lines = ["| experiment | | model | tokens per run | batch sizes | seeds |", "|---|---|---|---|---|---|"]
     for name, theirs in paper.scale.items():
         lines.append(f"| `{name}` | paper | {theirs.get('model', '')} | {theirs.get('tokens', '')} | {theirs.get('batch_sizes', '')} | {theirs.get('seeds', '')} |")
         for profile in profiles:
-            ours = _ours(params, name, profile, root)
+            ours = ours_of(name, profile)
             if ours is None:
                 landed = (root / "notebooks" / f"{name}.ipynb").is_file()
                 lines.append(f"| | ours, `{profile}` | {'reads the runs of other experiments' if landed else 'not run yet'} | | | |")
@@ -411,10 +423,10 @@ def side_by_side(ref: dict, root: str | Path = ".", scale: str | None = None):
     return fig, pd.concat(drawn, ignore_index=True) if drawn else pd.DataFrame()
 
 
-def our_scale(params: dict, ref: dict, profile: str, root: Path) -> str | None:
-    """Our setting of the experiment whose metrics a side-by-side reference reads, in one line."""
+def our_scale(ours_of, ref: dict, profile: str) -> str | None:
+    """Our setting of the experiment whose metrics a side-by-side reference reads, in one line (`ours_of`: `scales`)."""
     metrics = Path((ref.get("ours") or {}).get("metrics", ""))
-    ours = _ours(params, f"{metrics.parent.name}_{metrics.stem}", profile, root) if metrics.name else None
+    ours = ours_of(f"{metrics.parent.name}_{metrics.stem}", profile) if metrics.name else None
     if not ours or not ours["tokens"]:
         return None
     return (f"{profile} profile, {ours['model']}; {ours['tokens']} tokens per run; batch sizes {ours['batch_sizes']}; "
@@ -462,7 +474,7 @@ def _claim_row(r, root: Path, with_value: bool = True) -> str:
             f"| `{r.rule}`{allowances} <br>{needs} | {_link(r.figure, root)} <br>{_link(r.executed, root)} |")
 
 
-def report_markdown(rows: pd.DataFrame, counts: pd.DataFrame, params: dict, profile: str, figures: dict[str, list[str]],
+def report_markdown(rows: pd.DataFrame, counts: pd.DataFrame, ours_of, profile: str, figures: dict[str, list[str]],
                     root: Path) -> str:
     """REPORT.md: the findings per paper (counted in the summary), then the checks of the machinery apart."""
     profiles = list(dict.fromkeys([profile, "gpu"]))
@@ -492,7 +504,7 @@ def report_markdown(rows: pd.DataFrame, counts: pd.DataFrame, params: dict, prof
         out += ["", f"## {paper.title} (arXiv [{paper.arxiv}](https://arxiv.org/abs/{paper.arxiv}))", "",
                 f"Spec: `{paper.spec}`. Findings: {len(mine)}; " + ", ".join(f"{v} {n}" for v, n in counts.loc[key].items() if n and v != "claims")
                 + f". Checks: {int((checks['paper'] == key).sum())} (below).",
-                "", "### Scale", "", scale_markdown(paper, params, profiles, root), "", "### Findings", "", header]
+                "", "### Scale", "", scale_markdown(paper, ours_of, profiles, root), "", "### Findings", "", header]
         out += [_claim_row(r, root) for r in mine.itertuples()]
         everyone = rows[rows["paper"] == key]
         caveats = [(e, c) for e in dict.fromkeys(everyone["experiment"]) for c in _caveats(everyone.loc[everyone["experiment"] == e, "metrics"].iloc[0], root)]
@@ -533,7 +545,7 @@ def build(profile: str, root: str | Path = ".") -> dict:
     """Write REPORT.md, figures/report/*.png, metrics/report.json (with the notebook's timing) and the
     generated gallery (docs/figures.md) and verdicts (README.md) blocks; return the rows, the counts and the figure paths to show."""
     root = Path(root)
-    params = load_params(root / "params.yaml")
+    ours_of = scales(load_params(root / "params.yaml"), root)
     rows = ledger_rows(root)
     counts = verdict_counts(rows[rows["kind"] == "finding"])
     checks = verdict_counts(rows[rows["kind"] == "check"])
@@ -542,11 +554,11 @@ def build(profile: str, root: str | Path = ".") -> dict:
     for key, paper in ledger.papers().items():
         for name, ref in paper.references.items():
             path = f"figures/report/{key}_{name}.png"
-            fig, drawn = side_by_side(ref, root, our_scale(params, ref, profile, root))
+            fig, drawn = side_by_side(ref, root, our_scale(ours_of, ref, profile))
             written[f"{key}_{name}"] = plots.save(fig, root / path, drawn)
             plt.close(fig)
             figures.setdefault(key, []).append(path)
-    (root / "REPORT.md").write_text(report_markdown(rows, counts, params, profile, figures, root))
+    (root / "REPORT.md").write_text(report_markdown(rows, counts, ours_of, profile, figures, root))
     metrics = {"profile": profile, "claims": int(len(rows)), "findings": int((rows["kind"] == "finding").sum()),
                "checks": int((rows["kind"] == "check").sum()),
                "verdicts": {p: {v: int(n) for v, n in counts.loc[p].items()} for p in counts.index},

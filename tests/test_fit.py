@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replication.fit import argmin_log_parabola, best_per_group, fraction_within, loglog_slope
+from replication.fit import argmin_log_parabola, argmin_log_parabolas, best_per_group, fraction_within, loglog_slope
 
 
 def test_best_per_group_picks_the_lowest_mean_over_seeds_and_counts_divergence():
@@ -44,6 +44,21 @@ def test_loglog_slope_recovers_a_known_exponent():
     assert flat["ci_low"] < 0 < flat["ci_high"]
     with pytest.raises(ValueError, match="at least 3 points"):
         loglog_slope([1, 2], [1, 2])
+
+
+def test_the_optima_of_many_rows_at_once_are_each_rows_own_optimum_to_the_bit():
+    rng = np.random.default_rng(0)
+    grid = np.array([3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1])
+    rows = rng.normal(5, 0.3, (400, len(grid)))
+    rows[rng.random(rows.shape) < 0.15] = np.nan  # diverged points, some rows without any finite one
+    rows[:5] = np.nan
+    rows[5] = -np.log(grid)  # concave at the edge: the edge
+    rows[6] = (np.log(grid) - np.log(2e-3)) ** 2  # an interior vertex
+    rows[7, 1:4] = [5.0, 4.0, 5.0]  # a row whose best point has finite neighbours among NaNs
+    together = argmin_log_parabolas(grid[::-1], rows[:, ::-1])  # unsorted grids are sorted, with their columns
+    for row, value in zip(rows, together):
+        alone = argmin_log_parabola(grid, row) if np.isfinite(row).any() else np.nan
+        assert value == alone or (np.isnan(value) and np.isnan(alone))
 
 
 def test_argmin_log_parabola_finds_the_vertex_between_grid_points():

@@ -168,7 +168,9 @@ def build_workbook(root: Path) -> Path:
 
 class _Lanes:
     """Runs each stage (its CLI sweep, then its notebook through papermill) in a background lane once the stages
-    whose outputs it reads are done, and writes each stage's outcome (`Outcomes`).
+    whose outputs it reads are done, and writes each stage's outcome (`Outcomes`). A lane is one process
+    (tests/rehearsal_lane.py) that runs its stages' commands one after another, so that torch and papermill are
+    imported once per lane, not once per command; each notebook still runs in a kernel of its own.
 
     The lanes' processes run at low priority (nice 10) with one thread each, and with the environment of the
     moment they were started: the suite's other tests may run meanwhile, taking the CPU first, and what they
@@ -195,14 +197,18 @@ class _Lanes:
         return None
 
     def _lane(self) -> None:
+        lane = None  # the lane's process (tests/rehearsal_lane.py), started at its first command
         while True:
             with self.ready:
                 stage = self._take()
             if stage is None:
+                if lane is not None:
+                    lane.stdin.close()
+                    lane.wait()
                 return
             failed = sorted(s for s in self.needs[stage] if self.done[s])
             try:
-                error = f"not run: {', '.join(failed)} failed first" if failed else self._run(stage)
+                error, lane = (f"not run: {', '.join(failed)} failed first", lane) if failed else self._run(stage, lane)
             except Exception as err:  # noqa: BLE001 (a lane must always answer, or its tests wait forever)
                 error = f"the rehearsal itself failed on {stage}: {type(err).__name__}: {err}"
             with self.ready:
@@ -210,31 +216,43 @@ class _Lanes:
                 self.outcomes.write(stage, error)
                 self.ready.notify_all()
 
-    def _run(self, stage: str) -> str | None:
+    def _start_lane(self) -> subprocess.Popen:
         low = ["nice", "-n", "10"] if shutil.which("nice") else []
-        sweep = [*low, sys.executable, "-m", "replication", "sweep", stage, "--profile", "gpu", "--workers", "1"]
-        notebook = [*low, sys.executable, "-m", "papermill", "-k", "python3", "--cwd", ".", "--log-level", "WARNING", "--no-progress-bar",
-                    f"notebooks/{stage}.ipynb", f"notebooks/executed/{stage}.ipynb", "-p", "profile", "gpu"]
-        for command in ([sweep] if stage != "report" else []) + [notebook]:
-            what = f"{command[len(low) + 2]} {stage}"
-            with self.ready:
-                if self.stopped:
-                    return "stopped"
-                process = subprocess.Popen(command, cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                           text=True, errors="replace")
-                self.running.add(process)
+        with self.ready, open(self.root / f"lane-{threading.get_ident()}.log", "a") as log:  # what escapes a command's capture
+            if self.stopped:
+                raise RuntimeError("stopped")
+            process = subprocess.Popen([*low, sys.executable, str(Path(__file__).with_name("rehearsal_lane.py"))], cwd=self.root,
+                                       env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, errors="replace")
+            self.running.add(process)
+        return process
+
+    def _run(self, stage: str, lane: subprocess.Popen | None) -> tuple[str | None, subprocess.Popen | None]:
+        """The stage's CLI sweep, then its notebook, in the lane's process; (what went wrong or None, the process
+        to send the next stage to: None once one was killed)."""
+        sweep = {"sweep": ["sweep", stage, "--profile", "gpu", "--workers", "1"]}
+        for command in ([sweep] if stage != "report" else []) + [{"notebook": stage}]:
+            what = f"{'replication' if 'sweep' in command else 'papermill'} {stage}"
+            lane = lane or self._start_lane()
+            timer = threading.Timer(COMMAND_TIMEOUT_S, lane.kill)
+            timer.start()
             try:
-                _, stderr = process.communicate(timeout=COMMAND_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
-                return f"{what} ran past {COMMAND_TIMEOUT_S} s"
+                lane.stdin.write(json.dumps(command) + "\n")
+                lane.stdin.flush()
+                answer = lane.stdout.readline()
+            except OSError:
+                answer = ""
             finally:
+                timer.cancel()
+            if not answer:  # killed: past its time, or the session stopped
                 with self.ready:
-                    self.running.discard(process)
-            if process.returncode:
-                return f"{what} exited {process.returncode}:\n{stderr[-3000:]}"
-        return None
+                    self.running.discard(lane)
+                lane.kill()
+                lane.wait()
+                return ("stopped" if self.stopped else f"{what} ran past {COMMAND_TIMEOUT_S} s or its lane died"), None
+            outcome = json.loads(answer)
+            if outcome["rc"]:
+                return f"{what} exited {outcome['rc']}:\n{outcome['stderr']}", lane
+        return None, lane
 
     def stop(self) -> None:
         """End what is still running (an interrupted session) and remove the workbook copy."""

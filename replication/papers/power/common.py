@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from replication import fit
 from replication.fit import argmin_log_parabola, resampled, slope  # noqa: F401 (topics call them as common.*)
 from replication.spec import ConfigError, RunSpec
 from replication.experiments import stored
@@ -85,8 +86,9 @@ def optima(table: pd.DataFrame, by: list[str], x: str = "lr") -> pd.DataFrame:
 
 def optima_draws(table: pd.DataFrame, by: list[str], x: str = "lr", draws: int = DRAWS, seed: int = 0) -> list[pd.DataFrame]:
     """`optima(t, by, x)` for each `t` of `fit.resampled(table, by + [x], draws, seed)` (the same resamples of
-    seeds within every cell), computed on arrays: a thousand refits take seconds, not minutes. A group's
-    `steps` are those of its rows in `table` (resampling seeds does not change a cell's steps)."""
+    seeds within every cell), computed on arrays, a group's optima over all draws at once: a thousand refits
+    take a second, not minutes. A group's `steps` are those of its rows in `table` (resampling seeds does not
+    change a cell's steps)."""
     cells = [g["loss"].to_numpy(float) for _, g in table.groupby(by + [x])]
     rng = np.random.default_rng(seed)
     picks = [np.empty((draws, len(v)), dtype=int) for v in cells]
@@ -94,22 +96,30 @@ def optima_draws(table: pd.DataFrame, by: list[str], x: str = "lr", draws: int =
         for c, v in enumerate(cells):
             picks[c][d] = rng.integers(0, len(v), len(v))
     summaries = [_seed_stats(v[pick]) for v, pick in zip(cells, picks)]
-    groups, start = [], 0
+    columns, start = {}, 0
     for key, g in table.groupby(by):
         grid = np.sort(g[x].unique()).astype(float)
         mean, count, var = (np.column_stack([st[k] for st in summaries[start:start + len(grid)]]) for k in range(3))
-        groups.append((dict(zip(by, key if isinstance(key, tuple) else (key,))), grid, mean, count, resolved(mean, count, var),
-                       int(g["steps"].min())))
         start += len(grid)
-    out = []
-    for d in range(draws):
-        rows = []
-        for key, grid, mean, count, clear, steps in groups:
-            best = _optimum(grid, mean[d], count[d], bool(clear[d]), x)
-            if best is not None:
-                rows.append({**key, **best, "steps": steps})
-        out.append(pd.DataFrame(rows))
-    return out
+        group = {**dict(zip(by, key if isinstance(key, tuple) else (key,))), **_optima(grid, mean, count, resolved(mean, count, var), x),
+                 "steps": int(g["steps"].min())}
+        for name, value in group.items():
+            columns.setdefault(name, []).append(np.broadcast_to(value, (draws,)))
+    if not columns:
+        return [pd.DataFrame() for _ in range(draws)]
+    stacked = {name: np.column_stack(values) for name, values in columns.items()}  # [draws, groups]
+    kept = stacked.pop("_any")
+    return [pd.DataFrame({name: values[d][kept[d]] for name, values in stacked.items()}) for d in range(draws)]
+
+
+def _optima(grid: np.ndarray, mean: np.ndarray, count: np.ndarray, clear: np.ndarray, x: str) -> dict:
+    """`_optimum` for every row of a group's seed means (rows: resamples), as arrays; `_any`: whether the row has
+    a finite point (a row without one has no optimum)."""
+    rows, k = np.arange(len(mean)), len(grid)
+    i = np.argmin(np.where(np.isfinite(mean), mean, np.inf), axis=1)
+    seeds = np.minimum.reduce([count[rows, np.clip(i + j, 0, k - 1)] for j in (-1, 0, 1)]).astype(int)
+    return {f"optimal_{x}": fit.argmin_log_parabolas(grid, mean), f"best_{x}": grid[i], "best_loss": mean[rows, i],
+            "on_edge": (i == 0) | (i == k - 1), "n_seeds": seeds, "resolved": clear.astype(bool), "_any": np.isfinite(mean).any(axis=1)}
 
 
 def _seed_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -87,7 +87,7 @@ def schedule_fit(best: pd.DataFrame) -> dict:
     for source, cells in (("optima with >= 250 steps inside the grid", gamma_cells(best)),
                           ("every optimum (too few with >= 250 steps inside the grid)", best.sort_values("best_loss").groupby("tokens").head(3))):
         if len(cells) >= 3 and cells["tokens"].nunique() > 1:
-            fit = lr_power_law(cells["batch_size"], cells["tokens"], cells["optimal_lr"], draws=2)
+            fit = lr_power_law(cells["batch_size"], cells["tokens"], cells["optimal_lr"], draws=0)
             if np.isfinite(fit["a"]) and np.isfinite(fit["b"]):
                 return {"a": fit["a"], "b": fit["b"], "source": source}
     raise RuntimeError("power_lr_surface has too few optima for a gamma = a T^b fit")
@@ -96,8 +96,8 @@ def schedule_fit(best: pd.DataFrame) -> dict:
 def _fits(best: pd.DataFrame, fixed_batch: int, fixed_tokens: int) -> dict:
     ok = common.verdict_cells(best)
     at_b, at_t, g = ok[ok["batch_size"] == fixed_batch], ok[ok["tokens"] == fixed_tokens], gamma_cells(best)
-    gamma = lr_power_law(g["batch_size"], g["tokens"], g["optimal_lr"], draws=2) if len(g) >= 3 and g["tokens"].nunique() > 1 else {}
-    free = lr_power_law(ok["batch_size"], ok["tokens"], ok["optimal_lr"], draws=2) if len(ok) >= 3 and ok["tokens"].nunique() > 1 else {}
+    gamma = lr_power_law(g["batch_size"], g["tokens"], g["optimal_lr"], draws=0) if len(g) >= 3 and g["tokens"].nunique() > 1 else {}
+    free = lr_power_law(ok["batch_size"], ok["tokens"], ok["optimal_lr"], draws=0) if len(ok) >= 3 and ok["tokens"].nunique() > 1 else {}
     return {"token_slope": common.slope(at_b["tokens"], at_b["optimal_lr"]),
             "batch_slope": common.slope(at_t["batch_size"], at_t["optimal_lr"]),
             "a": gamma.get("a", np.nan), "b": gamma.get("b", np.nan),
