@@ -112,3 +112,41 @@ def test_a_best_cell_on_the_edge_of_its_grid_makes_its_part_not_testable():
     assert falls["measurement"]["parts"]["beta2"]["edges"] == [{"hyperparameter": "beta2 half-life", "cell": "B=2"}]
     assert falls["measurement"]["parts"]["ewa_decay"]["edges"] == []
     assert falls["verdict"] == "not testable at this scale"
+
+
+class _Store:
+    """A store whose every run has trained, with a final loss that has its minimum at LR multiplier `best`."""
+
+    def __init__(self, exp, best: float):
+        self.exp, self.best = exp, best
+
+    def has_all(self, specs) -> bool:
+        return True
+
+    def read(self, run_id):
+        spec = self.specs[run_id]
+        k = spec.optimizer.lr / ewa.lr(self.exp.settings, spec.batch_size)
+        return {"id": run_id, "spec": spec.to_dict(), "final_val_loss": 5 + np.log(k / self.best) ** 2, "best_val_loss": None, "status": "ok",
+                "steps": spec.steps, "tokens": spec.tokens}
+
+
+@pytest.mark.parametrize("case", ["above", "far above", "below", "inside"])
+def test_a_schedule_s_lr_grid_grows_past_its_edge_up_to_max_extension(monkeypatch, case):
+    exp = experiment(load_params("params.yaml"), "zhang_ewa", "cpu")
+    low, high, steps = min(exp.settings["lr_multipliers"]), max(exp.settings["lr_multipliers"]), exp.settings["max_extension"]
+    # the grid grows until its best is inside it: one step past the best, or to the last step allowed
+    best, reached = {"above": (high * 2, high * 4), "far above": (high * 2 ** (steps + 3), high * 2 ** steps),
+                     "below": (low / 2, low / 4), "inside": (1.0, None)}[case]
+    specs = {}  # every spec the grid names, by run id: what the fake store reads back
+    original_grid, original_spec = ewa.schedule_specs, ewa._spec
+    monkeypatch.setattr(ewa, "schedule_specs", lambda *a, **k: [specs.setdefault(x.hash, x) for x in original_grid(*a, **k)])
+    monkeypatch.setattr(ewa, "_spec", lambda *a: specs.setdefault((x := original_spec(*a)).hash, x))
+    store = _Store(exp, best)
+    store.specs = specs
+    grid = ewa.tuned_grid(exp, store, 0)
+    multipliers = {round(x.optimizer.lr / ewa.lr(exp.settings, x.batch_size), 4) for x in grid}
+    if reached is None:  # an interior best: the configured grid, nothing added
+        assert multipliers == {float(k) for k in exp.settings["lr_multipliers"]}
+    else:
+        assert (max(multipliers) if reached > high else min(multipliers)) == pytest.approx(reached, rel=1e-3)  # LRs carry 4 digits
+    assert low / 2 ** steps * 0.999 <= min(multipliers) and max(multipliers) <= high * 2 ** steps * 1.001

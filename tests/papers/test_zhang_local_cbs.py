@@ -20,6 +20,57 @@ def test_the_local_cbs_is_the_largest_batch_size_within_the_tolerance():
     assert list(cbs["local_cbs"]) == [4, 8]
 
 
+def _branches(losses: dict) -> pd.DataFrame:
+    """A branch table from {(branch tokens, batch size): [loss per seed]}, every branch 256 steps."""
+    return pd.DataFrame([{"branch_tokens": t, "batch_size": b, "seed": i, "final_val_loss": v, "steps": 256, "status": "ok"}
+                         for (t, b), values in losses.items() for i, v in enumerate(values)])
+
+
+def test_the_tolerance_is_two_standard_errors_of_a_branch_mean_or_the_floor():
+    noisy = _branches({(1, 2): [5.0, 5.2, 5.4], (1, 4): [5.0, 5.2, 5.4]})  # sd 0.2: 2 SE = 0.231
+    assert local_cbs.tolerance(noisy, 0.02) == pytest.approx(2 * 0.2 / 3 ** 0.5)
+    quiet = _branches({(1, 2): [5.0, 5.001, 5.002], (1, 4): [5.0, 5.001, 5.002]})
+    assert local_cbs.tolerance(quiet, 0.02) == 0.02
+
+
+def _exp():
+    return experiment(load_params("params.yaml"), "zhang_local_cbs", "cpu")
+
+
+def _arms() -> pd.DataFrame:
+    rows = []
+    for arm, b, steps, loss in (("constant", "2-2-2", 4032, 5.0), ("warmup", "8-16-32", 300, 5.0), ("large", "16-16-16", 504, 5.3)):
+        rows += [{"arm": arm, "seed": i, "batch_sizes": b, "steps": steps, "final_val_loss": loss + 0.01 * i, "status": "ok"} for i in range(5)]
+    return pd.DataFrame(rows)
+
+
+def test_a_local_cbs_at_the_top_of_the_grid_at_the_first_branch_point_leaves_the_rise_untestable():
+    exp = _exp()
+    top = max(exp.settings["branch_batch_sizes"])
+    branches = _branches({(t, b): [5.0, 5.01, 5.02, 5.03, 5.04] for t in (1, 2) for b in exp.settings["branch_batch_sizes"]})
+    cbs = local_cbs.measured_cbs(exp, branches)
+    assert list(cbs["local_cbs"]) == [top, top] and cbs["censored"].all()
+    rise = {c["id"]: c for c in local_cbs.claims(exp, cbs, _arms(), branches)}["zhang.local_cbs.rises_over_training"]
+    assert rise["verdict"] == "not testable at this scale" and "lower bound" in rise["measurement"]["untestable"]
+
+
+def test_a_rise_read_through_the_noise_is_confirmed_and_the_control_decides_the_large_batch_finding():
+    exp = _exp()
+    seeds = [0.0, 0.001, 0.002, 0.003, 0.004]
+    early = {(1, b): [5.0 + 0.5 * (b > 2) + s for s in seeds] for b in exp.settings["branch_batch_sizes"]}  # only B = 2 keeps up
+    late = {(2, b): [4.0 + 0.5 * (b > 16) + s for s in seeds] for b in exp.settings["branch_batch_sizes"]}  # up to 16 keeps up
+    branches = _branches({**early, **late})
+    cbs = local_cbs.measured_cbs(exp, branches)
+    assert list(cbs["local_cbs"]) == [2, 16] and not cbs["censored"].any()
+    assert set(local_cbs.rise_draws(branches, exp.settings, float(cbs["tolerance"].iloc[0]), draws=50)) == {3.0}
+    claims = {c["id"]: c for c in local_cbs.claims(exp, cbs, _arms(), branches)}
+    assert claims["zhang.local_cbs.rises_over_training"]["verdict"] == "confirmed"
+    assert claims["zhang.local_cbs.warmup_beats_constant_large"]["verdict"] == "confirmed"  # 5.0 vs 5.3, seed sd 0.016
+    worse = _arms().assign(final_val_loss=lambda f: f["final_val_loss"] + 0.6 * (f["arm"] == "warmup"))
+    claims = {c["id"]: c for c in local_cbs.claims(exp, cbs, worse, branches)}
+    assert claims["zhang.local_cbs.warmup_beats_constant_large"]["verdict"] == "not confirmed"
+
+
 @pytest.mark.slow
 def test_a_chain_resumes_without_its_weights_and_gives_the_same_record(tmp_path):
     params = load_params("params.yaml")
@@ -35,4 +86,6 @@ def test_a_chain_resumes_without_its_weights_and_gives_the_same_record(tmp_path)
     sweep("zhang_local_cbs", params, "smoke", results_root=tmp_path, progress=False, workers=1)
     assert store.read(last.hash)["val"]["loss"] == before
     arms = local_cbs.arm_table(exp, tmp_path)
-    assert set(arms["arm"]) == {"constant", "warmup"} and len(arms) == 2 * len(exp.settings["seeds"])
+    assert set(arms["arm"]) == {"constant", "warmup", "large"} and len(arms) == 3 * len(exp.settings["seeds"])
+    large = arms[arms["arm"] == "large"]["batch_sizes"].iloc[0]
+    assert set(large.split("-")) == {str(exp.settings["control_batch_size"])}

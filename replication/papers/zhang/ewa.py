@@ -16,7 +16,7 @@ from replication.spec import RunSpec
 from replication.experiments import stored, table
 from replication.verdicts import bootstrap, cell_losses, compare, seed_values
 
-_KEYS = ("schedule_batch_sizes", "schedules", "lr_multipliers", "optimum_batch_sizes", "ewa_half_life_multipliers",
+_KEYS = ("schedule_batch_sizes", "schedules", "lr_multipliers", "max_extension", "optimum_batch_sizes", "ewa_half_life_multipliers",
          "beta2_half_life_multipliers", "reference_batch_size", "base_lr", "lr_scaling", "ewa_half_life_tokens", "seeds")
 GRID_KEYS = ["schedule.name", "ewa_decay", "optimizer.beta2_half_life_tokens"]
 TABLE_KEYS = GRID_KEYS  # the run table shows what tells the EWA, beta2 and schedule sweeps apart
@@ -87,18 +87,44 @@ def best_schedule_cells(exp, runs: pd.DataFrame) -> pd.DataFrame:
     return first.groupby(["batch_size", "schedule.name"], as_index=False).first()[["batch_size", "schedule.name", "multiplier", "loss"]]
 
 
+def tuned_grid(exp, store, seed: int) -> list[RunSpec]:
+    """The schedule grid at `seed`, grown past its edges: where a (batch size, schedule)'s best LR multiplier is
+    the largest (smallest) tried, the next factor of 2 above (below) is added, up to `max_extension` steps a
+    side, so that each schedule is compared at an LR tuned inside its grid. Returns what to train next while a
+    run of it is not stored."""
+    s = _settings(exp)
+    grid = schedule_specs(exp, seed)
+    limit = (min(s["lr_multipliers"]) / 2 ** s["max_extension"], max(s["lr_multipliers"]) * 2 ** s["max_extension"])
+    while store.has_all(grid):
+        tried = table([store.read(x.hash) for x in grid], GRID_KEYS).assign(multiplier=lambda t: t.apply(lambda r: _multiplier(s, r), axis=1))
+        more = []
+        for _, row in best_schedule_cells(exp, tried).iterrows():
+            b, name, k = row["batch_size"], row["schedule.name"], row["multiplier"]
+            mine = tried[(tried["batch_size"] == b) & (tried["schedule.name"] == name)]["multiplier"]
+            for edge, step, bound in ((mine.max(), 2.0, limit[1]), (mine.min(), 0.5, limit[0])):
+                if np.isclose(k, edge) and (k * step <= bound if step > 1 else k * step >= bound):
+                    more.append(_spec(exp, b, lr(s, b, k * step), name, seed, s["ewa_half_life_tokens"] if name == "constant" else None,
+                                      exp.base.optimizer.beta2_half_life_tokens))
+        if not more:
+            return grid
+        grid = list(dict.fromkeys(grid + more))
+    return grid
+
+
 def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
-    """The schedule grid (first seed), then the other seeds at each (batch size, schedule)'s best LR; the optimum sweeps."""
+    """The schedule grid (first seed, grown past the edge where a schedule's best LR sits on it), then the other
+    seeds at each (batch size, schedule)'s best LR; the optimum sweeps."""
     s = _settings(exp)
     store = stored(exp, results_root)
-    grid = schedule_specs(exp, s["seeds"][0])
+    grid = tuned_grid(exp, store, s["seeds"][0])
     specs = grid + optimum_specs(exp)
     if not store.has_all(grid):
         return specs
     best = best_schedule_cells(exp, table([store.read(x.hash) for x in grid], GRID_KEYS))
     cells = {(r["batch_size"], r["schedule.name"], r["multiplier"]) for _, r in best.iterrows()}
     for seed in s["seeds"][1:]:
-        specs += schedule_specs(exp, seed, only=cells)
+        specs += [_spec(exp, b, lr(s, b, k), name, seed, s["ewa_half_life_tokens"] if name == "constant" else None,
+                        exp.base.optimizer.beta2_half_life_tokens) for b, name, k in sorted(cells)]
     return list(dict.fromkeys(specs))
 
 

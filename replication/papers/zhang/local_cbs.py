@@ -6,8 +6,14 @@ weights at several batch sizes (LR x sqrt(B / B_ref), Adam's rule) for a fixed w
 CBS at t is the largest batch size whose branch loss stays within `tolerance` of the B_ref branch. Every
 branch restarts the optimizer (our runs share weights, not optimizer state, through `init_from`), the
 B_ref branch included, so each comparison is like for like. The warmup arm then trains in stages between
-branch points at the measured local CBS; the constant arm in the same stages at B_ref (both restart the
-optimizer at every stage). Reported: optimizer steps and final loss of each arm, 3 seeds.
+branch points at the measured local CBS; the constant arm in the same stages at B_ref; the large arm, the
+control, at `control_batch_size` from the first stage on, the batch size a practitioner would pick to save
+steps (every arm restarts the optimizer at every stage). Reported: optimizer steps and final loss of each arm.
+
+The tolerance the local CBS reads is at least two standard errors of a branch's mean loss over seeds (the
+configured `tolerance` is its floor): a finer one would move the local CBS with the seeds. Every branch trains
+for at least 250 optimizer steps (the window is sized for the largest batch size), so no cell under the
+project's minimum decides; a local CBS at the largest batch size of the grid is only a lower bound.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from replication.store import weights_file
 from replication.verdicts import DRAWS, compare
 
 _KEYS = ("reference_batch_size", "base_lr", "lr_scaling", "warmup_tokens", "branch_points", "window_tokens",
-         "branch_batch_sizes", "branch_warmup_tokens", "tolerance", "seeds", "total_tokens")
+         "branch_batch_sizes", "branch_warmup_tokens", "tolerance", "seeds", "total_tokens", "control_batch_size")
+ARMS = ("constant", "warmup", "large")  # B_ref throughout; the local CBS of each stage; control_batch_size throughout
 
 
 def _settings(exp) -> dict:
@@ -92,26 +99,53 @@ def local_cbs(branches: pd.DataFrame, tolerance: float, reference_batch_size: in
         means = g.groupby("batch_size")["final_val_loss"].mean()
         ref = means.loc[reference_batch_size]
         ok = [b for b, v in means.items() if np.isfinite(v) and v <= ref + tolerance]
-        rows.append({"branch_tokens": t, "local_cbs": max(ok), "reference_loss": ref,
-                     **{f"gap_B{b}": v - ref for b, v in means.items()}})
+        rows.append({"branch_tokens": t, "local_cbs": max(ok), "censored": max(ok) == means.index.max(), "reference_loss": ref,
+                     "tolerance": tolerance, **{f"gap_B{b}": v - ref for b, v in means.items()}})
     return pd.DataFrame(rows)
+
+
+def two_standard_errors(branches: pd.DataFrame) -> float:
+    """Two standard errors of a branch's mean loss over seeds, the median over branches."""
+    cells = branches.groupby(["branch_tokens", "batch_size"])["final_val_loss"]
+    return float((2 * cells.std() / np.sqrt(cells.count())).median())
+
+
+def tolerance(branches: pd.DataFrame, floor: float) -> float:
+    """The tolerance the local CBS reads: `two_standard_errors`, or `floor` where that is larger. A finer
+    tolerance would let a reseed move the local CBS."""
+    two_se = two_standard_errors(branches)
+    return max(floor, two_se) if np.isfinite(two_se) else floor
+
+
+def measured_cbs(exp, branches: pd.DataFrame) -> pd.DataFrame:
+    """`local_cbs` at the tolerance `tolerance` gives these branches (what the warmup arm follows), with the
+    two standard errors it was set from."""
+    s = _settings(exp)
+    return local_cbs(branches, tolerance(branches, s["tolerance"]), s["reference_batch_size"]).assign(two_se=two_standard_errors(branches))
+
+
+def tolerance_words(cbs: pd.DataFrame, floor: float) -> str:
+    """How the tolerance was set: 2 SE of a branch's mean, or the floor where that is larger."""
+    tol, two_se = float(cbs["tolerance"].iloc[0]), float(cbs["two_se"].iloc[0])
+    return f"{tol:.3f} = max(2 SE of a branch's mean {two_se:.3f}, floor {floor})"
 
 
 def arm_specs(exp, cbs: pd.DataFrame, results_root) -> dict[str, list[list[RunSpec]]]:
     """Per arm and seed, the chain of stages from the first branch point to total_tokens: each stage starts
-    from the previous stage's weights; its batch size is B_ref (constant) or the local CBS at its start."""
+    from the previous stage's weights; its batch size is B_ref (constant), the local CBS at its start (warmup)
+    or control_batch_size (large)."""
     s = _settings(exp)
     points = list(s["branch_points"])
     ends = points[1:] + [s["total_tokens"]]
     first = prefix_specs(exp)[0]
     by_point = dict(zip(cbs["branch_tokens"], cbs["local_cbs"]))
     arms = {}
-    for arm in ("constant", "warmup"):
+    for arm in ARMS:
         chains = []
         for seed in s["seeds"]:
             chain, start = [], first
             for t0, t1 in zip(points, ends):
-                b = s["reference_batch_size"] if arm == "constant" else int(by_point[t0])
+                b = {"constant": s["reference_batch_size"], "warmup": int(by_point[t0]), "large": s["control_batch_size"]}[arm]
                 spec = _continuation(exp, start, b, t1 - t0, seed, results_root)
                 chain.append(spec)
                 start = spec
@@ -131,7 +165,7 @@ def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
     branches = branch_table(exp, results_root)
     if branches is None:
         return specs
-    for chains in arm_specs(exp, local_cbs(branches, s["tolerance"], s["reference_batch_size"]), results_root).values():
+    for chains in arm_specs(exp, measured_cbs(exp, branches), results_root).values():
         for chain in chains:
             for stage in chain:
                 specs.append(stage)
@@ -176,7 +210,7 @@ def arm_table(exp, results_root="results") -> pd.DataFrame | None:
     if branches is None:
         return None
     rows = []
-    for arm, chains in arm_specs(exp, local_cbs(branches, s["tolerance"], s["reference_batch_size"]), results_root).items():
+    for arm, chains in arm_specs(exp, measured_cbs(exp, branches), results_root).items():
         for seed, chain in zip(s["seeds"], chains):
             records = [store.read(x.hash) for x in chain]
             if any(r is None for r in records):
@@ -187,35 +221,57 @@ def arm_table(exp, results_root="results") -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def rise_draws(branches: pd.DataFrame, s: dict, draws: int = DRAWS, seed: int = 0) -> list[float]:
+def rise_draws(branches: pd.DataFrame, s: dict, tolerance_: float, draws: int = DRAWS, seed: int = 0) -> list[float]:
     """log2(local CBS at the last branch point / at the first) with the seeds of every (branch point, batch size)
-    resampled: a local CBS read from means that a reseed can move by a grid step does not count as a rise."""
+    resampled, at the tolerance of the measurement: a local CBS read from means that a reseed can move by a grid
+    step does not count as a rise. On arrays: one draw is a table of cell means, not a frame."""
     rng = np.random.default_rng(seed)
-    cells = [g for _, g in branches.groupby(["branch_tokens", "batch_size"])]
+    keys, cells = zip(*((key, g["final_val_loss"].to_numpy(float)) for key, g in branches.groupby(["branch_tokens", "batch_size"])))
+    points, sizes = sorted({t for t, _ in keys}), sorted({b for _, b in keys})
+    at = [(points.index(t), sizes.index(b)) for t, b in keys]
+    ref = sizes.index(s["reference_batch_size"])
     out = []
     for _ in range(draws):
-        cbs = local_cbs(pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in cells]), s["tolerance"], s["reference_batch_size"])
-        out.append(float(np.log2(cbs["local_cbs"].iloc[-1] / cbs["local_cbs"].iloc[0])))
+        means = np.full((len(points), len(sizes)), np.nan)
+        for (i, j), v in zip(at, cells):
+            means[i, j] = v[rng.integers(0, len(v), len(v))].mean()
+        within = np.isfinite(means) & (means <= means[:, [ref]] + tolerance_)
+        cbs = [max(b for b, ok in zip(sizes, row) if ok) for row in within]
+        out.append(float(np.log2(cbs[-1] / cbs[0])))
     return out
 
 
 def claims(exp, cbs: pd.DataFrame, arms: pd.DataFrame, branches: pd.DataFrame) -> list[dict]:
     s = _settings(exp)
     first, last = cbs.iloc[0], cbs.iloc[-1]
-    steps_ref = branches[branches["batch_size"] == s["reference_batch_size"]]["steps"]
-    rises = {"estimate": float(np.log2(last["local_cbs"] / first["local_cbs"])), "draws": rise_draws(branches, s),
-             "min_steps": int(steps_ref.min()), "n_seeds": int(branches.groupby(["branch_tokens", "batch_size"])["seed"].nunique().min())}
-    warm, const = arms[arms["arm"] == "warmup"], arms[arms["arm"] == "constant"]
-    saved = 1 - warm["steps"].mean() / const["steps"].mean()
-    loss = compare(warm["final_val_loss"], const["final_val_loss"], list(const["steps"]))
+    tol = float(cbs["tolerance"].iloc[0])
+    seeds = int(branches.groupby(["branch_tokens", "batch_size"])["seed"].nunique().min())
+    top = max(s["branch_batch_sizes"])
+    if first["censored"]:  # the starting CBS is a lower bound: no rise can be read from it
+        rises = {"untestable": f"the local CBS at the first branch point is the largest batch size of the grid ({top}), so only a lower "
+                               f"bound; branches at batch sizes above {top} (window of at least 250 steps each: "
+                               f"{250 * 2 * top * exp.base.data.seq_len:,} tokens at B = {2 * top}) would bound it"}
+    else:
+        rises = {"estimate": float(np.log2(last["local_cbs"] / first["local_cbs"])), "draws": rise_draws(branches, s, tol),
+                 "min_steps": int(branches["steps"].min()), "n_seeds": seeds}
+    arm = {name: arms[arms["arm"] == name] for name in ARMS}
+    saved = 1 - arm["warmup"]["steps"].mean() / arm["constant"]["steps"].mean()
+    loss = compare(arm["warmup"]["final_val_loss"], arm["constant"]["final_val_loss"], list(arm["constant"]["steps"]))
+    control = compare(arm["warmup"]["final_val_loss"], arm["large"]["final_val_loss"], list(arm["warmup"]["steps"]) + list(arm["large"]["steps"]))
+    bound = lambda row: " (a lower bound: the grid's largest)" if row["censored"] else ""  # noqa: E731
     return [
         claim("zhang.local_cbs.rises_over_training",
-              f"local CBS {int(first['local_cbs'])} at {int(first['branch_tokens']):,} tokens -> {int(last['local_cbs'])} at "
-              f"{int(last['branch_tokens']):,} (largest B within {s['tolerance']} nats of B={s['reference_batch_size']})", rises),
+              f"local CBS {int(first['local_cbs'])}{bound(first)} at {int(first['branch_tokens']):,} tokens -> {int(last['local_cbs'])}"
+              f"{bound(last)} at {int(last['branch_tokens']):,} (largest B within {tolerance_words(cbs, s['tolerance'])} nats of "
+              f"B={s['reference_batch_size']}, {seeds} seeds a branch)", rises),
         claim("zhang.local_cbs.batch_size_warmup_saves_steps",
               f"warmup arm: {saved:.0%} fewer optimizer steps, final loss {loss['difference']:+.3f} vs the constant batch",
-              {"parts": {"fewer_steps": {"value": float(saved), "min_steps": int(min(warm["steps"].min(), const["steps"].min()))},
+              {"parts": {"fewer_steps": {"value": float(saved), "min_steps": int(min(arm["warmup"]["steps"].min(), arm["constant"]["steps"].min()))},
                          "same_loss": loss}}),
+        claim("zhang.local_cbs.warmup_beats_constant_large",
+              f"final loss, warmup arm ({arm['warmup']['batch_sizes'].iloc[0]}, {arm['warmup']['steps'].mean():.0f} steps) minus the "
+              f"constant B={s['control_batch_size']} arm ({arm['large']['steps'].mean():.0f} steps) at equal tokens: "
+              f"{control['difference']:+.3f}", control),
     ]
 
 
@@ -228,39 +284,45 @@ def figure(exp, cbs: pd.DataFrame, branches: pd.DataFrame, arms: pd.DataFrame):
         ref = stats.loc[s["reference_batch_size"], "mean"]
         ax.errorbar(stats.index, stats["mean"] - ref, yerr=plots.t_interval(stats["std"] / np.sqrt(stats["count"]), stats["count"]), fmt="o-",
                     ms=3, capsize=2, color=plots.ordinal_colour(i, len(cbs)), label=f"branch at {int(t):,} tokens")
-    ax.axhline(s["tolerance"], color=plots.PAPER_COLOUR, ls="--", lw=0.8, label=f"tolerance {s['tolerance']}")
+    tol = float(cbs["tolerance"].iloc[0])
+    ax.axhline(tol, color=plots.PAPER_COLOUR, ls="--", lw=0.8, label=f"tolerance {tolerance_words(cbs, s['tolerance'])}")
     ax.set(xscale="log", xlabel="branch batch size", ylabel=f"branch loss - loss at B={s['reference_batch_size']}")
     plots.log_ticks(ax, s["branch_batch_sizes"])
     ax.set_title(f"Branches of {s['window_tokens']:,} tokens ({plots.ERROR_BARS})", fontsize=9)
     ax.legend(fontsize=7)
     ax = axes[1]
-    ax.plot(cbs["branch_tokens"], cbs["local_cbs"], "o-", color=plots.FIT_COLOUR)
+    ax.plot(cbs["branch_tokens"], cbs["local_cbs"], "-", color=plots.FIT_COLOUR)
+    for censored, g in cbs.groupby("censored"):
+        ax.plot(g["branch_tokens"], g["local_cbs"], color=plots.FIT_COLOUR, ls="none", **plots.MARKERS["edge" if censored else "cell"],
+                label=plots.MARKER_WORDS["edge"] + " (a lower bound)" if censored else None)
+    if cbs["censored"].any():
+        ax.legend(fontsize=7)
     ax.set(xscale="log", yscale="log", xlabel="tokens of the reference run", ylabel="local critical batch size")
     plots.log_ticks(ax, cbs["branch_tokens"])
     plots.log_ticks(ax, s["branch_batch_sizes"], axis="y")
     ax.set_title("Local CBS over training", fontsize=9)
     ax = axes[2]
-    for arm, colour in (("constant", plots.series_colour(0)), ("warmup", plots.series_colour(1))):
+    for i, arm in enumerate(ARMS):
         g = arms[arms["arm"] == arm]
-        ax.plot(g["steps"], g["final_val_loss"], "o", color=colour, label=f"{arm}: B = {g['batch_sizes'].iloc[0]}")
-    ax.set(xlabel="optimizer steps (all stages)", ylabel="final validation loss")
-    ax.set_title("Batch-size warmup against the constant small batch (per seed)", fontsize=9)
+        ax.plot(g["steps"], g["final_val_loss"], "o", color=plots.series_colour(i), label=f"{arm}: B = {g['batch_sizes'].iloc[0]}")
+    ax.set(xscale="log", xlabel="optimizer steps (all stages)", ylabel="final validation loss")
+    plots.log_ticks(ax, arms["steps"])
+    ax.set_title("Batch-size warmup against a constant small and a constant large batch, equal tokens (per seed)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def caveats(branches: pd.DataFrame, tolerance: float) -> list[str]:
+def caveats(branches: pd.DataFrame, cbs: pd.DataFrame) -> list[str]:
     """Branches whose window is fewer than 250 optimizer steps (they set the local CBS but decide no verdict),
-    and a tolerance finer than the seed noise of a branch's mean loss (the local CBS is then noisy)."""
+    and local CBS at the largest batch size of the grid (a lower bound)."""
     out = []
     short = sorted(int(b) for b, s in branches.groupby("batch_size")["steps"].min().items() if s < 250)
     if short:
         out.append(f"Branches at batch size(s) {', '.join(map(str, short))} train for fewer than 250 steps in their window: "
                    "they set the local CBS but decide no verdict on their own.")
-    cells = branches.groupby(["branch_tokens", "batch_size"])["final_val_loss"]
-    two_se = float((2 * cells.std() / np.sqrt(cells.count())).median())
-    if two_se > tolerance:
-        out.append(f"The tolerance ({tolerance} nats) is finer than two standard errors of a branch's mean loss over seeds "
-                   f"(median {two_se:.3f}): each local CBS is read from noisy means, so a step of one batch size either way is within noise.")
+    censored = [f"{int(t):,}" for t in cbs.loc[cbs["censored"], "branch_tokens"]]
+    if censored:
+        out.append(f"At branch point(s) {', '.join(censored)} tokens every batch size of the grid keeps up: the local CBS there is the "
+                   f"grid's largest ({int(branches['batch_size'].max())}), a lower bound.")
     return out
