@@ -26,15 +26,17 @@ def _branches(losses: dict) -> pd.DataFrame:
                          for (t, b), values in losses.items() for i, v in enumerate(values)])
 
 
-def test_the_tolerance_is_two_standard_errors_of_a_branch_mean_or_the_floor():
-    noisy = _branches({(1, 2): [5.0, 5.2, 5.4], (1, 4): [5.0, 5.2, 5.4]})  # sd 0.2: 2 SE = 0.231
-    assert local_cbs.tolerance(noisy, 0.02) == pytest.approx(2 * 0.2 / 3 ** 0.5)
+def test_the_tolerance_is_two_standard_errors_of_the_gap_it_thresholds_or_the_floor():
+    noisy = _branches({(1, 2): [5.0, 5.2, 5.4], (1, 4): [5.0, 5.2, 5.4]})  # sd 0.2 a side: the gap's SE is 0.2 x sqrt(2 / 3)
+    assert local_cbs.tolerance(noisy, 0.02, 2) == pytest.approx(2 * 0.2 * (2 / 3) ** 0.5)
     quiet = _branches({(1, 2): [5.0, 5.001, 5.002], (1, 4): [5.0, 5.001, 5.002]})
-    assert local_cbs.tolerance(quiet, 0.02) == 0.02
+    assert local_cbs.tolerance(quiet, 0.02, 2) == 0.02
 
 
-def _exp():
-    return experiment(load_params("params.yaml"), "zhang_local_cbs", "cpu")
+def _exp(**settings):
+    params = load_params("params.yaml")
+    params["experiments"]["zhang_local_cbs"]["settings"].update(settings)
+    return experiment(params, "zhang_local_cbs", "cpu")
 
 
 def _arms() -> pd.DataFrame:
@@ -55,7 +57,7 @@ def test_a_local_cbs_at_the_top_of_the_grid_at_the_first_branch_point_leaves_the
 
 
 def test_a_rise_read_through_the_noise_is_confirmed_and_the_control_decides_the_large_batch_finding():
-    exp = _exp()
+    exp = _exp(window_tokens=4096)  # no longer than the training before the first branch point: a local measurement
     seeds = [0.0, 0.001, 0.002, 0.003, 0.004]
     early = {(1, b): [5.0 + 0.5 * (b > 2) + s for s in seeds] for b in exp.settings["branch_batch_sizes"]}  # only B = 2 keeps up
     late = {(2, b): [4.0 + 0.5 * (b > 16) + s for s in seeds] for b in exp.settings["branch_batch_sizes"]}  # up to 16 keeps up
@@ -69,6 +71,18 @@ def test_a_rise_read_through_the_noise_is_confirmed_and_the_control_decides_the_
     worse = _arms().assign(final_val_loss=lambda f: f["final_val_loss"] + 0.6 * (f["arm"] == "warmup"))
     claims = {c["id"]: c for c in local_cbs.claims(exp, cbs, worse, branches)}
     assert claims["zhang.local_cbs.warmup_beats_constant_large"]["verdict"] == "not confirmed"
+    long_windows = {c["id"]: c for c in local_cbs.claims(_exp(), cbs, _arms(), branches)}["zhang.local_cbs.rises_over_training"]
+    assert long_windows["verdict"] == "not testable at this scale" and "window" in long_windows["reason"]
+
+
+def test_a_warmup_that_starts_at_the_control_s_batch_size_cannot_test_the_control():
+    exp = _exp(window_tokens=4096)
+    seeds = [0.0, 0.001, 0.002, 0.003, 0.004]
+    branches = _branches({(t, b): [5.0 + 0.5 * (b > 16) + s for s in seeds] for t in (1, 2) for b in exp.settings["branch_batch_sizes"]})
+    cbs = local_cbs.measured_cbs(exp, branches)
+    assert list(cbs["local_cbs"]) == [16, 16]
+    claim = {c["id"]: c for c in local_cbs.claims(exp, cbs, _arms(), branches)}["zhang.local_cbs.warmup_beats_constant_large"]
+    assert claim["verdict"] == "not testable at this scale" and "share their early stages" in claim["measurement"]["untestable"]
 
 
 @pytest.mark.slow

@@ -249,14 +249,16 @@ def caveats(table: pd.DataFrame, m: dict, critical: dict | None = None) -> list[
                    f"with B; the 3 best batch sizes move from {first} at {g['tokens'].min():,} tokens to {last} at {g['tokens'].max():,}, "
                    f"so the fitted b ({p['b']:.2f}) mixes eta_opt's own token exponent (free fit: T^{p['free_token_exponent']:.2f}) "
                    "with that shift. Read b beside the free fit, not alone.")
-    top = best[best["tokens"] == best["tokens"].max()]
-    loose = sorted(int(b) for b in top.loc[~top["resolved"].astype(bool), "batch_size"])
-    if loose:
-        out.append(f"At the largest budget ({int(top['tokens'].iloc[0]):,} tokens) {len(top) - len(loose)} of {len(top)} optima are resolved: "
-                   f"at B = {', '.join(map(str, loose))} a grid neighbour of the best LR is within the seed noise (Welch t), so the optimal LR "
-                   "there is where the parabola through the seed means puts it, drawn as hollow squares. Resolving them takes more seeds at "
-                   "the best LR and its neighbours; a finer LR grid would place each optimum better but bring its neighbours closer, so "
-                   "it would resolve fewer.")
+    read = common.verdict_cells(best)  # the optima the fits read
+    if len(read) and not read["resolved"].all():
+        top = read[read["tokens"] == read["tokens"].max()]
+        loose = sorted(int(b) for b in top.loc[~top["resolved"].astype(bool), "batch_size"])
+        out.append(f"{int(read['resolved'].sum())} of the {len(read)} optima the fits read (>= {MIN_STEPS} steps, inside the grid) are "
+                   f"resolved; at the largest budget ({int(top['tokens'].iloc[0]):,} tokens) B = {', '.join(map(str, loose)) or 'none'} are not. "
+                   "An unresolved optimum has a grid neighbour within the seed noise (Welch t), so its optimal LR is where the parabola "
+                   "through the seed means puts it (hollow squares), and every slope and gamma fit rests on such optima. Resolving them "
+                   "takes more seeds at the best LR and its neighbours; a finer LR grid would place each optimum better but bring its "
+                   "neighbours closer, so it would resolve fewer.")
     out.append(f"The largest budget is {table['tokens'].max():,} tokens against the paper's 2B-256B, and the body has about 0.1M "
                "non-embedding parameters in the standard parameterization against 12M-121M under muP (see power_transfer).")
     return out

@@ -104,16 +104,21 @@ def local_cbs(branches: pd.DataFrame, tolerance: float, reference_batch_size: in
     return pd.DataFrame(rows)
 
 
-def two_standard_errors(branches: pd.DataFrame) -> float:
-    """Two standard errors of a branch's mean loss over seeds, the median over branches."""
+def two_standard_errors(branches: pd.DataFrame, reference_batch_size: int) -> float:
+    """Two standard errors of a gap the local CBS thresholds (a branch's mean loss minus the reference batch
+    size's at the same branch point), the median over branches."""
     cells = branches.groupby(["branch_tokens", "batch_size"])["final_val_loss"]
-    return float((2 * cells.std() / np.sqrt(cells.count())).median())
+    u = (cells.var() / cells.count()).rename("u").reset_index()
+    ref = u[u["batch_size"] == reference_batch_size].set_index("branch_tokens")["u"]
+    others = u[u["batch_size"] != reference_batch_size]
+    gaps = 2 * np.sqrt(others["u"].to_numpy() + ref.loc[others["branch_tokens"]].to_numpy())
+    return float(np.median(gaps)) if len(gaps) else float("nan")
 
 
-def tolerance(branches: pd.DataFrame, floor: float) -> float:
+def tolerance(branches: pd.DataFrame, floor: float, reference_batch_size: int) -> float:
     """The tolerance the local CBS reads: `two_standard_errors`, or `floor` where that is larger. A finer
     tolerance would let a reseed move the local CBS."""
-    two_se = two_standard_errors(branches)
+    two_se = two_standard_errors(branches, reference_batch_size)
     return max(floor, two_se) if np.isfinite(two_se) else floor
 
 
@@ -121,13 +126,14 @@ def measured_cbs(exp, branches: pd.DataFrame) -> pd.DataFrame:
     """`local_cbs` at the tolerance `tolerance` gives these branches (what the warmup arm follows), with the
     two standard errors it was set from."""
     s = _settings(exp)
-    return local_cbs(branches, tolerance(branches, s["tolerance"]), s["reference_batch_size"]).assign(two_se=two_standard_errors(branches))
+    ref = s["reference_batch_size"]
+    return local_cbs(branches, tolerance(branches, s["tolerance"], ref), ref).assign(two_se=two_standard_errors(branches, ref))
 
 
 def tolerance_words(cbs: pd.DataFrame, floor: float) -> str:
     """How the tolerance was set: 2 SE of a branch's mean, or the floor where that is larger."""
     tol, two_se = float(cbs["tolerance"].iloc[0]), float(cbs["two_se"].iloc[0])
-    return f"{tol:.3f} = max(2 SE of a branch's mean {two_se:.3f}, floor {floor})"
+    return f"{tol:.3f} = max(2 SE of a gap {two_se:.3f}, floor {floor})"
 
 
 def arm_specs(exp, cbs: pd.DataFrame, results_root) -> dict[str, list[list[RunSpec]]]:
@@ -253,11 +259,19 @@ def claims(exp, cbs: pd.DataFrame, arms: pd.DataFrame, branches: pd.DataFrame) -
                                f"{250 * 2 * top * exp.base.data.seq_len:,} tokens at B = {2 * top}) would bound it"}
     else:
         rises = {"estimate": float(np.log2(last["local_cbs"] / first["local_cbs"])), "draws": rise_draws(branches, s, tol),
-                 "min_steps": int(branches["steps"].min()), "n_seeds": seeds}
+                 "min_steps": int(branches["steps"].min()), "n_seeds": seeds,
+                 # a local CBS describes the training around its branch point only while the window is short against it
+                 "regime": {"window_over_branch_point": s["window_tokens"] / min(s["branch_points"])}}
     arm = {name: arms[arms["arm"] == name] for name in ARMS}
     saved = 1 - arm["warmup"]["steps"].mean() / arm["constant"]["steps"].mean()
     loss = compare(arm["warmup"]["final_val_loss"], arm["constant"]["final_val_loss"], list(arm["constant"]["steps"]))
     control = compare(arm["warmup"]["final_val_loss"], arm["large"]["final_val_loss"], list(arm["warmup"]["steps"]) + list(arm["large"]["steps"]))
+    start = int(first["local_cbs"])
+    if start >= s["control_batch_size"]:  # the warmup starts at the control's batch size: the arms differ only later on
+        control = {**control, "untestable": f"the warmup arm's first stage runs at the local CBS of the first branch point ({start}), already the "
+                                 f"control's batch size ({s['control_batch_size']}): the two arms share their early stages, so following "
+                                 "a small early CBS is never tested; a first branch point where the local CBS is below the control's "
+                                 "batch size (earlier in training, or a larger control) would test it"}
     bound = lambda row: " (a lower bound: the grid's largest)" if row["censored"] else ""  # noqa: E731
     return [
         claim("zhang.local_cbs.rises_over_training",
