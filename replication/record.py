@@ -40,7 +40,15 @@ def spec_hash(spec: RunSpec) -> str:
         if node[leaf] == default:
             del node[leaf]
     canonical = json.dumps({"format": RECORD_FORMAT, "spec": d}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical.encode()).hexdigest()[:RUN_ID_LENGTH]
+
+
+RUN_ID_LENGTH = 16  # hex digits of a run id
+
+
+def is_run_id(name: str) -> bool:
+    """Whether `name` has the shape of a run id (what `spec_hash` gives)."""
+    return len(name) == RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in name)
 
 
 def new_record(spec: RunSpec, environment: dict, status: str = "ok", error: str | None = None) -> dict:

@@ -23,7 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
-from replication.record import RECORD_FORMAT, REQUIRED_FIELDS
+from replication.record import RECORD_FORMAT, REQUIRED_FIELDS, is_run_id
 from replication.spec import run_spec_from_dict
 
 
@@ -214,9 +214,11 @@ class Store:
         warnings.warn(f"record {path} {problem}; moved to {dest}", CorruptRecordWarning, stacklevel=3)
 
     def ids(self) -> list[str]:
+        """The run ids the store holds: files named by a run id (16 hex digits), not other results an
+        experiment keeps beside its runs (`computed`'s files, e.g. exact_risks.json)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.stem for p in self.root.glob("*.json"))
+        return sorted(p.stem for p in self.root.glob("*.json") if is_run_id(p.stem))
 
     def records(self) -> list[dict]:
         """Every trustworthy record in the store (untrustworthy ones are quarantined)."""

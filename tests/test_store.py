@@ -112,3 +112,14 @@ def test_a_record_written_before_a_field_existed_reads_back_with_it_at_its_defau
 def _sealed(record: dict) -> str:
     """A record's JSON with its checksum recomputed: a consistent record, as a writer would have sealed it."""
     return json.dumps({**record, "checksum": checksum(record)})
+
+
+def test_a_result_kept_beside_the_runs_is_not_read_as_a_run(stored, recwarn):
+    """An experiment may keep other results in its store's folder (`computed`'s exact_risks.json): listing the
+    runs, as `python -m replication show` does, must neither count it nor quarantine it."""
+    store, record = stored
+    kept = store.root / "exact_risks.json"
+    kept.write_text(json.dumps({"key": {"format": 1}, "value": {}}))
+    assert store.ids() == [record["id"]]
+    assert [r["id"] for r in store.records()] == [record["id"]]
+    assert kept.is_file() and not any(issubclass(w.category, CorruptRecordWarning) for w in recwarn)
