@@ -10,8 +10,9 @@ branch points at the measured local CBS; the constant arm in the same stages at 
 control, at `control_batch_size` from the first stage on, the batch size a practitioner would pick to save
 steps (every arm restarts the optimizer at every stage). Reported: optimizer steps and final loss of each arm.
 
-The tolerance the local CBS reads is at least two standard errors of a branch's mean loss over seeds (the
-configured `tolerance` is its floor): a finer one would move the local CBS with the seeds. Every branch trains
+The tolerance the local CBS reads is at least two standard errors of the gap it thresholds (a branch's mean
+loss minus the reference batch size's; the configured `tolerance` is its floor): a finer one would move the
+local CBS with the seeds. Every branch trains
 for at least 250 optimizer steps (the window is sized for the largest batch size), so no cell under the
 project's minimum decides; a local CBS at the largest batch size of the grid is only a lower bound.
 """
@@ -131,7 +132,7 @@ def measured_cbs(exp, branches: pd.DataFrame) -> pd.DataFrame:
 
 
 def tolerance_words(cbs: pd.DataFrame, floor: float) -> str:
-    """How the tolerance was set: 2 SE of a branch's mean, or the floor where that is larger."""
+    """How the tolerance was set: 2 SE of a gap, or the floor where that is larger."""
     tol, two_se = float(cbs["tolerance"].iloc[0]), float(cbs["two_se"].iloc[0])
     return f"{tol:.3f} = max(2 SE of a gap {two_se:.3f}, floor {floor})"
 
@@ -285,7 +286,7 @@ def claims(exp, cbs: pd.DataFrame, arms: pd.DataFrame, branches: pd.DataFrame) -
         claim("zhang.local_cbs.warmup_beats_constant_large",
               f"final loss, warmup arm ({arm['warmup']['batch_sizes'].iloc[0]}, {arm['warmup']['steps'].mean():.0f} steps) minus the "
               f"constant B={s['control_batch_size']} arm ({arm['large']['steps'].mean():.0f} steps) at equal tokens: "
-              f"{control['difference']:+.3f}", control),
+              + (f"{control['difference']:+.3f}" if control.get("difference") is not None else "no comparison (both arms diverged)"), control),
     ]
 
 
