@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from replication import fit
-from replication.fit import argmin_log_parabola, resampled, slope  # noqa: F401 (topics call them as common.*)
+from replication.fit import resampled, slope  # noqa: F401 (topics call them as common.*)
 from replication.spec import ConfigError, RunSpec
 from replication.experiments import stored
 from replication import plots
@@ -78,8 +78,8 @@ def optima(table: pd.DataFrame, by: list[str], x: str = "lr") -> pd.DataFrame:
     for key, g in table.groupby(by):
         points = g.groupby(x)["loss"].agg(["mean", "count", "var"]).sort_index()
         mean, count, var = (points[c].to_numpy(float)[None] for c in ("mean", "count", "var"))
-        best = _optimum(points.index.to_numpy(float), mean[0], count[0], bool(resolved(mean, count, var)[0]), x)
-        if best is not None:
+        best = {k: v[0] for k, v in _optima(points.index.to_numpy(float), mean, count, resolved(mean, count, var), x).items()}
+        if best.pop("_any"):  # a group where every point diverged has no optimum
             rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), **best, "steps": int(g["steps"].min())})
     return pd.DataFrame(rows)
 
@@ -113,7 +113,9 @@ def optima_draws(table: pd.DataFrame, by: list[str], x: str = "lr", draws: int =
 
 
 def _optima(grid: np.ndarray, mean: np.ndarray, count: np.ndarray, clear: np.ndarray, x: str) -> dict:
-    """`_optimum` for every row of a group's seed means (rows: resamples), as arrays; `_any`: whether the row has
+    """One group's optimum over its sorted `grid` for every row of its seed means and finite-seed counts (rows:
+    resamples), as arrays: the parabola optimum, the best grid point and its loss, whether it is on the edge, the
+    fewest seeds among it and its neighbours, whether it is resolved (`clear`), and `_any`: whether the row has
     a finite point (a row without one has no optimum)."""
     rows, k = np.arange(len(mean)), len(grid)
     i = np.argmin(np.where(np.isfinite(mean), mean, np.inf), axis=1)
@@ -131,16 +133,6 @@ def _seed_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         mean = np.where(finite, values, 0.0).sum(axis=1) / count
         var = np.where(finite, (values - mean[:, None]) ** 2, 0.0).sum(axis=1) / (count - 1)
     return mean, count, np.where(count > 1, var, np.nan)
-
-
-def _optimum(grid: np.ndarray, mean: np.ndarray, count: np.ndarray, clear: bool, x: str) -> dict | None:
-    """One group's optimum over its sorted `grid` from each grid point's seed mean and finite-seed count
-    (None when every point diverged); `clear`: whether it is resolved."""
-    if not np.isfinite(mean).any():
-        return None
-    i = int(np.nanargmin(mean))
-    return {f"optimal_{x}": argmin_log_parabola(grid, mean), f"best_{x}": float(grid[i]), "best_loss": float(mean[i]),
-            "on_edge": i in (0, len(grid) - 1), "n_seeds": int(count[max(i - 1, 0):i + 2].min()), "resolved": clear}
 
 
 def resolved(mean: np.ndarray, count: np.ndarray, var: np.ndarray) -> np.ndarray:

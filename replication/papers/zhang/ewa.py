@@ -42,14 +42,19 @@ def _spec(exp, batch_size: int, lr_: float, schedule: str, seed: int, ewa_half_l
     return exp.derived(keys, "settings")
 
 
-def schedule_specs(exp, seed: int, only=None) -> list[RunSpec]:
-    """Each schedule at each batch size over the LR grid; the constant LR evaluated on the EWA, cosine and WSD
-    on the weights themselves (as Zhang et al. compare them). `only`: (B, schedule, multiplier) cells."""
+def schedule_specs(exp, seed: int) -> list[RunSpec]:
+    """Each schedule at each batch size over the configured LR grid (`tuned_grid` grows it past its edges); the
+    constant LR evaluated on the EWA, cosine and WSD on the weights themselves (as Zhang et al. compare them)."""
     s = _settings(exp)
-    beta2 = exp.base.optimizer.beta2_half_life_tokens
-    return [_spec(exp, b, lr(s, b, k), name, seed, s["ewa_half_life_tokens"] if name == "constant" else None, beta2)
-            for b in s["schedule_batch_sizes"] for name in s["schedules"] for k in s["lr_multipliers"]
-            if only is None or (b, name, k) in only]
+    return [schedule_spec(exp, b, name, k, seed) for b in s["schedule_batch_sizes"] for name in s["schedules"] for k in s["lr_multipliers"]]
+
+
+def schedule_spec(exp, batch_size: int, schedule: str, multiplier: float, seed: int) -> RunSpec:
+    """One cell of the schedule comparison: the rule's LR x `multiplier`, the default beta2, and (constant LR)
+    the EWA at its default half-life."""
+    s = _settings(exp)
+    return _spec(exp, batch_size, lr(s, batch_size, multiplier), schedule, seed, s["ewa_half_life_tokens"] if schedule == "constant" else None,
+                 exp.base.optimizer.beta2_half_life_tokens)
 
 
 def optimum_specs(exp) -> list[RunSpec]:
@@ -104,8 +109,7 @@ def tuned_grid(exp, store, seed: int) -> list[RunSpec]:
             mine = tried[(tried["batch_size"] == b) & (tried["schedule.name"] == name)]["multiplier"]
             for edge, step, bound in ((mine.max(), 2.0, limit[1]), (mine.min(), 0.5, limit[0])):
                 if np.isclose(k, edge) and (k * step <= bound if step > 1 else k * step >= bound):
-                    more.append(_spec(exp, b, lr(s, b, k * step), name, seed, s["ewa_half_life_tokens"] if name == "constant" else None,
-                                      exp.base.optimizer.beta2_half_life_tokens))
+                    more.append(schedule_spec(exp, b, name, k * step, seed))
         if not more:
             return grid
         grid = list(dict.fromkeys(grid + more))
@@ -124,8 +128,7 @@ def runs(exp, params: dict, results_root="results") -> list[RunSpec]:
     best = best_schedule_cells(exp, table([store.read(x.hash) for x in grid], GRID_KEYS))
     cells = {(r["batch_size"], r["schedule.name"], r["multiplier"]) for _, r in best.iterrows()}
     for seed in s["seeds"][1:]:
-        specs += [_spec(exp, b, lr(s, b, k), name, seed, s["ewa_half_life_tokens"] if name == "constant" else None,
-                        exp.base.optimizer.beta2_half_life_tokens) for b, name, k in sorted(cells)]
+        specs += [schedule_spec(exp, b, name, k, seed) for b, name, k in sorted(cells)]
     return list(dict.fromkeys(specs))
 
 
