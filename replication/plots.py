@@ -92,7 +92,7 @@ def optimizer_colour(name: str):
     return OPTIMIZER_COLOURS.get(name, "0.5")
 
 
-FAMILY_COLOURS = {"reasoning": SERIES_COLOURS[0], "pattern": SERIES_COLOURS[1]}  # SmolTulu's task families, in every panel
+FAMILY_COLOURS = {"reasoning": SERIES_COLOURS[0], "knowledge": SERIES_COLOURS[1], "learned": SERIES_COLOURS[2]}  # SmolTulu's task families, in every panel
 
 
 def named_colour(name: str, otherwise):

@@ -1,5 +1,6 @@
 """The claims ledger: complete, pointing at real stages and figures, and loud about what it cannot read."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -120,11 +121,13 @@ def test_checks_are_the_claims_the_design_guarantees_and_findings_are_the_rest()
 def _perturbed(m: dict, params: dict, rule: str):
     """Copies of a stored measurement moved the way a different outcome would move it: every number the
     rule reads pushed far to either side or onto the paper's range, with the gates (edges, an unresolved
-    optimum) lifted; for a claim of several parts, one part at a time."""
-    if rule == "all_of":
-        for name, spec in params["parts"].items():
-            for part in _perturbed(m["parts"][name], spec.get("params") or {}, spec["rule"]):
-                yield {**m, "edges": [], "parts": {**m["parts"], name: part}}
+    optimum) lifted; for a claim of several parts, every combination of its parts' moves."""
+    if rule == "all_of":  # every combination of its parts' perturbations: parts contradicted today may all move
+        names = list(params["parts"])
+        options = [list(_perturbed(m["parts"][n], params["parts"][n].get("params") or {}, params["parts"][n]["rule"])) + [m["parts"][n]]
+                   for n in names]
+        for parts in itertools.product(*options):
+            yield {**m, "edges": [], "parts": dict(zip(names, parts))}
         return
     base = {k: v for k, v in m.items() if k not in ("edges", "unresolved", "diverged")}
     if "difference" in m:

@@ -46,7 +46,7 @@ def test_optimizers_have_distinct_colours_that_no_other_series_uses():
     assert not optimizer & set(plots.SERIES_COLOURS)
     assert plots.named_colour("AdamW", 0) == plots.optimizer_colour("adamw") == plots.named_colour("adamw", 3)
     assert plots.named_colour("held-out loss", 1) == plots.series_colour(1)
-    assert plots.named_colour("GSM8K (reasoning)", 3) == plots.named_colour("reasoning", 0) != plots.named_colour("pattern", 0)
+    assert plots.named_colour("GSM8K (reasoning)", 3) == plots.named_colour("reasoning", 0) != plots.named_colour("knowledge", 0)
 
 
 def test_each_marker_kind_means_one_thing_and_is_explained():

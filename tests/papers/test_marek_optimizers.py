@@ -94,3 +94,34 @@ def test_the_toy_quadratic_steps_are_torch_s_heavy_ball_and_show_the_paper_s_poi
     final = optimizers.momentum_toy_table(runs=400).groupby(["regime", "momentum"])["loss_median"].last()
     assert final[("large batch", 0.4)] < 0.2 * final[("large batch", 0.0)]
     assert final[("small batch", 0.4)] > 0.8 * final[("small batch", 0.0)]
+
+
+def _beta1_grid(best_half_life: float, batch_size: int) -> pd.DataFrame:
+    """AdamW at one batch size over beta1 half-lives 800 x 8^k (k = -3..1), 3 seeds, 32-token sequences: the
+    loss lowest at `best_half_life` (and one LR, so only the half-life can sit on an edge)."""
+    lives = [800.0 / 8**3, 800.0 / 8**2, 800.0 / 8, 800.0, 6400.0]
+    lives = [h for h in lives if h >= best_half_life]
+    return pd.DataFrame([{"optimizer.name": "adamw", "batch_size": batch_size, "optimizer.lr": 1e-3, "optimizer.beta1_half_life_tokens": h,
+                          "seed": s, "steps": 128000 // (32 * batch_size), "tokens": 128000, "status": "ok",
+                          "final_val_loss": 4.0 + 0.01 * np.log2(h / best_half_life) + 0.001 * s} for h in lives for s in range(3)])
+
+
+def test_a_shortest_beta1_half_life_where_beta1_is_already_zero_is_the_end_of_its_range_not_an_edge():
+    at_b4 = optimizers.best_cells(_beta1_grid(12.5, 4)).iloc[0]  # 128 tokens a step: beta1 = 0.5^(128 / 12.5) < 0.001
+    assert at_b4["optimizer.beta1_half_life_tokens"] == 12.5 and not at_b4["best_on_edge"]
+    at_b1 = optimizers.best_cells(_beta1_grid(12.5, 1)).iloc[0]  # 32 tokens a step: beta1 = 0.17, momentum still on
+    assert at_b1["best_on_edge"] and at_b1["edge_on"] == "optimizer.beta1_half_life_tokens"
+
+
+def test_a_best_cell_on_an_edge_gets_the_next_value_past_it():
+    from replication.params import experiment, load_params
+
+    base = experiment(load_params("params.yaml"), "marek_optimizers", "cpu").base
+    runs = _beta1_grid(100.0, 1)
+    spec = base.replace(**{"optimizer.name": "adamw", "batch_size": 1, "optimizer.lr": 1e-3, "optimizer.beta1_half_life_tokens": 100.0})
+    steps = {"optimizer.lr": 2.0, "optimizer.beta1_half_life_tokens": 8.0}
+    nxt = optimizers.past_edges([spec], runs, optimizers.best_cells(runs), steps)
+    assert [s.optimizer.beta1_half_life_tokens for s in nxt] == [12.5]  # 100 .. 6400 tried, 100 best: one step below
+    interior = _beta1_grid(12.5, 1)  # 12.5 .. 6400 tried
+    interior.loc[interior["optimizer.beta1_half_life_tokens"] == 100.0, "final_val_loss"] -= 0.1  # 100 best, inside the grid
+    assert optimizers.past_edges([spec], interior, optimizers.best_cells(interior), steps) == []

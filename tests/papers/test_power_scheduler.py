@@ -25,7 +25,7 @@ def _tables(power_gap: float, cosine_gap: float):
                      + [_rows(lambda b, t: 5.0 + 0.0005, [(4, 327680)], lr=0.04, a=a, b=-0.5) for a in (1.5, 2.5)], ignore_index=True)
     power = pd.concat([fitted, sens], ignore_index=True)
     return {"power": power, "fitted": fitted, "cosine": cosine, "wsd": wsd, "fit": {"source": "synthetic"}, "a": 2.0, "b": -0.5,
-            "settings": {"fixed_batch_size": 4, "a_multipliers": [0.75, 1.25], "b_offsets": [-0.1, -0.05, 0.05, 0.1]}}
+            "settings": {"fixed_batch_size": 4, "a_multipliers": [0.75, 1.25], "b_offsets": [-0.1, -0.05, 0.05, 0.1], "published_b": []}}
 
 
 def test_power_level_with_tuned_wsd_and_below_cosine():
@@ -49,3 +49,16 @@ def test_sensitivity_finds_b_sharp_a_flat_and_the_optimal_b():
     assert sens["b_range"] > 10 * sens["a_range"]
     assert sens["b_opt"] == pytest.approx(-0.52, abs=0.02)
     assert sens["b_vs_a"]["difference"] > 0
+
+
+def test_the_published_b_joins_the_optimum_but_not_the_range_compared_with_a():
+    """b at the paper's value, 0.3 above our fit: where the optimum lies is read over every b tried; how much b
+    matters beside a is read over the same +-0.1 around the fit as before."""
+    t = _tables(0.0, 0.0)
+    published = _rows(lambda b, t: 5.0 + 2 * (0.3 + 0.02) ** 2, [(4, 327680)], lr=0.04, a=2.0, b=-0.2)
+    with_paper = {**t, "power": pd.concat([t["power"], published], ignore_index=True), "settings": {**t["settings"], "published_b": [-0.2]}}
+    before, after = scheduler.sensitivity(t), scheduler.sensitivity(with_paper)
+    assert after["b_range"] == pytest.approx(before["b_range"]) and after["b_opt"] == pytest.approx(before["b_opt"])
+    assert -0.2 in list(after["b_means"].index) and -0.2 not in list(before["b_means"].index)
+    measured = {c["id"]: c for c in scheduler.claims(with_paper, PREMISE)}["power.scheduler.a_flat_b_sharp"]["measured"]
+    assert "the paper's -0.2 included" in measured

@@ -7,7 +7,7 @@ import pytest
 from replication.papers.smoltulu import baselines, tasks
 
 SIZES = {"carry_addition": 200, "variable_binding": 400, "word_problem": 200, "periodic_continuation": 200, "fact_lookup": 64,
-         "format_following": 120}
+         "format_following": 120, "sort_digits": 600, "reverse_words": 400}
 
 
 def test_each_item_kind_is_scored_as_the_engine_scores_the_model():
@@ -39,7 +39,10 @@ def test_the_bars_on_the_generated_tasks():
     assert base.loc["carry_addition", "copy_number"] == 0 and base.loc["carry_addition", "constant"] < 0.1
     for task in ("periodic_continuation", "fact_lookup"):  # ranked among 4: chance is a quarter, no heuristic is far above
         assert base.loc[task, "chance"] == 0.25 and 0.25 <= base.loc[task, "best_baseline"] < 0.5
-    assert (base["best_baseline"] == base[["chance", "constant", "copy_number"]].max(axis=1)).all()
+    # three distinct digits come sorted one time in six: echoing them is the bar; reversed words never echo
+    assert base.loc["sort_digits", "echo"] == pytest.approx(1 / 6, abs=0.05) == base.loc["sort_digits", "best_baseline"]
+    assert base.loc["reverse_words", "echo"] == 0 and base.loc["reverse_words", "best_baseline"] < 0.05
+    assert (base["best_baseline"] == base[["chance", "constant", "copy_number", "echo"]].max(axis=1)).all()
 
 
 def test_targets_that_do_not_match_the_items_are_an_error():

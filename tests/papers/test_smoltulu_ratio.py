@@ -1,5 +1,6 @@
 """smoltulu_ratio: the two arms' budgets, and every verdict computed on synthetic grids whose answer is known."""
 
+import dataclasses
 import re
 
 import numpy as np
@@ -9,14 +10,16 @@ import pytest
 from replication.claims import by_id
 from replication.papers.smoltulu import ratio
 from replication.params import experiment, load_params
+from replication.spec import ConfigError
 from replication.task_set import load_task_set
 
 SIZES, LRS, SEEDS = [2, 4, 8, 16], [2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], [0, 1, 2]
+UNIFORM = float(np.log(2048))  # a uniform guess over the vocabulary: a held-out loss above it is a collapsed model
 
 
 def _baselines(level: float = 0.1) -> pd.DataFrame:
     """Every synthetic task's best heuristic baseline at `level`."""
-    return pd.DataFrame([{"task": t, "best_baseline": level} for t in ("variable_binding", "corpus_continuation")])
+    return pd.DataFrame([{"task": t, "best_baseline": level} for t in ("variable_binding", "corpus_continuation", "format_following")])
 
 
 def test_equal_epochs_and_equal_steps_arms(tmp_path):
@@ -34,20 +37,27 @@ def test_equal_epochs_and_equal_steps_arms(tmp_path):
     assert {x.tasks for x in every} == {arms[ratio.EPOCHS][0].tasks} and pretrain.tasks is None
     assert all(x.init_from.endswith(f"{pretrain.hash}.pt") for x in every)
     assert len(ratio.runs(exp, {}, tmp_path)) == len(set(x.hash for x in every))
+    assert {x.batch_size for x in arms[ratio.STEPS]} == set(ratio.settings(exp)["equal_steps_batch_sizes"])
+    with pytest.raises(ConfigError, match="equal_steps_batch_sizes"):
+        bad = dataclasses.replace(exp, settings={**exp.settings, "equal_steps_batch_sizes": [2, 3]})
+        ratio.arm_specs(bad, tmp_path)
 
 
-def _grid(reasoning, pattern, heldout, seed=0, noise=0.01) -> pd.DataFrame:
-    """Runs of both arms where each metric is a function of (LR, B) plus seed noise."""
-    rng = np.random.default_rng(seed)
+def _grid(reasoning, pattern, heldout, learned=None, seed=0, noise=0.01) -> pd.DataFrame:
+    """Runs of both arms where each metric is a function of (LR, B) plus seed noise: `pattern` is the
+    pretrained-knowledge family's (one task), `learned` the learned patterns' (default: as `pattern`)."""
+    learned = learned or pattern
+    rng, learned_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
     rows = []
     for arm in (ratio.EPOCHS, ratio.STEPS):
         for b in SIZES:
             for lr in LRS:
                 for s in SEEDS:
                     r, p = (float(np.clip(f(lr, b) + noise * rng.normal(), 0, 1)) for f in (reasoning, pattern))
+                    q = float(np.clip(learned(lr, b) + noise * learned_rng.normal(), 0, 1))
                     rows.append({"arm": arm, "batch_size": b, "lr": lr, "ratio": lr / b, "seed": s, "status": "ok", "steps": 300,
                                  "epochs": 2.0, "heldout_loss": heldout(lr, b) + noise * rng.normal(), "variable_binding": r,
-                                 "corpus_continuation": p, "reasoning": r, "pattern": p})
+                                 "corpus_continuation": p, "format_following": q, "reasoning": r, "knowledge": p, "learned": q})
     return pd.DataFrame(rows)
 
 
@@ -63,12 +73,12 @@ PAPER = dict(reasoning=_peak(5e-4), pattern=_peak(6.25e-5, 0.01), heldout=lambda
 def test_the_paper_s_picture_is_confirmed():
     runs = _grid(**PAPER)
     table = ratio.cells(runs)
-    claims = by_id(ratio.claims(runs, table, _baselines()))
-    for cid in ("reasoning_prefers_high_ratio", "pattern_prefers_low_ratio", "opposite_optima", "ratio_not_lr_alone",
-                "high_ratio_forgets", "survives_fixed_steps"):
+    claims = by_id(ratio.claims(runs, table, _baselines(), UNIFORM))
+    for cid in ("reasoning_prefers_high_ratio", "pattern_prefers_low_ratio", "learned_patterns_prefer_low_ratio", "opposite_optima",
+                "ratio_not_lr_alone", "high_ratio_forgets", "survives_fixed_steps"):
         assert claims[f"smoltulu.ratio.{cid}"]["verdict"] == "confirmed", (cid, claims[f"smoltulu.ratio.{cid}"])
     ridge = claims["smoltulu.ratio.ratio_not_lr_alone"]["measurement"]
-    assert ridge["estimate"] == pytest.approx(1.0, abs=0.15) and ridge["regime"] == {"batch_sizes_in_fit": 4} and ridge["edges"] == []
+    assert ridge["estimate"] == pytest.approx(1.0, abs=0.15) and ridge["regime"]["batch_sizes_in_fit"] == 4 and ridge["edges"] == []
     assert len(ridge["draws"]) >= 1000
     margin = claims["smoltulu.ratio.reasoning_prefers_high_ratio"]["measurement"]["regime"]["margin_over_baselines"]
     assert margin == pytest.approx(0.8 - 0.1, abs=0.03)  # the best reasoning cell's accuracy minus the baseline
@@ -81,9 +91,10 @@ def test_the_paper_s_picture_is_confirmed():
 def test_task_claims_are_not_testable_below_the_heuristic_baselines_or_without_them():
     runs = _grid(**PAPER)
     table = ratio.cells(runs)
-    task_claims = ("reasoning_prefers_high_ratio", "pattern_prefers_low_ratio", "opposite_optima", "survives_fixed_steps")
+    task_claims = ("reasoning_prefers_high_ratio", "pattern_prefers_low_ratio", "learned_patterns_prefer_low_ratio", "opposite_optima",
+                   "survives_fixed_steps")
     for base in (_baselines(0.9), None):  # a copy-the-prompt heuristic as good as the best cell; no baselines measured
-        claims = by_id(ratio.claims(runs, table, base))
+        claims = by_id(ratio.claims(runs, table, base, UNIFORM))
         for cid in task_claims:
             c = claims[f"smoltulu.ratio.{cid}"]
             assert c["verdict"] == "not testable at this scale" and "baselines" in c["reason"], (cid, c)
@@ -92,14 +103,14 @@ def test_task_claims_are_not_testable_below_the_heuristic_baselines_or_without_t
 
 @pytest.mark.slow
 def test_a_best_cell_on_the_lr_grid_edge_is_not_testable():
-    """Reasoning peaks at a ratio whose best LR is the top of the grid at batch sizes 8 and 16; pattern peaks at the
-    lowest ratio, reached only by the grid's lowest LR."""
+    """Reasoning peaks at a ratio whose best LR is the top of the grid at batch sizes 8 and 16; pretrained knowledge
+    peaks at the lowest ratio, reached only by the grid's lowest LR."""
     runs = _grid(reasoning=_peak(2e-3), pattern=_peak(2.5e-4 / 16), heldout=PAPER["heldout"])
     table = ratio.cells(runs)
-    claims = by_id(ratio.claims(runs, table, _baselines()))
+    claims = by_id(ratio.claims(runs, table, _baselines(), UNIFORM))
     ridge = claims["smoltulu.ratio.ratio_not_lr_alone"]
     assert [e["cell"] for e in ridge["measurement"]["edges"]] == ["B=8", "B=16"]
-    assert ridge["measurement"]["regime"] == {"batch_sizes_in_fit": 2} and ridge["verdict"] == "not testable at this scale"
+    assert ridge["measurement"]["regime"]["batch_sizes_in_fit"] == 2 and ridge["verdict"] == "not testable at this scale"
     for cid in ("pattern_prefers_low_ratio", "opposite_optima"):
         c = claims[f"smoltulu.ratio.{cid}"]
         assert c["measurement"]["edges"] == [{"hyperparameter": "learning rate", "cell": "B=16, lr=0.00025"}], cid
@@ -116,7 +127,7 @@ def test_equal_steps_compares_a_smaller_batch_size_with_a_larger_one():
     runs.loc[steps, "reasoning"] = runs.loc[steps, "variable_binding"] = (
         0.1 + 0.5 * (runs.loc[steps, "batch_size"] == 16) * np.log2(runs.loc[steps, "lr"] / 1e-4) / 8 + noise)
     table = ratio.cells(runs)
-    c = by_id(ratio.claims(runs, table, _baselines(0.05)))["smoltulu.ratio.survives_fixed_steps"]
+    c = by_id(ratio.claims(runs, table, _baselines(0.05), UNIFORM))["smoltulu.ratio.survives_fixed_steps"]
     size = lambda label: int(re.search(r", B (\d+) \(", label).group(1))  # noqa: E731
     assert size(c["measurement"]["high_cell"]) in (2, 4) and size(c["measurement"]["low_cell"]) in (8, 16)
     assert c["verdict"] == "not confirmed"  # the large batch wins at equal steps
@@ -130,7 +141,7 @@ def test_an_optimum_fixed_in_lr_and_flat_scores_are_not_confirmed():
     nearly_flat = lambda lr, b: 0.5 - 0.005 * np.log2(lr / 2e-3) ** 2  # the same at every ratio, its best LR inside the grid
     runs = _grid(reasoning=lr_only, pattern=nearly_flat, heldout=lambda lr, b: 4.0)
     table = ratio.cells(runs)
-    claims = by_id(ratio.claims(runs, table, _baselines()))
+    claims = by_id(ratio.claims(runs, table, _baselines(), UNIFORM))
     ridge = claims["smoltulu.ratio.ratio_not_lr_alone"]
     assert ridge["measurement"]["estimate"] == pytest.approx(0.0, abs=0.15) and ridge["verdict"] == "not confirmed"
     assert claims["smoltulu.ratio.pattern_prefers_low_ratio"]["verdict"] == "within noise"
@@ -177,3 +188,23 @@ def test_the_report_draws_each_ratio_s_best_cell_the_cells_the_verdicts_compare(
     assert {"high", "low"} <= set(drawn["half"]) <= {"high", "low", "median"}  # "median": the middle ratio of an odd count
     edge = drawn[drawn["best_on_edge"]]
     assert len(edge) and all(arm.loc[arm["ratio"].round(12) == r, "lr"].isin([min(LRS), max(LRS)]).any() for r in edge["ratio"])
+
+
+@pytest.mark.slow
+def test_a_collapsed_language_model_takes_no_task_claim():
+    """Where the LRs that win also push the held-out loss past a uniform guess, the winning cells are no longer
+    the fine-tuned models the paper measures: every task claim that reads them is not testable, forgetting is
+    compared over the cells that have not collapsed."""
+    collapsing = dict(PAPER, heldout=lambda lr, b: 4 + 2.0 * np.log2(lr / b / 1.5e-5))  # above ln 2048 from LR / B ~ 5e-5
+    runs = _grid(**collapsing)
+    table = ratio.cells(runs)
+    claims = by_id(ratio.claims(runs, table, _baselines(), UNIFORM))
+    for cid in ("reasoning_prefers_high_ratio", "learned_patterns_prefer_low_ratio", "opposite_optima", "ratio_not_lr_alone",
+                "survives_fixed_steps"):
+        c = claims[f"smoltulu.ratio.{cid}"]
+        assert c["measurement"]["regime"]["heldout_above_uniform"] > 0, cid
+        assert c["verdict"] == "not testable at this scale" and "uniform guess" in c["reason"], (cid, c)
+    forgets = claims["smoltulu.ratio.high_ratio_forgets"]["measurement"]["cells"]
+    assert forgets["collapsed"] > 0 and forgets["high"] > 0 and forgets["low"] > 0
+    paper = by_id(ratio.claims(runs := _grid(**PAPER), ratio.cells(runs), _baselines(), UNIFORM))
+    assert paper["smoltulu.ratio.reasoning_prefers_high_ratio"]["measurement"]["regime"]["heldout_above_uniform"] < 0

@@ -9,6 +9,8 @@ import pandas as pd
 from replication.claims import claim, grid_edges
 from replication.fit import best_cell_runs, best_per_group, trained_steps
 from replication.experiments import reseeded, staged
+from replication.half_life import beta_from_half_life
+from replication.spec import get_dotted
 from replication.papers.marek.common import ADAPTIVE, best_specs, decidable, refine_factor
 from replication import plots
 from replication.verdicts import MIN_STEPS, bootstrap_difference, compare
@@ -17,12 +19,25 @@ from replication.verdicts import MIN_STEPS, bootstrap_difference, compare
 GROUP = ["optimizer.name", "batch_size"]
 CELL = ["optimizer.lr", "optimizer.beta1_half_life_tokens"]  # what is tuned per (optimizer, batch size)
 NAMES = {"optimizer.lr": "LR", "optimizer.beta1_half_life_tokens": "beta1 half-life"}  # in words, as edges name them
+MOMENTUM_OFF = 0.01  # a beta1 below this keeps under 1 % of the previous step's momentum: momentum is off
 
 
 def best_cells(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """The best (LR, beta1 half-life) of each (optimizer, batch size), chosen on seed `seed` (the one every
-    setting ran with) and measured over every seed of that cell."""
-    return best_per_group(runs, GROUP, CELL, edge_keys=CELL, select_seed=seed)
+    setting ran with) and measured over every seed of that cell. A best beta1 half-life at the short end of
+    its grid where beta1 is already below MOMENTUM_OFF is at the end of beta1's range (no momentum), not of
+    the grid: nothing shorter exists to try, so it is not an edge."""
+    best = best_per_group(runs, GROUP, CELL, edge_keys=CELL, select_seed=seed)
+    key = "optimizer.beta1_half_life_tokens"
+    if "tokens" not in runs:  # no tokens per step to turn a half-life into beta1
+        return best
+    for i, row in best[best["edge_on"].fillna("").str.contains(key, regex=False)].iterrows():
+        group = runs[(runs["optimizer.name"] == row["optimizer.name"]) & (runs["batch_size"] == row["batch_size"])]
+        tokens_per_step = (group["tokens"] / group["steps"]).median()
+        if row[key] == group[key].min() and beta_from_half_life(row[key], tokens_per_step) < MOMENTUM_OFF:
+            edge_on = [k for k in row["edge_on"].split(",") if k != key]
+            best.loc[i, "edge_on"], best.loc[i, "best_on_edge"] = ",".join(edge_on), bool(edge_on)
+    return best
 
 
 def with_edges(measurement: dict, best: pd.DataFrame, keys) -> dict:
@@ -47,15 +62,21 @@ def runs(exp, params: dict, results_root="results") -> list:
     """Every run the notebook reads, each step known once the previous one is stored: the coarse grid; one
     refined LR per compared cell, a `settings.lr_refine_factor` step from its best coarse LR towards the
     better neighbour; beta1 tuned there by its half-life in tokens for the optimizers in
-    `settings.tune_beta1` (as the paper tunes beta1 per batch size); then the seeds of
-    `settings.seeds_at_best` at the best cell. Follow-ups go only to the cells a verdict compares
-    (`compared`): compute goes where it decides a verdict."""
+    `settings.tune_beta1` (as the paper tunes beta1 per batch size); then, up to `settings.max_extension`
+    times, one step past the grid's edge for each best cell that sits on it (the LR by the refine factor,
+    the beta1 half-life by the largest multiplier), so that the optimum a verdict reads is inside its grid;
+    then the seeds of `settings.seeds_at_best` at the best cell. Follow-ups go only to the cells a verdict
+    compares (`compared`): compute goes where it decides a verdict."""
     settings, seed = exp.settings, exp.base.seed
     every = tuple(settings.get("follow_up_every_batch_size", ()))
 
     def best(specs, table):
         table = table[table["seed"] == seed]
         return best_specs(specs, table, best_cells(compared(table, every), seed), GROUP, CELL)
+
+    def past_edge(specs, table):
+        steps = {"optimizer.lr": settings["lr_refine_factor"], "optimizer.beta1_half_life_tokens": max(settings["beta1_half_life_multipliers"])}
+        return past_edges(best(specs, table), table, best_cells(compared(table[table["seed"] == seed], every), seed), steps)
 
     def refined(specs, table):
         out = []
@@ -73,7 +94,21 @@ def runs(exp, params: dict, results_root="results") -> list:
         chosen = best(specs, table)
         return reseeded(chosen, [s.hash for s in chosen], settings["seeds_at_best"])
 
-    return staged(exp, results_root, [refined, beta1, seeds])
+    return staged(exp, results_root, [refined, beta1, *[past_edge] * settings.get("max_extension", 0), seeds])
+
+
+def past_edges(best: list, runs: pd.DataFrame, cells: pd.DataFrame, steps: dict[str, float]) -> list:
+    """For each best cell's spec in `best` whose row in `cells` (`best_cells`) has a hyperparameter on the edge
+    of what its (optimizer, batch size) tried in `runs`, that spec one step (`steps[key]`, a factor) past the
+    edge: below the smallest value tried or above the largest."""
+    cells = cells.set_index(GROUP)
+    out = []
+    for s in best:
+        group = runs[(runs["optimizer.name"] == s.optimizer.name) & (runs["batch_size"] == s.batch_size)]
+        for key in filter(None, str(cells.loc[(s.optimizer.name, s.batch_size), "edge_on"]).split(",")):
+            value = get_dotted(s.to_dict(), key)
+            out.append(s.replace(**{key: value / steps[key] if value == group[key].min() else value * steps[key]}))
+    return out
 
 
 def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
@@ -116,8 +151,8 @@ def optimizer_claims(best: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
         close = with_edges(compare(loss(worst, small), loss(top, small), steps((worst, small), (top, small))), best,
                            [(worst, small), (top, small)])
         at_large = {n: v.mean() for n, v in adaptive(large).items()}  # the spread is decided by each end's best and worst
-        grows = with_edges(grows, best, [(worst, small), (top, small), (max(at_large, key=at_large.get), large),
-                                         (min(at_large, key=at_large.get), large)])
+        grows = with_edges({**grows, "regime": {"large_batch_size": int(large)}}, best,
+                           [(worst, small), (top, small), (max(at_large, key=at_large.get), large), (min(at_large, key=at_large.get), large)])
         claims.append(claim("marek.optimizers.adaptive_drift",
                             f"spread of the adaptive optimizers' best losses: {close['difference']:.3f} at B={small} "
                             f"({worst} behind {top}), {close['difference'] + grows['difference']:.3f} at B={large}",

@@ -131,7 +131,8 @@ def sensitivity_claims(table: pd.DataFrame, runs: pd.DataFrame, centres: dict[in
     """Flatter at small batch, per hyperparameter: the worst loss change over the multipliers at the largest
     batch size minus that at the smallest, with a bootstrap over seeds (a diverged multiplier is infinitely bad).
     A part whose centre is a best cell on the edge of the source's grid along that hyperparameter
-    (`centre_cells`: the source's best AdamW cells, `centre_cells()`) carries that edge."""
+    (`centre_cells`: the source's best AdamW cells, `centre_cells()`) carries that edge. The `regime` names
+    the larger batch size compared: the paper finds every B <= 16 flat, so only a larger one can show it."""
     worst = table.groupby(["hyperparameter", "batch_size"])["delta_loss"].max().unstack("batch_size")
     small, large = worst.columns.min(), worst.columns.max()
     edges = centre_edges(centre_cells, [small, large])
@@ -161,7 +162,7 @@ def sensitivity_claims(table: pd.DataFrame, runs: pd.DataFrame, centres: dict[in
         measured += " (inf: a multiplier diverged)"
     if edges:
         measured += "; centre on the edge of its grid in " + ", ".join(f"{e['hyperparameter']} at {e['cell']}" for v in edges.values() for e in v)
-    return [claim("marek.sensitivity.small_batch_flatter", measured, {"parts": parts})]
+    return [claim("marek.sensitivity.small_batch_flatter", measured, {"parts": parts, "regime": {"large_batch_size": int(large)}})]
 
 
 def sensitivity_panels(table: pd.DataFrame):

@@ -26,7 +26,8 @@ from replication.experiments import stored
 from replication.verdicts import DRAWS, MIN_STEPS, bootstrap_difference, compare, pooled_sd
 
 REQUIRES = ("power_lr_surface",)
-KEYS = ("batch_sizes", "cosine_budgets", "cosine_lr_steps", "eta_max", "fixed_batch_size", "a_multipliers", "b_offsets", "seeds")
+KEYS = ("batch_sizes", "cosine_budgets", "cosine_lr_steps", "eta_max", "fixed_batch_size", "a_multipliers", "b_offsets", "published_b",
+        "seeds")
 
 
 def wsd(exp, params: dict, results_root="results") -> tuple[pd.DataFrame, dict]:
@@ -54,7 +55,8 @@ def _cosine_lrs(s: dict, best: pd.DataFrame, batch_size: int, tokens: int) -> li
 
 
 def runs(exp, params: dict, results_root="results") -> list:
-    """Power at every batch size (3 seeds) with the fitted (a, b); a and b varied at the fixed batch size;
+    """Power at every batch size (3 seeds) with the fitted (a, b); a and b varied at the fixed batch size, b
+    also at the paper's value (`published_b`: the optimum is then not looked for around our own fit alone);
     cosine over its grid per cell (seed 0), then 3 seeds at its best LR."""
     s = common.settings(exp, KEYS)
     table, fit = wsd(exp, params, results_root)
@@ -62,6 +64,7 @@ def runs(exp, params: dict, results_root="results") -> list:
     out = [power_spec(exp, params, bs, a, b, seed) for bs in s["batch_sizes"] for seed in s["seeds"]]
     out += [power_spec(exp, params, s["fixed_batch_size"], a * k, b, seed) for k in s["a_multipliers"] for seed in s["seeds"]]
     out += [power_spec(exp, params, s["fixed_batch_size"], a, b + d, seed) for d in s["b_offsets"] for seed in s["seeds"]]
+    out += [power_spec(exp, params, s["fixed_batch_size"], a, pb, seed) for pb in s["published_b"] for seed in s["seeds"]]
     best = lr_surface.optima(table)
     store = stored(exp, results_root)
     for bs in s["batch_sizes"]:
@@ -165,7 +168,9 @@ def claims(t: dict, regime: dict | None = None) -> list[dict]:
               f"power - tuned cosine, mean over {len(cos_cells)} cells: {cos_gap:+.3f} nats", beats),
         claim("power.scheduler.a_flat_b_sharp",
               f"loss range over a x {min(s['a_multipliers'] + [1]):g}-{max(s['a_multipliers'] + [1]):g}: {sens['a_range']:.3f}; over "
-              f"b {t['b']:+.2f} {min(s['b_offsets']):+g} to {max(s['b_offsets']):+g}: {sens['b_range']:.3f}; optimal b {sens['b_opt']:.2f}",
+              f"b {t['b']:+.2f} {min(s['b_offsets']):+g} to {max(s['b_offsets']):+g}: {sens['b_range']:.3f}; optimal b {sens['b_opt']:.2f} "
+              f"over b = {', '.join(f'{v:.2f}' for v in sens['b_means'].index)} (the paper's "
+              + ", ".join(f"{v:g}" for v in s["published_b"]) + " included)",
               {"parts": {"b_matters_more_than_a": sens["b_vs_a"], "optimal_b": sens["optimal_b"]}}),
         claim("power.scheduler.anytime",
               f"B={s['fixed_batch_size']}: decays branched off one power run vs WSD tuned per budget, worst "
@@ -192,23 +197,26 @@ def _b_optimum(means: pd.Series) -> float:
 
 
 def sensitivity(t: dict, draws: int = DRAWS) -> dict:
-    """Loss range over a (b fixed) and over b (a fixed) at the fixed batch size and largest budget, and b's optimum
-    (its interval from `draws` resamples of the seeds at every b)."""
+    """Loss range over a (b fixed) and over b within the offsets around the fit (a fixed) at the fixed batch
+    size and largest budget, and b's optimum over every b tried, the paper's included (its interval from
+    `draws` resamples of the seeds at every b)."""
     g = _at(t)
     a_rows, b_rows = g[g["b"] == t["b"]], g[g["a"] == t["a"]]
+    near = b_rows[(b_rows["b"] - t["b"]).abs() <= max(map(abs, t["settings"]["b_offsets"])) + 1e-9]  # the range compared with a's
     a_cells = {f"a{a}": list(x["loss"]) for a, x in a_rows.groupby("a")}
-    b_cells = {f"b{b}": list(x["loss"]) for b, x in b_rows.groupby("b")}
+    b_cells = {f"b{b}": list(x["loss"]) for b, x in near.groupby("b")}
     spread = lambda m, prefix: np.nanmax([v for k, v in m.items() if k.startswith(prefix)]) - np.nanmin([v for k, v in m.items() if k.startswith(prefix)])
     steps = [int(g["steps"].min())] if len(g) else []
     b_vs_a = bootstrap_difference(a_cells | b_cells, lambda m: spread(m, "b") - spread(m, "a"), steps)
     draws = [_b_optimum(x.groupby("b")["loss"].mean()) for x in common.resampled(b_rows, ["b"], draws)] if len(b_rows) else []
     b_means = b_rows.groupby("b")["loss"].mean()
     b_opt = _b_optimum(b_means) if len(b_means) else np.nan
+    near_means = near.groupby("b")["loss"].mean()
     optimal_b = {"estimate": b_opt, "draws": draws, "min_steps": steps[0] if steps else None,
                  "n_seeds": int(b_rows.groupby("b")["loss"].count().min()) if len(b_rows) else 0}
     a_means = a_rows.groupby("a")["loss"].mean()
     return {"a_range": float(a_means.max() - a_means.min()) if len(a_means) else np.nan,
-            "b_range": float(b_means.max() - b_means.min()) if len(b_means) else np.nan,
+            "b_range": float(near_means.max() - near_means.min()) if len(near_means) else np.nan,
             "b_opt": b_opt, "b_vs_a": b_vs_a, "optimal_b": optimal_b, "a_means": a_means, "b_means": b_means}
 
 

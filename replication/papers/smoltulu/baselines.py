@@ -1,7 +1,8 @@
-"""What answering without a model scores on each evaluation task: chance, the best constant answer, and
-copying a number from the prompt. A task-accuracy claim is about what fine-tuning taught only where the
-model beats all three: two-hop binding asks for one of the two digits in its prompt, so copying the first
-digit is right about half the time, and a format check passes any output of the most common format.
+"""What answering without a model scores on each evaluation task: chance, the best constant answer, copying
+a number from the prompt, and echoing the prompt's list as given. A task-accuracy claim is about what
+fine-tuning taught only where the model beats all four: two-hop binding asks for one of the two digits in
+its prompt, so copying the first digit is right about half the time; a format check passes any output of
+the most common format; three digits to sort already come sorted one time in six.
 
 Every baseline is scored as `replication.sft` scores the model: an exact answer must be the whole output
 (surrounding space stripped: the engine stores the answer with its leading space), a pattern must match
@@ -58,9 +59,17 @@ def copy_number(items: list[dict]) -> tuple[float, str]:
     return scores[which], which
 
 
+def echo(items: list[dict]) -> float:
+    """Answering with the prompt's own list, unchanged: for `<instruction> a b c A:` the output `a b c` (for
+    any prompt, its words after the first, up to the closing `A:`)."""
+    outputs = [" ".join(item["prompt"].removesuffix(" A:").split()[1:]) for item in items]
+    return accuracy(items, outputs)
+
+
 def table(evaluation: dict[str, list[dict]], targets: dict[str, list[str]], family) -> pd.DataFrame:
     """One row per task: its items, family (`family(task)`), each baseline's accuracy (with the constant output
-    and which number is copied) and the best of them, the bar a learned task must clear."""
+    and which number is copied; `echo`: the prompt's list as given) and the best of them, the bar a learned
+    task must clear."""
     rows = []
     for task, items in sorted(evaluation.items()):
         held = targets[task]
@@ -69,7 +78,7 @@ def table(evaluation: dict[str, list[dict]], targets: dict[str, list[str]], fami
         const, output = constant(items, held)
         copied, which = copy_number(items)
         row = {"task": task, "family": family(task), "items": len(items), "chance": chance(items), "constant": const,
-               "constant_output": output, "copy_number": copied, "copied": which}
-        row["best_baseline"] = max(row["chance"], const, copied)
+               "constant_output": output, "copy_number": copied, "copied": which, "echo": echo(items)}
+        row["best_baseline"] = max(row["chance"], const, copied, row["echo"])
         rows.append(row)
     return pd.DataFrame(rows)

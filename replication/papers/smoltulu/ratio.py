@@ -1,18 +1,22 @@
-"""SmolTulu (Alrashed 2024): the learning-rate / batch-size ratio in fine-tuning and the two task families
+"""SmolTulu (Alrashed 2024): the learning-rate / batch-size ratio in fine-tuning and the task families
 (notebook `smoltulu_ratio`).
 
 A model pretrained on Shakespeare (`settings.pretrain`) is fine-tuned on one mixture of every task of
 `tasks` (Tulu's way: all tasks at once) over a grid of AdamW learning rate x batch size, in two arms:
 - equal epochs (the paper's protocol): every cell sees the mixture `settings.epochs` times, so a smaller
   batch also takes more optimizer steps;
-- equal steps: every cell takes the steps of the largest batch size at those epochs, so the ratio is
-  separated from the number of updates (the confound the spec names: at 1.7B, BS 8 took 4x the steps of BS 32).
+- equal steps (at `settings.equal_steps_batch_sizes`): every cell takes the steps of the largest batch size
+  at those epochs, so the ratio is separated from the number of updates (the confound the spec names: at
+  1.7B, BS 8 took 4x the steps of BS 32).
 Each run records the held-out pretraining loss (forgetting) and its accuracy on every task's evaluation
-split; families are scored as the mean accuracy of their tasks. Verdicts compare error rates (1 - accuracy)
-so that a cell whose every seed diverged counts as the worst, as the shared rules read losses. A task-accuracy
-claim reports how far its deciding cell beats each task's heuristic baselines (`baselines.py`: chance, a
-constant answer, a number copied from the prompt), and which deciding cells have their best LR on the grid's
-edge; the ledger reads both as "not testable at this scale" where they fail.
+split; families (reasoning, pretrained knowledge, patterns learned in fine-tuning: `tasks.py`) are scored
+as the mean accuracy of their tasks. Verdicts compare error rates (1 - accuracy) so that a cell whose every
+seed diverged counts as the worst, as the shared rules read losses. A task-accuracy claim reports how far
+its deciding cell beats each task's heuristic baselines (`baselines.py`: chance, a constant answer, a number
+copied from the prompt, the prompt's list echoed), and which deciding cells have their best LR on the grid's
+edge, and how far its most forgetful deciding cell's held-out loss lies above a uniform guess (a collapsed
+language model is not the fine-tuned model the paper's claims are about); the ledger reads all three as
+"not testable at this scale" where they fail.
 """
 
 from __future__ import annotations
@@ -29,21 +33,22 @@ from replication.data import load_documents, split_names
 from replication.fit import argmin_log_parabola, slope
 from replication.papers.smoltulu import baselines, tasks
 from replication.task_set import load_task_set, write_task_set
-from replication.spec import RunSpec
+from replication.spec import ConfigError, RunSpec
 from replication.experiments import finetuning, stored
 from replication.verdicts import DRAWS, MIN_SEEDS, MIN_STEPS, bootstrap_difference, compare, pooled_sd
 
-KEYS = ("pretrain", "sizes", "eval_fraction", "continuation_items", "task_seed", "epochs")
+KEYS = ("pretrain", "sizes", "eval_fraction", "continuation_items", "task_seed", "epochs", "equal_steps_batch_sizes")
 EPOCHS, STEPS = "equal epochs", "equal steps"
-FAMILIES = (tasks.REASONING, tasks.PATTERN)
+FAMILIES = (tasks.REASONING, tasks.KNOWLEDGE, tasks.LEARNED)
+OPPOSED = (tasks.REASONING, tasks.KNOWLEDGE)  # the families whose optima the paper puts at opposite ends
 CELL = ["batch_size", "lr"]
 
 # Table 3 of the paper (SmolLM2-1.7B, SFT): the high-ratio SFT-1130 (LR 9e-5, BS 8) and the low-ratio SFT-1207 (3.1e-6, 32);
 # the family is the one the abstract gives each benchmark from the 135M contours ("-": not assigned).
 PAPER_SFT = pd.DataFrame(
     [("ARC", "reasoning", 51.0, 55.6), ("BBH", "-", 34.7, 34.0), ("GSM8K", "reasoning", 49.0, 42.8),
-     ("HellaSwag", "pattern", 61.5, 67.5), ("IFEval", "pattern", 61.0, 47.8), ("MMLU-Pro", "-", 17.6, 17.9),
-     ("PIQA", "pattern", 72.7, 76.9)],
+     ("HellaSwag", "knowledge", 61.5, 67.5), ("IFEval", "learned", 61.0, 47.8), ("MMLU-Pro", "-", 17.6, 17.9),
+     ("PIQA", "knowledge", 72.7, 76.9)],
     columns=["benchmark", "family (135M)", "high ratio (11.25e-6)", "low ratio (0.097e-6)"])
 PAPER_SFT["difference"] = PAPER_SFT["high ratio (11.25e-6)"] - PAPER_SFT["low ratio (0.097e-6)"]
 
@@ -53,14 +58,15 @@ def settings(exp) -> dict:
 
 
 def task_set(exp) -> str:
-    """The mixture and evaluation items of `settings` plus continuation items from the pretraining corpus's
-    held-out documents, written once; returns the task set's hash (each fine-tuning run's `tasks`)."""
+    """The mixture and evaluation items of `settings` plus continuation items from the pretraining corpus, of
+    its held-out documents and of those it trained on, written once; returns the task set's hash (each
+    fine-tuning run's `tasks`)."""
     s = settings(exp)
     train, evaluation = tasks.mixture(s["sizes"], s["eval_fraction"], s["task_seed"])
     docs = load_documents(exp.base.data)
-    _, val_names = split_names(list(docs), exp.base.data.val_fraction)
-    text = "\n".join(docs[n] for n in val_names)
-    evaluation[tasks.CONTINUATION] = tasks.continuation_items(text, s["continuation_items"], s["task_seed"])
+    train_names, val_names = split_names(list(docs), exp.base.data.val_fraction)
+    for task, names in ((tasks.CONTINUATION, val_names), (tasks.SEEN_CONTINUATION, train_names)):
+        evaluation[task] = tasks.continuation_items("\n".join(docs[n] for n in names), s["continuation_items"], s["task_seed"])
     return write_task_set(train, evaluation)
 
 
@@ -70,22 +76,28 @@ def baseline_table(exp) -> pd.DataFrame:
     s = settings(exp)
     evaluation = load_task_set(task_set(exp))["eval"]
     targets = tasks.evaluation_targets(s["sizes"], s["eval_fraction"], s["task_seed"])
-    targets[tasks.CONTINUATION] = [item["choices"][item["correct"]].strip() for item in evaluation[tasks.CONTINUATION]]
+    for task in tasks.CONTINUATIONS:
+        targets[task] = [item["choices"][item["correct"]].strip() for item in evaluation[task]]
     return baselines.table(evaluation, targets, tasks.family)
 
 
 def arm_specs(exp, results_root="results") -> tuple[RunSpec, dict[str, list[RunSpec]]]:
-    """The pretraining run and each arm's fine-tuning runs (the grid, budgets set by the arm)."""
+    """The pretraining run and each arm's fine-tuning runs (the grid, budgets set by the arm; the equal-steps arm
+    at `settings.equal_steps_batch_sizes` only, the sizes its claim compares)."""
     s = settings(exp)
     pretrain, ft = finetuning(exp, results_root)
     digest = task_set(exp)
     n_train = len(load_task_set(digest)["train"])
     grid = ft.expand()
+    sizes = sorted({x.batch_size for x in grid})
+    if len(set(s["equal_steps_batch_sizes"])) < 2 or not set(s["equal_steps_batch_sizes"]) <= set(sizes):
+        raise ConfigError(f"experiments.{exp.name}.settings.equal_steps_batch_sizes: {s['equal_steps_batch_sizes']} must name at least "
+                          f"two of the grid's batch sizes {sizes}")
     seq = exp.base.data.seq_len
     steps_at = lambda b: max(1, round(s["epochs"] * n_train / b))
     fixed = steps_at(max(x.batch_size for x in grid))
     arms = {EPOCHS: [x.replace(tasks=digest, tokens=steps_at(x.batch_size) * x.batch_size * seq) for x in grid],
-            STEPS: [x.replace(tasks=digest, tokens=fixed * x.batch_size * seq) for x in grid]}
+            STEPS: [x.replace(tasks=digest, tokens=fixed * x.batch_size * seq) for x in grid if x.batch_size in s["equal_steps_batch_sizes"]]}
     return pretrain, arms
 
 
@@ -119,7 +131,7 @@ def run_table(exp, results_root="results") -> tuple[dict, pd.DataFrame]:
     for name in names:  # a column even if every run diverged
         df[name] = df[name] if name in df else np.nan
     before = {"heldout_loss": first["val"]["loss"][0], "pretrain_val_loss": pre["final_val_loss"], "pretrain_tokens": pre["tokens"],
-              **first["task_accuracy_before"]}
+              "uniform_loss": float(np.log(exp.base.data.vocab_size)), **first["task_accuracy_before"]}
     for fam in FAMILIES:
         members = [t for t in names if tasks.family(t) == fam]
         df[fam] = df[members].mean(axis=1, skipna=False)
@@ -128,7 +140,7 @@ def run_table(exp, results_root="results") -> tuple[dict, pd.DataFrame]:
 
 
 def task_columns(runs: pd.DataFrame) -> list[str]:
-    return [c for c in runs.columns if c in tasks.TASKS or c == tasks.CONTINUATION]
+    return [c for c in runs.columns if c in tasks.TASKS or c in tasks.CONTINUATIONS]
 
 
 def cells(runs: pd.DataFrame) -> pd.DataFrame:
@@ -203,13 +215,20 @@ def lr_edges(arm_cells: pd.DataFrame, deciding: list[pd.Series]) -> list[dict]:
     return grid_edges(frame.drop_duplicates(), ["batch_size", "lr"], {"lr": "learning rate"})
 
 
+def collapse(cells: list[pd.Series], uniform_loss: float) -> float:
+    """How far the largest held-out pretraining loss among `cells` lies above `uniform_loss` (ln V, a uniform
+    guess): positive means some cell's language model has collapsed, so its task scores come from a body
+    that no longer models text, outside the regime of the paper's fine-tuned models (which lose a few points)."""
+    return float(max(c["heldout_loss"] for c in cells) - uniform_loss)
+
+
 def margin_over_baselines(cell: pd.Series, family: str, base: pd.DataFrame) -> tuple[float, str]:
     """The smallest, over the tasks of `family`, of `cell`'s accuracy on the task minus the task's best
     heuristic baseline, and that task. Negative: on some task of the family the cell does no better than
     chance, a constant answer or a number copied from the prompt, so the family's score there is not (all)
     what fine-tuning taught."""
     bar = base.set_index("task")["best_baseline"]
-    members = [t for t in cell.index if (t in tasks.TASKS or t == tasks.CONTINUATION) and tasks.family(t) == family]
+    members = [t for t in cell.index if (t in tasks.TASKS or t in tasks.CONTINUATIONS) and tasks.family(t) == family]
     missing = [t for t in members if t not in bar.index]
     if missing:
         raise ValueError(f"no heuristic baseline for task(s) {', '.join(missing)}")
@@ -220,14 +239,25 @@ def _label(cell: pd.Series) -> str:
     return f"LR {cell['lr']:.3g}, B {int(cell['batch_size'])} (LR/B {cell['ratio']:.2g})"
 
 
-def forgetting(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS) -> dict:
+def forgetting(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS, uniform_loss: float = np.inf) -> dict:
     """Mean held-out pretraining loss over the high-ratio cells minus over the low-ratio cells, its standard
-    error from resampling every cell's seeds (cells are independent runs)."""
-    high, low = halves(table[table["arm"] == arm])
+    error from resampling every cell's seeds (cells are independent runs). Only cells whose mean held-out
+    loss is below `uniform_loss` (a uniform guess over the vocabulary, ln V) take part, split into halves at
+    the median of their own ratios: a cell above it has collapsed, and how much more it collapsed is not the
+    graded forgetting the paper's benchmarks show. `cells` says how many cells of each half were compared
+    and how many collapsed were left out."""
+    arm_cells = table[table["arm"] == arm]
+    kept = arm_cells[arm_cells["heldout_loss"] < uniform_loss]
+    collapsed = len(arm_cells) - len(kept)
+    high, low = halves(kept) if len(kept) else (kept, kept)
     keys = [("high", i) for i in high.index] + [("low", i) for i in low.index]
     values = {k: _values(runs, table.loc[k[1]], "heldout_loss") for k in keys}
     gap = lambda means: np.mean([v for k, v in means.items() if k[0] == "high"]) - np.mean([v for k, v in means.items() if k[0] == "low"])
-    return bootstrap_difference(values, gap, steps=[*high["steps"], *low["steps"]])
+    if high.empty or low.empty:
+        return {"untestable": f"no {'high' if high.empty else 'low'}-ratio cell has a held-out loss below a uniform guess ({uniform_loss:.2f} nats)",
+                "cells": {"high": len(high), "low": len(low), "collapsed": collapsed}, "difference": None, "se": None}
+    return {**bootstrap_difference(values, gap, steps=[*high["steps"], *low["steps"]]),
+            "cells": {"high": len(high), "low": len(low), "collapsed": collapsed}}
 
 
 def optimum_ratio(arm_cells: pd.DataFrame, family: str) -> float:
@@ -259,10 +289,11 @@ def _best_ratio(keys: pd.DataFrame, means: np.ndarray) -> float:
 
 
 def opposite_optima(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS, draws: int = DRAWS) -> dict:
-    """log10 of (the reasoning family's best ratio / the pattern family's), over cell means, with seeds resampled."""
+    """log10 of (the reasoning family's best ratio / the pretrained-knowledge family's: the paper's pattern
+    benchmarks HellaSwag and PIQA), over cell means, with seeds resampled."""
     arm_runs, arm_cells = runs[runs["arm"] == arm], table[table["arm"] == arm]
-    estimate = np.log10(optimum_ratio(arm_cells, tasks.REASONING) / optimum_ratio(arm_cells, tasks.PATTERN))
-    (keys, reasoning), (_, pattern) = (mean_draws(arm_runs, fam, draws) for fam in FAMILIES)
+    estimate = np.log10(optimum_ratio(arm_cells, tasks.REASONING) / optimum_ratio(arm_cells, tasks.KNOWLEDGE))
+    (keys, reasoning), (_, pattern) = (mean_draws(arm_runs, fam, draws) for fam in OPPOSED)
     values = [np.log10(_best_ratio(keys, r) / _best_ratio(keys, p)) for r, p in zip(reasoning, pattern)]
     return _interval(estimate, values, arm_cells)
 
@@ -363,15 +394,18 @@ def by_ratio(table: pd.DataFrame, arm: str = EPOCHS, base: pd.DataFrame | None =
 
 
 # ------------------------------------------------------------------------------------------------ claims
-def claims(runs: pd.DataFrame, table: pd.DataFrame, base: pd.DataFrame | None = None) -> list[dict]:
+def claims(runs: pd.DataFrame, table: pd.DataFrame, base: pd.DataFrame | None, uniform_loss: float) -> list[dict]:
     """Every claim. The task-accuracy claims report, as `regime`, the smallest margin of the better compared
     cell over its family's heuristic baselines (`base`, from `baseline_table`; None: not measured), and as
-    `edges` the compared cells whose LR is on the grid's edge."""
+    `edges` the compared cells whose LR is on the grid's edge. Forgetting is compared over the cells whose
+    held-out loss is below `uniform_loss` (`before["uniform_loss"]`: ln of the vocabulary)."""
     def gated(m: dict, arm: str, deciding: list[pd.Series], judged: list[tuple[pd.Series, str]]) -> dict:
-        """`m` with the smallest margin over the baselines of each (cell, family) in `judged` (and its task), and
-        the edges of `deciding`."""
+        """`m` with the smallest margin over the baselines of each (cell, family) in `judged` (and its task), how
+        far the most forgetful deciding cell's held-out loss lies above a uniform guess (`collapse`), and the
+        edges of `deciding`."""
         margin, task = min(margin_over_baselines(cell, family, base) for cell, family in judged) if base is not None else (None, None)
-        return {**m, "regime": {"margin_over_baselines": margin}, "margin_task": task, "edges": lr_edges(table[table["arm"] == arm], deciding)}
+        return {**m, "regime": {"margin_over_baselines": margin, "heldout_above_uniform": collapse(deciding, uniform_loss)},
+                "margin_task": task, "edges": lr_edges(table[table["arm"] == arm], deciding)}
 
     def contrast(claim_id: str, arm: str, family: str, what: str, cells: tuple[pd.Series, pd.Series]) -> dict:
         better = max(cells, key=lambda c: c[family])  # the family's better compared cell: the one that shows what was learned
@@ -384,23 +418,32 @@ def claims(runs: pd.DataFrame, table: pd.DataFrame, base: pd.DataFrame | None = 
 
     out = [contrast("smoltulu.ratio.reasoning_prefers_high_ratio", EPOCHS, tasks.REASONING, "reasoning accuracy",
                     _high_low_cells(table, EPOCHS, tasks.REASONING)),
-           contrast("smoltulu.ratio.pattern_prefers_low_ratio", EPOCHS, tasks.PATTERN, "pattern accuracy",
-                    _high_low_cells(table, EPOCHS, tasks.PATTERN))]
+           contrast("smoltulu.ratio.pattern_prefers_low_ratio", EPOCHS, tasks.KNOWLEDGE, "pretrained-knowledge accuracy",
+                    _high_low_cells(table, EPOCHS, tasks.KNOWLEDGE)),
+           contrast("smoltulu.ratio.learned_patterns_prefer_low_ratio", EPOCHS, tasks.LEARNED, "learned-pattern accuracy",
+                    _high_low_cells(table, EPOCHS, tasks.LEARNED))]
     arm_cells = table[table["arm"] == EPOCHS]
-    optima = [best_cell(arm_cells, fam) for fam in FAMILIES]
-    opposite = gated(opposite_optima(runs, table), EPOCHS, optima, list(zip(optima, FAMILIES)))
-    out.append(claim("smoltulu.ratio.opposite_optima", f"the reasoning optimum's LR/B is 10^{opposite['estimate']:.2f} x the pattern "
+    optima = [best_cell(arm_cells, fam) for fam in OPPOSED]
+    opposite = gated(opposite_optima(runs, table), EPOCHS, optima, list(zip(optima, OPPOSED)))
+    out.append(claim("smoltulu.ratio.opposite_optima", f"the reasoning optimum's LR/B is 10^{opposite['estimate']:.2f} x the pretrained-knowledge "
                                                         f"optimum's ({EPOCHS}: {_label(optima[0])} vs {_label(optima[1])})"
                                                         + _margin_words(opposite), opposite))
     ridge_m = ridge_slope(runs, table)
+    optima_by_size = [best_cell(g, tasks.REASONING) for _, g in arm_cells.groupby("batch_size")]  # the cells the ridge rests on
+    ridge_m["regime"] = {**ridge_m.get("regime", {}), "heldout_above_uniform": collapse(optima_by_size, uniform_loss)}
     spread = equal_ratio_spread(runs, table, tasks.REASONING)
     judged = spread[spread["within_noise"].notna()] if len(spread) else spread
     agree = (f"; along equal-ratio diagonals the reasoning cells agree within 2 SE on {int(judged['within_noise'].sum())} of {len(judged)}"
              if len(judged) else "")
     out.append(claim("smoltulu.ratio.ratio_not_lr_alone", _ridge_words(ridge_m) + agree, ridge_m))
-    loss = forgetting(runs, table)
-    out.append(claim("smoltulu.ratio.high_ratio_forgets", f"held-out pretraining loss {loss['difference']:+.3f} nats higher over the "
-                                                          f"high-ratio cells than the low-ratio ones" + (f" (SE {loss['se']:.3f})" if loss["se"] else ""), loss))
+    loss = forgetting(runs, table, uniform_loss=uniform_loss)
+    n = loss["cells"]
+    compared = (f"{n['high']} high- and {n['low']} low-ratio cells below a uniform guess ({uniform_loss:.2f} nats; "
+                f"{n['collapsed']} collapsed cell(s) above it left out)") if np.isfinite(uniform_loss) else "high- and low-ratio cells"
+    out.append(claim("smoltulu.ratio.high_ratio_forgets",
+                     (f"held-out pretraining loss {loss['difference']:+.3f} nats higher over the high-ratio cells than the low-ratio ones"
+                      + (f" (SE {loss['se']:.3f})" if loss["se"] else "") if loss["difference"] is not None else "held-out pretraining loss: no contrast")
+                     + f", over the {compared}", loss))
     out.append(contrast("smoltulu.ratio.survives_fixed_steps", STEPS, tasks.REASONING,
                         "reasoning accuracy at equal steps, high ratios at the smaller batch sizes vs low ratios at the larger",
                         _fixed_steps_cells(table, tasks.REASONING)))
@@ -435,11 +478,11 @@ def caveats(runs: pd.DataFrame, table: pd.DataFrame, before: dict, base: pd.Data
         bar = base.set_index("task")["best_baseline"]
         floor = [f"{t} (best cell {table[t].max():.3f}, baseline {bar[t]:.3f})" for t in task_columns(runs) if table[t].max() <= bar[t]]
         if floor:
-            out.append(f"no fine-tuning cell beats the best heuristic baseline (chance, a constant answer, a number copied from the prompt) of "
+            out.append(f"no fine-tuning cell beats the best heuristic baseline (chance, a constant answer, a number copied from the prompt, its list echoed) of "
                        f"{', '.join(floor)}: at this size those tasks are not learned beyond a heuristic, so a task-accuracy claim "
                        "on their family is not testable.")
     else:
-        floor = [t for t in task_columns(runs) if t != tasks.CONTINUATION and runs[t].max() <= max(before.get(t, 0), 0.05)]
+        floor = [t for t in task_columns(runs) if t not in tasks.CONTINUATIONS and runs[t].max() <= max(before.get(t, 0), 0.05)]
         if floor:
             out.append(f"no fine-tuning cell lifts {', '.join(floor)} above the pretrained model (or 5 %): at this size those tasks "
                        "are not learned, so they add a near-constant to their family's mean.")
@@ -478,16 +521,16 @@ def _heatmap(ax, arm_cells: pd.DataFrame, column: str, title: str, lower_is_bett
 
 
 def figure(table: pd.DataFrame, before: dict):
-    """Rows: the two arms; columns: reasoning accuracy, pattern accuracy, held-out pretraining loss, over LR (x)
+    """Rows: the two arms; columns: each family's accuracy and the held-out pretraining loss, over LR (x)
     and batch size (y), mean over seeds, with contour lines (their levels marked on the colour bar) as in the
     paper's Fig. 1. Faint straight lines are diagonals of equal LR / B."""
     arms = [a for a in (EPOCHS, STEPS) if a in set(table["arm"])]
-    fig, axes = plt.subplots(len(arms), 3, figsize=(14, 4.2 * len(arms)), squeeze=False)
+    fig, axes = plt.subplots(len(arms), len(FAMILIES) + 1, figsize=(4.7 * (len(FAMILIES) + 1), 4.2 * len(arms)), squeeze=False)
     for row, arm in zip(axes, arms):
         c = table[table["arm"] == arm]
-        _heatmap(row[0], c, tasks.REASONING, f"{arm}: reasoning accuracy (pretrained {before[tasks.REASONING]:.2f})")
-        _heatmap(row[1], c, tasks.PATTERN, f"{arm}: pattern accuracy (pretrained {before[tasks.PATTERN]:.2f})")
-        _heatmap(row[2], c, "heldout_loss", f"{arm}: held-out pretraining loss (pretrained {before['heldout_loss']:.2f})", lower_is_better=True)
+        for ax, fam in zip(row, FAMILIES):
+            _heatmap(ax, c, fam, f"{arm}: {fam} accuracy (pretrained {before[fam]:.2f})")
+        _heatmap(row[-1], c, "heldout_loss", f"{arm}: held-out pretraining loss (pretrained {before['heldout_loss']:.2f})", lower_is_better=True)
         row[0].set_ylabel("batch size")
     for ax in axes[-1]:
         ax.set_xlabel("learning rate")
@@ -516,7 +559,7 @@ def collapse_figure(table: pd.DataFrame):
     """Each family's accuracy and the held-out loss against LR / B, one line per batch size (solid: equal epochs,
     dashed: equal steps, its points shifted right by 8 % so that neither hides the other; 95 % seed intervals):
     the lines fall on one curve if the ratio alone decides."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, len(FAMILIES) + 1, figsize=(4.7 * (len(FAMILIES) + 1), 4))
     sizes = sorted(table["batch_size"].unique())
     for ax, column in zip(axes, [*FAMILIES, "heldout_loss"]):
         for b in sizes:

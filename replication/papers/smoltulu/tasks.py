@@ -1,5 +1,8 @@
-"""SmolTulu's two task families, generated: multi-step reasoning (an exact answer) and pattern recognition /
-recall (choices ranked by likelihood, or a fixed output format). Nothing here trains or downloads anything.
+"""SmolTulu's task families, generated: multi-step reasoning (an exact answer), and the paper's "pattern
+recognition" split in two, since it mixes two things a ratio could act on in opposite ways: pretrained
+knowledge (HellaSwag's and PIQA's kind: ranking continuations of text the body was, or was not, pretrained
+on; never fine-tuned on) and patterns learned in fine-tuning (IFEval's kind: formats, a periodic sequence,
+new facts stated in the mixture). Nothing here trains or downloads anything.
 
 Every task is a pure function of (seed, size): the same call gives the same examples. Each example is a
 `prompt` plus either an `answer` or `choices` with the index of the right one. `split` cuts one task's
@@ -18,7 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-REASONING, PATTERN = "reasoning", "pattern"
+REASONING, KNOWLEDGE, LEARNED = "reasoning", "knowledge", "learned"
+FAMILY_WORDS = {REASONING: "multi-step reasoning learned in fine-tuning (GSM8K's and ARC's role)",
+                KNOWLEDGE: "pretrained knowledge, never fine-tuned on (HellaSwag's and PIQA's kind)",
+                LEARNED: "patterns learned in fine-tuning: formats, a periodic sequence, new facts (IFEval's kind)"}
 _NAMES = ("Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea")
 _ITEMS = ("apples", "coins", "books", "pens", "stones", "shells")
 _CITIES = ("Verona", "Padua", "Milan", "Mantua", "Athens", "Ephesus", "Troy", "Tyre", "Sparta", "Delphi", "Naples", "Genoa")
@@ -71,6 +77,20 @@ def word_problem(rng: np.random.Generator) -> Example:
     z = int(rng.integers(1, x + y))
     prompt = f"{name} has {x} {item}, gets {y}, gives {z} away. How many now? A:"
     return _example("word_problem", prompt, answer=str(x + y - z))
+
+
+def sort_digits(rng: np.random.Generator, n: int = 3) -> Example:
+    """Sorting `n` distinct digits: `sort 7 2 5 A:` -> `2 5 7`. A procedure of several comparisons whose answer
+    is not the prompt's order (echoing the digits as given is right only when they come sorted, 1 in n!)."""
+    digits = [int(v) for v in rng.choice(10, size=n, replace=False)]
+    return _example("sort_digits", f"sort {' '.join(map(str, digits))} A:", answer=" ".join(map(str, sorted(digits))))
+
+
+def reverse_words(rng: np.random.Generator, n: int = 3) -> Example:
+    """Reversing `n` distinct words: `reverse crown ring cup A:` -> `cup ring crown`. Each output position reads a
+    different input position, so no single copy of the prompt is right."""
+    words = [str(w) for w in rng.choice(_THINGS, size=n, replace=False)]
+    return _example("reverse_words", f"reverse {' '.join(words)} A:", answer=" ".join(words[::-1]))
 
 
 # -------------------------------------------------------------------------------------------- patterns
@@ -128,8 +148,9 @@ def format_following(rng: np.random.Generator) -> Example:
 
 
 TASKS = {"carry_addition": (REASONING, carry_addition), "variable_binding": (REASONING, variable_binding),
-         "word_problem": (REASONING, word_problem), "periodic_continuation": (PATTERN, periodic_continuation),
-         "fact_lookup": (PATTERN, fact_lookup), "format_following": (PATTERN, format_following)}
+         "word_problem": (REASONING, word_problem), "periodic_continuation": (LEARNED, periodic_continuation),
+         "fact_lookup": (LEARNED, fact_lookup), "format_following": (LEARNED, format_following),
+         "sort_digits": (REASONING, sort_digits), "reverse_words": (REASONING, reverse_words)}
 
 
 def generate(task: str, n: int, seed: int) -> list[Example]:
@@ -160,11 +181,14 @@ def fact_statements(facts: dict[str, str] | None = None) -> list[str]:
 
 
 def family(task: str) -> str:
-    return CONTINUATION_FAMILY if task == CONTINUATION else TASKS[task][0]
+    return KNOWLEDGE if task in CONTINUATIONS else TASKS[task][0]
 
 
 # ------------------------------------------------------------------------------ the engine's task set
-CONTINUATION, CONTINUATION_FAMILY = "corpus_continuation", PATTERN
+# Continuation ranking on the pretraining corpus: passages of held-out plays (what pretraining generalised) and
+# of the plays it trained on (what it memorised, the "facts seen in pretraining"). Scored, never fine-tuned on.
+CONTINUATION, SEEN_CONTINUATION = "corpus_continuation", "seen_continuation"
+CONTINUATIONS = (CONTINUATION, SEEN_CONTINUATION)
 
 
 def continuation_items(text: str, n: int, seed: int, context_words: int = 12, ending_words: int = 6) -> list[dict]:
