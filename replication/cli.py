@@ -10,7 +10,8 @@ from pathlib import Path
 from replication.data import DataError
 from replication.executor import executor_config
 from replication.params import experiment, load_params
-from replication.spec import ConfigError
+from replication.spec import PROFILES, ConfigError
+from replication.validation import choice
 from replication.store import MergeConflict, UnreadableWeights
 
 
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--dvc-yaml", default="dvc.yaml")
 
     show = sub.add_parser("show", help="summarise the store: runs per experiment and status")
-    show.add_argument("--profile")
+    show.add_argument("--profile", help="one profile's store only (default: every profile with runs stored)")
 
     tokens = sub.add_parser("tokens", help="tokenize every corpus a profile's experiments read (cached, memory-mapped) and write the manifest")
     tokens.add_argument("--profile")
@@ -128,8 +129,13 @@ def _dispatch(args) -> int:
         return 1 if changed and args.check else 0
     if args.command == "show":
         root = Path(args.results)
+        if args.profile:
+            choice("--profile", args.profile, PROFILES)
         profiles = [args.profile] if args.profile else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         for prof in profiles:
+            if not (root / prof).is_dir():
+                print(f"{prof}: no runs stored yet ({root / prof} does not exist)")
+                continue
             for exp_dir in sorted(p for p in (root / prof).iterdir() if p.is_dir()):
                 records = Store(root, prof, exp_dir.name).records()
                 counts = {}

@@ -20,6 +20,11 @@ def test_sweep_then_show(tmp_path, capsys):
     assert "final_val_loss" in table and table.count("adamw") == 2
     assert main(["--results", str(tmp_path), "show"]) == 0
     assert "smoke/quickstart: 2 runs ok=2" in capsys.readouterr().out
+    assert main(["--results", str(tmp_path), "show", "--profile", "gpu"]) == 0  # a profile with nothing stored yet
+    assert "gpu: no runs stored yet" in capsys.readouterr().out
+    assert main(["--results", str(tmp_path), "show", "--profile", "gpuu"]) == 2
+    err = capsys.readouterr().err
+    assert "'gpuu' is unknown" in err and "choose one of: cpu, gpu, paper, smoke" in err
 
 
 def test_bad_input_exits_2_with_a_message(tmp_path, capsys):

@@ -37,10 +37,12 @@ def test_equal_epochs_and_equal_steps_arms(tmp_path):
     assert {x.tasks for x in every} == {arms[ratio.EPOCHS][0].tasks} and pretrain.tasks is None
     assert all(x.init_from.endswith(f"{pretrain.hash}.pt") for x in every)
     assert len(ratio.runs(exp, {}, tmp_path)) == len(set(x.hash for x in every))
-    assert {x.batch_size for x in arms[ratio.STEPS]} == set(ratio.settings(exp)["equal_steps_batch_sizes"])
-    with pytest.raises(ConfigError, match="equal_steps_batch_sizes"):
-        bad = dataclasses.replace(exp, settings={**exp.settings, "equal_steps_batch_sizes": [2, 3]})
-        ratio.arm_specs(bad, tmp_path)
+    sizes = sorted({x.batch_size for x in arms[ratio.EPOCHS]})
+    assert ratio.settings(exp)["equal_steps_arm"] == "ends" and {x.batch_size for x in arms[ratio.STEPS]} == {sizes[0], sizes[-1]}
+    every_size = dataclasses.replace(exp, settings={**exp.settings, "equal_steps_arm": "all"})
+    assert {x.batch_size for x in ratio.arm_specs(every_size, tmp_path)[1][ratio.STEPS]} == set(sizes)
+    with pytest.raises(ConfigError, match="equal_steps_arm: 'both' is unknown"):
+        ratio.arm_specs(dataclasses.replace(exp, settings={**exp.settings, "equal_steps_arm": "both"}), tmp_path)
 
 
 def _grid(reasoning, pattern, heldout, learned=None, seed=0, noise=0.01) -> pd.DataFrame:

@@ -5,7 +5,7 @@ A model pretrained on Shakespeare (`settings.pretrain`) is fine-tuned on one mix
 `tasks` (Tulu's way: all tasks at once) over a grid of AdamW learning rate x batch size, in two arms:
 - equal epochs (the paper's protocol): every cell sees the mixture `settings.epochs` times, so a smaller
   batch also takes more optimizer steps;
-- equal steps (at `settings.equal_steps_batch_sizes`): every cell takes the steps of the largest batch size
+- equal steps (`settings.equal_steps_arm`: every batch size, or the smallest and largest): every cell takes the steps of the largest batch size
   at those epochs, so the ratio is separated from the number of updates (the confound the spec names: at
   1.7B, BS 8 took 4x the steps of BS 32).
 Each run records the held-out pretraining loss (forgetting) and its accuracy on every task's evaluation
@@ -37,7 +37,7 @@ from replication.spec import ConfigError, RunSpec
 from replication.experiments import finetuning, stored
 from replication.verdicts import DRAWS, MIN_SEEDS, MIN_STEPS, bootstrap_difference, compare, pooled_sd
 
-KEYS = ("pretrain", "sizes", "eval_fraction", "continuation_items", "task_seed", "epochs", "equal_steps_batch_sizes")
+KEYS = ("pretrain", "sizes", "eval_fraction", "continuation_items", "task_seed", "epochs", "equal_steps_arm")
 EPOCHS, STEPS = "equal epochs", "equal steps"
 FAMILIES = (tasks.REASONING, tasks.KNOWLEDGE, tasks.LEARNED)
 OPPOSED = (tasks.REASONING, tasks.KNOWLEDGE)  # the families whose optima the paper puts at opposite ends
@@ -82,22 +82,23 @@ def baseline_table(exp) -> pd.DataFrame:
 
 
 def arm_specs(exp, results_root="results") -> tuple[RunSpec, dict[str, list[RunSpec]]]:
-    """The pretraining run and each arm's fine-tuning runs (the grid, budgets set by the arm; the equal-steps arm
-    at `settings.equal_steps_batch_sizes` only, the sizes its claim compares)."""
+    """The pretraining run and each arm's fine-tuning runs (the grid, budgets set by the arm; with
+    `settings.equal_steps_arm: ends`, the equal-steps arm at the grid's smallest and largest batch size only,
+    the two its claim compares, else at every batch size)."""
     s = settings(exp)
     pretrain, ft = finetuning(exp, results_root)
     digest = task_set(exp)
     n_train = len(load_task_set(digest)["train"])
     grid = ft.expand()
     sizes = sorted({x.batch_size for x in grid})
-    if len(set(s["equal_steps_batch_sizes"])) < 2 or not set(s["equal_steps_batch_sizes"]) <= set(sizes):
-        raise ConfigError(f"experiments.{exp.name}.settings.equal_steps_batch_sizes: {s['equal_steps_batch_sizes']} must name at least "
-                          f"two of the grid's batch sizes {sizes}")
+    if s["equal_steps_arm"] not in ("ends", "all"):
+        raise ConfigError(f"experiments.{exp.name}.settings.equal_steps_arm: {s['equal_steps_arm']!r} is unknown; choose one of: all, ends")
+    steps_sizes = {sizes[0], sizes[-1]} if s["equal_steps_arm"] == "ends" else set(sizes)
     seq = exp.base.data.seq_len
     steps_at = lambda b: max(1, round(s["epochs"] * n_train / b))
     fixed = steps_at(max(x.batch_size for x in grid))
     arms = {EPOCHS: [x.replace(tasks=digest, tokens=steps_at(x.batch_size) * x.batch_size * seq) for x in grid],
-            STEPS: [x.replace(tasks=digest, tokens=fixed * x.batch_size * seq) for x in grid if x.batch_size in s["equal_steps_batch_sizes"]]}
+            STEPS: [x.replace(tasks=digest, tokens=fixed * x.batch_size * seq) for x in grid if x.batch_size in steps_sizes]}
     return pretrain, arms
 
 
