@@ -76,7 +76,9 @@ def runs(exp, params: dict, results_root="results") -> list:
 
     def past_edge(specs, table):
         steps = {"optimizer.lr": settings["lr_refine_factor"], "optimizer.beta1_half_life_tokens": max(settings["beta1_half_life_multipliers"])}
-        return past_edges(best(specs, table), table, best_cells(compared(table[table["seed"] == seed], every), seed), steps)
+        table = table[table["seed"] == seed]
+        cells = best_cells(compared(table, every), seed)
+        return past_edges(best_specs(specs, table, cells, GROUP, CELL), table, cells, steps)
 
     def refined(specs, table):
         out = []

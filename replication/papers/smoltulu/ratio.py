@@ -5,9 +5,9 @@ A model pretrained on Shakespeare (`settings.pretrain`) is fine-tuned on one mix
 `tasks` (Tulu's way: all tasks at once) over a grid of AdamW learning rate x batch size, in two arms:
 - equal epochs (the paper's protocol): every cell sees the mixture `settings.epochs` times, so a smaller
   batch also takes more optimizer steps;
-- equal steps (`settings.equal_steps_arm`: every batch size, or the smallest and largest): every cell takes the steps of the largest batch size
-  at those epochs, so the ratio is separated from the number of updates (the confound the spec names: at
-  1.7B, BS 8 took 4x the steps of BS 32).
+- equal steps (`settings.equal_steps_arm`: every batch size, or the smallest and largest): every cell takes
+  the steps of the largest batch size at those epochs, so the ratio is separated from the number of updates
+  (the confound the spec names: at 1.7B, BS 8 took 4x the steps of BS 32).
 Each run records the held-out pretraining loss (forgetting) and its accuracy on every task's evaluation
 split; families (reasoning, pretrained knowledge, patterns learned in fine-tuning: `tasks.py`) are scored
 as the mean accuracy of their tasks. Verdicts compare error rates (1 - accuracy) so that a cell whose every
@@ -240,7 +240,7 @@ def _label(cell: pd.Series) -> str:
     return f"LR {cell['lr']:.3g}, B {int(cell['batch_size'])} (LR/B {cell['ratio']:.2g})"
 
 
-def forgetting(runs: pd.DataFrame, table: pd.DataFrame, arm: str = EPOCHS, uniform_loss: float = np.inf) -> dict:
+def forgetting(runs: pd.DataFrame, table: pd.DataFrame, uniform_loss: float, arm: str = EPOCHS) -> dict:
     """Mean held-out pretraining loss over the high-ratio cells minus over the low-ratio cells, its standard
     error from resampling every cell's seeds (cells are independent runs). Only cells whose mean held-out
     loss is below `uniform_loss` (a uniform guess over the vocabulary, ln V) take part, split into halves at
@@ -440,7 +440,7 @@ def claims(runs: pd.DataFrame, table: pd.DataFrame, base: pd.DataFrame | None, u
     loss = forgetting(runs, table, uniform_loss=uniform_loss)
     n = loss["cells"]
     compared = (f"{n['high']} high- and {n['low']} low-ratio cells below a uniform guess ({uniform_loss:.2f} nats; "
-                f"{n['collapsed']} collapsed cell(s) above it left out)") if np.isfinite(uniform_loss) else "high- and low-ratio cells"
+                f"{n['collapsed']} collapsed cell(s) above it left out)")
     out.append(claim("smoltulu.ratio.high_ratio_forgets",
                      (f"held-out pretraining loss {loss['difference']:+.3f} nats higher over the high-ratio cells than the low-ratio ones"
                       + (f" (SE {loss['se']:.3f})" if loss["se"] else "") if loss["difference"] is not None else "held-out pretraining loss: no contrast")

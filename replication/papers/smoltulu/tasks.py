@@ -22,9 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 REASONING, KNOWLEDGE, LEARNED = "reasoning", "knowledge", "learned"
-FAMILY_WORDS = {REASONING: "multi-step reasoning learned in fine-tuning (GSM8K's and ARC's role)",
-                KNOWLEDGE: "pretrained knowledge, never fine-tuned on (HellaSwag's and PIQA's kind)",
-                LEARNED: "patterns learned in fine-tuning: formats, a periodic sequence, new facts (IFEval's kind)"}
 _NAMES = ("Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea")
 _ITEMS = ("apples", "coins", "books", "pens", "stones", "shells")
 _CITIES = ("Verona", "Padua", "Milan", "Mantua", "Athens", "Ephesus", "Troy", "Tyre", "Sparta", "Delphi", "Naples", "Genoa")
