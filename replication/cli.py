@@ -59,6 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--profile", help="gpu | paper | ... (default: params.yaml's profile)")
     cost.add_argument("--bench", default="metrics/bench_gpu.json", help="the GPU benchmark to price with")
     cost.add_argument("--hours", action="store_true", help="GPU-hours instead of GPU-minutes")
+
+    advise = sub.add_parser("advise", help="what batch size, peak LR and beta2 each published hyperparameter law recommends "
+                                           "for N parameters trained on D tokens, with the range each was fitted on")
+    advise.add_argument("--params", dest="model_params", required=True, metavar="N", help="model parameters, e.g. 124M, 1.3B, 7e9")
+    advise.add_argument("--tokens", required=True, metavar="D", help="training tokens, e.g. 2.5B, 1T")
+    advise.add_argument("--seq-len", default="1024", help="tokens per sequence (default 1024)")
+    advise.add_argument("--optimizer", default="adamw", help="adamw (default), sgd, adafactor or muon: laws fitted for another are flagged")
+    advise.add_argument("--flops-per-token", default=None, help="training FLOPs per token for compute laws (default 6 N)")
+    advise.add_argument("--batch-size", default=None, help="your batch size in sequences, for laws that give only an LR")
+    advise.add_argument("--lr", default=None, help="your peak LR, for laws that give only a batch size")
+    advise.add_argument("--reference-batch-size", default=None, help="a batch size (sequences) you tuned at, for the rules of thumb")
+    advise.add_argument("--reference-lr", default=None, help="the LR you tuned there")
+    advise.add_argument("--beta2-half-life", default=None, help="Adam's beta2 half-life in tokens (default 7.1M: beta2 0.95 at 512 x 1024)")
+    advise.add_argument("--law", action="append", default=None, help="only this law (repeatable); ids in replication/papers/laws/laws.yaml")
+    advise.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
 
@@ -127,6 +142,11 @@ def _dispatch(args) -> int:
         verb = "drifted from their imports" if args.check else "rewritten"
         print(f"{args.dvc_yaml}: code deps {verb} in {', '.join(changed)}" if changed else f"{args.dvc_yaml}: code deps up to date")
         return 1 if changed and args.check else 0
+    if args.command == "advise":
+        from replication.papers.laws.advise import report, request_from
+
+        print(report(request_from(args), args.law, as_json=args.json))
+        return 0
     if args.command == "show":
         root = Path(args.results)
         if args.profile:

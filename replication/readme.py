@@ -3,6 +3,7 @@
 Each block lives in one file (`FILES`) between the markers `<!-- NAME:start (python -m replication.readme) -->`
 and `<!-- NAME:end -->`; `python -m replication.readme` rewrites every block in its file:
 - `verdicts` (README.md): findings per paper and verdict, from `metrics/report.json`;
+- `advise` (README.md): `python -m replication advise`'s table for one example (from laws.yaml alone);
 - `gallery` (docs/figures.md): a thumbnail of every figure under figures/, grouped by paper, its paths
   relative to the file it lands in;
 - `cost_gpu` and `cost_paper` (docs/scaling-out.md): each stage's estimated GPU time on the `gpu` and
@@ -156,12 +157,19 @@ def cost_table(root: str | Path = ".", profile: str = "gpu") -> str:
     return format_costs(rows, hours=profile == "paper")
 
 
-BLOCKS = {"timings": timings_table, "ensembles": ensembles_table,
+def advise_example(root: str | Path = ".") -> str:
+    """`python -m replication advise` at GPT-2 small's size and budget: the command and its table of laws."""
+    from replication.papers.laws.advise import EXAMPLE, example_table
+
+    return "```\n$ python -m replication advise " + " ".join(EXAMPLE) + "\n" + example_table(Path(root) / "metrics") + "\n```"
+
+
+BLOCKS = {"timings": timings_table, "advise": advise_example, "ensembles": ensembles_table,
           "ensembles_gpu": lambda root=".": ensembles_table(root, bench="metrics/bench_gpu.json"), "compiled": compiled_table, "gallery": gallery, "verdicts": verdicts_table,
           "cost_gpu": cost_table, "cost_paper": lambda root=".": cost_table(root, "paper")}
 
 # The one file (relative to the workbook root) that holds each block.
-FILES = {"verdicts": "README.md", "gallery": "docs/figures.md",
+FILES = {"verdicts": "README.md", "advise": "README.md", "gallery": "docs/figures.md",
          "cost_gpu": "docs/scaling-out.md", "cost_paper": "docs/scaling-out.md",
          "ensembles": "docs/performance.md", "ensembles_gpu": "docs/performance.md", "compiled": "docs/performance.md",
          "timings": "docs/performance.md"}

@@ -1,0 +1,2 @@
+"""Beyond the four papers: the published batch-size and learning-rate laws side by side (laws.yaml, published.py)
+and `python -m replication advise`, which prints what each recommends for a model and budget (advise.py)."""

@@ -1,0 +1,182 @@
+"""`python -m replication advise`: what batch size and peak LR each published law recommends for a model of
+N parameters trained on D tokens, side by side, with the range each was fitted on; then this workbook's own
+fits, labelled with the far smaller scale they were measured at.
+
+The laws disagree, often by several times, and most are fitted far from where a reader will use them: the
+table is there to show the spread and the extrapolation, not to pick a winner (`laws_compare` tests them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from replication.papers.laws.published import Advice, Request, advise, beta2_half_life, load_laws, select
+from replication.validation import ConfigError
+
+SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+_COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmbgt]?)\s*$", re.IGNORECASE)
+
+
+def parse_count(key: str, text: str) -> float:
+    """A positive count written as people write them: 124M, 2.5B, 1.5T, 500k, 1e9, 4096 (M million, B or G
+    billion, T trillion). Anything else is a ConfigError naming `key`."""
+    match = _COUNT.match(str(text))
+    if not match:
+        raise ConfigError(f"{key}: {text!r} is not a count; write e.g. 124M, 2.5B, 1e9 (k, M, B or G, T suffixes)")
+    value = float(match.group(1)) * SUFFIXES[match.group(2).lower()]
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{key}: {text!r} must be > 0")
+    return value
+
+
+def parse_lr(key: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not a number; write e.g. 3e-4") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{key}: {text!r} must be > 0")
+    return value
+
+
+def request_from(args) -> Request:
+    """The request of `python -m replication advise`'s arguments; a bad value is a ConfigError naming its flag."""
+    from replication.spec import OPTIMIZERS
+    from replication.validation import choice
+
+    choice("--optimizer", args.optimizer, OPTIMIZERS)
+    seq_len = parse_count("--seq-len", args.seq_len)
+    if not seq_len.is_integer():
+        raise ConfigError(f"--seq-len: {args.seq_len!r} must be a whole number of tokens")
+
+    def tokens(flag: str, sequences: str | None) -> float | None:
+        return None if sequences is None else parse_count(flag, sequences) * seq_len
+
+    return Request(params=parse_count("--params", args.model_params), tokens=parse_count("--tokens", args.tokens),
+                   seq_len=int(seq_len), optimizer=args.optimizer,
+                   flops_per_token=None if args.flops_per_token is None else parse_count("--flops-per-token", args.flops_per_token),
+                   batch_tokens=tokens("--batch-size", args.batch_size),
+                   lr=None if args.lr is None else parse_lr("--lr", args.lr),
+                   beta2_half_life=None if args.beta2_half_life is None else parse_count("--beta2-half-life", args.beta2_half_life),
+                   reference_batch_tokens=tokens("--reference-batch-size", args.reference_batch_size),
+                   reference_lr=None if args.reference_lr is None else parse_lr("--reference-lr", args.reference_lr))
+
+
+def _count(value: float) -> str:
+    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _marked(text: str, source: str | None) -> str:
+    """A borrowed value in brackets: [x] from the median of the laws, (x) from the request."""
+    return {"median": f"[{text}]", "yours": f"({text})"}.get(source, text)
+
+
+def _range(law) -> str:
+    def show(name, value):
+        return f"{value:.0e}".replace("e+", "e") if name == "C" else _count(value)
+
+    return ", ".join(f"{k} {show(k, lo)}-{show(k, hi)}" for k, (lo, hi) in law.fitted.items()) or "-"
+
+
+def format_table(advice: list[Advice], request: Request) -> str:
+    """A plain-text table, one law a row; then the laws that give nothing here, warnings, sources and the legend."""
+    shown = [a for a in advice if a.batch_tokens is not None or a.lr is not None]
+    header = ("law", "batch (seqs)", "batch (tokens)", "peak LR", "beta2", "AdamW wd", "fitted on")
+    rows = []
+    for a in shown:
+        seqs = a.batch_sequences(request.seq_len)
+        rows.append((a.law.id,
+                     _marked(f"{seqs:,.0f}" if seqs >= 100 else f"{seqs:.3g}", a.batch_from) if seqs else "-",
+                     _marked(_count(a.batch_tokens), a.batch_from) if a.batch_tokens else "-",
+                     _marked(f"{a.lr:.3g}", a.lr_from) if a.lr else "-",
+                     f"{a.beta2:.6f}" if a.beta2 is not None else "-",
+                     f"{a.weight_decay:.3g}" if a.weight_decay else "-",
+                     _range(a.law)))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    idle = [a for a in advice if a not in shown]
+    if idle:
+        lines += ["", "not evaluated here:"]
+        lines += [f"  {a.law.id}: " + (f"published without constants: {a.law.form_only}" if a.law.form_only else
+                                       "scales your tuned setting: give --reference-batch-size and --reference-lr") for a in idle]
+    notes = [f"  {a.law.id}: {w}" for a in shown for w in a.warnings]
+    lines += ["", "warnings:", *notes] if notes else []
+    lines += ["", "sources:"] + [f"  {a.law.id}: {a.law.name}, {a.law.source}" for a in advice]
+    half_life = request.beta2_half_life or beta2_half_life()
+    lines += ["", f"[x]: the median of the laws that give it; (x): yours (--batch-size, --lr). beta2 keeps a half-life "
+                  f"of {_count(half_life)} tokens (Marek et al.); AdamW wd = B / (LR x timescale x D) "
+                  "where a law gives the timescale. Units and definitions: docs/laws.md"]
+    return "\n".join(lines)
+
+
+METRICS = Path(__file__).resolve().parents[3] / "metrics"  # the checkout's committed metrics
+
+
+def workbook_fits(metrics_root: str | Path = METRICS) -> list[dict]:
+    """This workbook's own fit of Shen et al.'s law (`power_lr_surface`), with the scale it was measured at:
+    empty before that stage has run."""
+    path = Path(metrics_root) / "power" / "lr_surface.json"
+    if not path.is_file():
+        return []
+    m = json.loads(path.read_text())
+    fit, optima = m.get("fit") or {}, m.get("optima") or []
+    if not fit.get("a") or not optima:
+        return []
+    tokens = [o["tokens"] for o in optima]
+    batches = [o["batch_size"] for o in optima]
+    return [{"experiment": "power_lr_surface", "profile": m.get("profile"), "form": "eta_opt = B a T^b",
+             "a": fit["a"], "b": fit["b"], "body": _body(Path(metrics_root).parent, "power_lr_surface", m.get("profile")),
+             "tokens": [min(tokens), max(tokens)], "batch_sequences": [min(batches), max(batches)],
+             "free_exponents": {"B": fit.get("free_batch_exponent"), "T": fit.get("free_token_exponent")}}]
+
+
+def _body(root: Path, name: str, profile: str | None) -> dict:
+    """The model and sequence length experiment `name` trains on `profile` (read from params.yaml)."""
+    from replication.params import experiment, load_params
+    from replication.sizes import count_parameters
+
+    try:
+        base = experiment(load_params(root / "params.yaml"), name, profile or "cpu").base
+    except (ConfigError, FileNotFoundError):
+        return {}
+    return {"non_embedding_params": count_parameters(base.model, base.data.vocab_size)["non_embedding"], "seq_len": base.data.seq_len}
+
+
+def report(request: Request, law_ids: list[str] | None = None, as_json: bool = False, metrics_root=METRICS) -> str:
+    advice = advise(request, select(load_laws(), law_ids))
+    ours = workbook_fits(metrics_root)
+    if as_json:
+        return json.dumps({"request": {"params": request.params, "tokens": request.tokens, "seq_len": request.seq_len,
+                                       "optimizer": request.optimizer, "compute": request.compute,
+                                       "beta2_half_life_tokens": request.beta2_half_life or beta2_half_life()},
+                           "laws": [a.as_dict(request.seq_len) for a in advice], "workbook": ours}, indent=1)
+    head = (f"N = {_count(request.params)} parameters, D = {_count(request.tokens)} tokens, sequences of {request.seq_len}, "
+            f"{request.optimizer}; C = {request.compute:.3g} FLOPs")
+    text = [head, "", format_table(advice, request)]
+    for fit in ours:
+        body = fit["body"]
+        scale = (f"a {_count(body['non_embedding_params'])}-parameter body (non-embedding), sequences of {body['seq_len']}, "
+                 if body else "")
+        text += ["", f"This workbook's own fit ({fit['experiment']}, profile {fit['profile']}): {fit['form']} with "
+                     f"a = {fit['a']:.3g}, b = {fit['b']:.3g} (B in sequences, T in tokens; Shen et al.: 4.6, -0.51). Measured on "
+                     f"{scale}T = {_count(fit['tokens'][0])}-{_count(fit['tokens'][1])} tokens, B = {fit['batch_sequences'][0]}-"
+                     f"{fit['batch_sequences'][1]} sequences: it describes that scale, not yours (docs/laws.md)."]
+    return "\n".join(text)
+
+
+EXAMPLE = ("--params", "124M", "--tokens", "2.5B")  # GPT-2 small's size on 2.5 B tokens: the README's example
+
+
+def example_table(metrics_root: str | Path = METRICS) -> str:
+    """The README's example: the table of `python -m replication advise` at EXAMPLE, up to its first blank line."""
+    text = report(Request(params=parse_count("--params", EXAMPLE[1]), tokens=parse_count("--tokens", EXAMPLE[3])),
+                  metrics_root=metrics_root)
+    table = text.split("\n\n")[1]
+    return table + "\n([x]: borrowed, the median of the laws that give it; then follow the laws not evaluated here, warnings, sources and this workbook's own fit)"
