@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,8 +16,15 @@ from replication.validation import choice
 from replication.store import MergeConflict, UnreadableWeights
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the one line `error: ...` (exit 2) every other bad input gets."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m replication", description=__doc__)
+    p = _Parser(prog="python -m replication", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--results", default="results", help="store root (default: results/)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -62,12 +70,14 @@ def _parser() -> argparse.ArgumentParser:
 
     advise = sub.add_parser("advise", help="what batch size, peak LR and beta2 each published hyperparameter law recommends "
                                            "for N parameters trained on D tokens, with the range each was fitted on")
-    advise.add_argument("--params", dest="model_params", required=True, metavar="N", help="model parameters, e.g. 124M, 1.3B, 7e9")
-    advise.add_argument("--tokens", required=True, metavar="D", help="training tokens, e.g. 2.5B, 1T")
-    advise.add_argument("--seq-len", default="1024", help="tokens per sequence (default 1024)")
+    advise.add_argument("--params", dest="model_params", required=True, metavar="N",
+                        help="model parameters, e.g. 124M, 1.3B, 7e9 (most laws count non-embedding parameters: docs/laws.md)")
+    advise.add_argument("--tokens", required=True, metavar="D", help="training tokens, e.g. 2.5B, 1T (k = 1000)")
+    advise.add_argument("--seq-len", default="1024", help="tokens per sequence, a whole number (default 1024)")
     advise.add_argument("--optimizer", default="adamw", help="adamw (default), sgd, adafactor or muon: laws fitted for another are flagged")
     advise.add_argument("--flops-per-token", default=None, help="training FLOPs per token for compute laws (default 6 N)")
-    advise.add_argument("--batch-size", default=None, help="your batch size in sequences, for laws that give only an LR")
+    advise.add_argument("--batch-size", default=None, help="your batch size in sequences (of --seq-len): used by laws that give "
+                                                           "only an LR, and the size the rules of thumb transfer your LR to")
     advise.add_argument("--lr", default=None, help="your peak LR, for laws that give only a batch size")
     advise.add_argument("--reference-batch-size", default=None, help="a batch size (sequences) you tuned at, for the rules of thumb")
     advise.add_argument("--reference-lr", default=None, help="the LR you tuned there")
@@ -145,7 +155,11 @@ def _dispatch(args) -> int:
     if args.command == "advise":
         from replication.papers.laws.advise import report, request_from
 
-        print(report(request_from(args), args.law, as_json=args.json))
+        text = report(request_from(args), args.law, as_json=args.json)
+        try:
+            print(text)
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            sys.stdout = open(os.devnull, "w")
         return 0
     if args.command == "show":
         root = Path(args.results)

@@ -161,7 +161,9 @@ def advise_example(root: str | Path = ".") -> str:
     """`python -m replication advise` at GPT-2 small's size and budget: the command and its table of laws."""
     from replication.papers.laws.advise import EXAMPLE, example_table
 
-    return "```\n$ python -m replication advise " + " ".join(EXAMPLE) + "\n" + example_table(Path(root) / "metrics") + "\n```"
+    return ("```\n$ python -m replication advise " + " ".join(EXAMPLE) + "\n" + example_table(Path(root) / "metrics") + "\n```\n"
+            "The output goes on with the spread between the laws, the laws not evaluated, warnings (extrapolations, what "
+            "each law counts), sources and this workbook's own fit; [x] is borrowed from the other laws.")
 
 
 BLOCKS = {"timings": timings_table, "advise": advise_example, "ensembles": ensembles_table,

@@ -25,9 +25,11 @@ def parse_count(key: str, text: str) -> float:
     billion, T trillion). Anything else is a ConfigError naming `key`."""
     match = _COUNT.match(str(text))
     if not match:
-        raise ConfigError(f"{key}: {text!r} is not a count; write e.g. 124M, 2.5B, 1e9 (k, M, B or G, T suffixes)")
+        raise ConfigError(f"{key}: {text!r} is not a count; write e.g. 124M, 2.5B, 1e9 (k = 1000, M, B or G, T suffixes)")
     value = float(match.group(1)) * SUFFIXES[match.group(2).lower()]
-    if not (math.isfinite(value) and value > 0):
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: {text!r} must be a finite number")
+    if value <= 0:
         raise ConfigError(f"{key}: {text!r} must be > 0")
     return value
 
@@ -48,15 +50,15 @@ def request_from(args) -> Request:
     from replication.validation import choice
 
     choice("--optimizer", args.optimizer, OPTIMIZERS)
-    seq_len = parse_count("--seq-len", args.seq_len)
-    if not seq_len.is_integer():
-        raise ConfigError(f"--seq-len: {args.seq_len!r} must be a whole number of tokens")
+    if not str(args.seq_len).isdigit() or int(args.seq_len) < 1:
+        raise ConfigError(f"--seq-len: {args.seq_len!r} must be a whole number of tokens >= 1, e.g. 2048")
+    seq_len = int(args.seq_len)
 
     def tokens(flag: str, sequences: str | None) -> float | None:
         return None if sequences is None else parse_count(flag, sequences) * seq_len
 
     return Request(params=parse_count("--params", args.model_params), tokens=parse_count("--tokens", args.tokens),
-                   seq_len=int(seq_len), optimizer=args.optimizer,
+                   seq_len=seq_len, optimizer=args.optimizer,
                    flops_per_token=None if args.flops_per_token is None else parse_count("--flops-per-token", args.flops_per_token),
                    batch_tokens=tokens("--batch-size", args.batch_size),
                    lr=None if args.lr is None else parse_lr("--lr", args.lr),
@@ -84,36 +86,49 @@ def _range(law) -> str:
     return ", ".join(f"{k} {show(k, lo)}-{show(k, hi)}" for k, (lo, hi) in law.fitted.items()) or "-"
 
 
+def _spread(values: list[float], show) -> str:
+    low, high = min(values), max(values)
+    return f"{show(low).split(' ')[0]}-{show(high)} ({high / low:.1f}x)"
+
+
 def format_table(advice: list[Advice], request: Request) -> str:
-    """A plain-text table, one law a row; then the laws that give nothing here, warnings, sources and the legend."""
-    shown = [a for a in advice if a.batch_tokens is not None or a.lr is not None]
+    """A plain-text table, one law a row; then the spread between the laws, the laws that give nothing here,
+    warnings, sources and the legend."""
+    shown = [a for a in advice if a.reason is None]
     header = ("law", "batch (seqs)", "batch (tokens)", "peak LR", "beta2", "AdamW wd", "fitted on")
     rows = []
     for a in shown:
         seqs = a.batch_sequences(request.seq_len)
         rows.append((a.law.id,
-                     _marked(f"{seqs:,.0f}" if seqs >= 100 else f"{seqs:.3g}", a.batch_from) if seqs else "-",
-                     _marked(_count(a.batch_tokens), a.batch_from) if a.batch_tokens else "-",
+                     _marked(f"{seqs:,.0f}" if seqs >= 100 else f"{seqs:.3g}", a.batch_from),
+                     _marked(_count(a.batch_tokens), a.batch_from),
                      _marked(f"{a.lr:.3g}", a.lr_from) if a.lr else "-",
                      f"{a.beta2:.6f}" if a.beta2 is not None else "-",
-                     f"{a.weight_decay:.3g}" if a.weight_decay else "-",
+                     _marked(f"{a.weight_decay:.3g}", a.weight_decay_from) if a.weight_decay else "-",
                      _range(a.law)))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    idle = [a for a in advice if a not in shown]
+    lines = []
+    if rows:
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    batches = [a.batch_tokens for a in shown if a.batch_from == "law" and not a.law.critical_batch]
+    lrs = [a.lr for a in shown if a.lr_from == "law" and a.batch_from == "law"]
+    if len(batches) > 1 or len(lrs) > 1:
+        spread = [f"batch {_spread(batches, lambda v: _count(v) + ' tokens')}" if len(batches) > 1 else "",
+                  f"peak LR {_spread(lrs, lambda v: f'{v:.3g}')}" if len(lrs) > 1 else ""]
+        lines += ["", "The laws that give their own disagree: " + ", ".join(x for x in spread if x) + ". None is singled out "
+                  "here: read each with its units, caveats and fitted range below (docs/laws.md)."]
+    idle = [a for a in advice if a.reason]
     if idle:
-        lines += ["", "not evaluated here:"]
-        lines += [f"  {a.law.id}: " + (f"published without constants: {a.law.form_only}" if a.law.form_only else
-                                       "scales your tuned setting: give --reference-batch-size and --reference-lr") for a in idle]
+        lines += ["", "not evaluated here:", *(f"  {a.law.id}: {a.reason}" for a in idle)]
     notes = [f"  {a.law.id}: {w}" for a in shown for w in a.warnings]
     lines += ["", "warnings:", *notes] if notes else []
     lines += ["", "sources:"] + [f"  {a.law.id}: {a.law.name}, {a.law.source}" for a in advice]
     half_life = request.beta2_half_life or beta2_half_life()
-    lines += ["", f"[x]: the median of the laws that give it; (x): yours (--batch-size, --lr). beta2 keeps a half-life "
-                  f"of {_count(half_life)} tokens (Marek et al.); AdamW wd = B / (LR x timescale x D) "
-                  "where a law gives the timescale. Units and definitions: docs/laws.md"]
-    return "\n".join(lines)
+    lines += ["", f"[x]: borrowed (the median of the laws that give it, for {request.optimizer}) or resting on a borrowed value; "
+                  f"(x): yours (--batch-size, --lr). beta2 keeps a half-life of {_count(half_life)} tokens (Marek et al.); "
+                  "AdamW wd = B / (LR x timescale x D) where a law gives the timescale. Units and definitions: docs/laws.md"]
+    return "\n".join(lines).lstrip("\n")
 
 
 METRICS = Path(__file__).resolve().parents[3] / "metrics"  # the checkout's committed metrics
@@ -133,8 +148,7 @@ def workbook_fits(metrics_root: str | Path = METRICS) -> list[dict]:
     batches = [o["batch_size"] for o in optima]
     return [{"experiment": "power_lr_surface", "profile": m.get("profile"), "form": "eta_opt = B a T^b",
              "a": fit["a"], "b": fit["b"], "body": _body(Path(metrics_root).parent, "power_lr_surface", m.get("profile")),
-             "tokens": [min(tokens), max(tokens)], "batch_sequences": [min(batches), max(batches)],
-             "free_exponents": {"B": fit.get("free_batch_exponent"), "T": fit.get("free_token_exponent")}}]
+             "tokens": [min(tokens), max(tokens)], "batch_sequences": [min(batches), max(batches)]}]
 
 
 def _body(root: Path, name: str, profile: str | None) -> dict:
@@ -159,7 +173,8 @@ def report(request: Request, law_ids: list[str] | None = None, as_json: bool = F
                            "laws": [a.as_dict(request.seq_len) for a in advice], "workbook": ours}, indent=1)
     head = (f"N = {_count(request.params)} parameters, D = {_count(request.tokens)} tokens, sequences of {request.seq_len}, "
             f"{request.optimizer}; C = {request.compute:.3g} FLOPs")
-    text = [head, "", format_table(advice, request)]
+    yours = f"; your batch {_count(request.batch_tokens / request.seq_len)} sequences = {_count(request.batch_tokens)} tokens" if request.batch_tokens else ""
+    text = [head + yours, "", format_table(advice, request)]
     for fit in ours:
         body = fit["body"]
         scale = (f"a {_count(body['non_embedding_params'])}-parameter body (non-embedding), sequences of {body['seq_len']}, "
@@ -175,8 +190,7 @@ EXAMPLE = ("--params", "124M", "--tokens", "2.5B")  # GPT-2 small's size on 2.5 
 
 
 def example_table(metrics_root: str | Path = METRICS) -> str:
-    """The README's example: the table of `python -m replication advise` at EXAMPLE, up to its first blank line."""
+    """The README's example: what `python -m replication advise` prints at EXAMPLE, up to the end of its table."""
     text = report(Request(params=parse_count("--params", EXAMPLE[1]), tokens=parse_count("--tokens", EXAMPLE[3])),
                   metrics_root=metrics_root)
-    table = text.split("\n\n")[1]
-    return table + "\n([x]: borrowed, the median of the laws that give it; then follow the laws not evaluated here, warnings, sources and this workbook's own fit)"
+    return "\n\n".join(text.split("\n\n")[:2])

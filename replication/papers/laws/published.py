@@ -25,7 +25,8 @@ from replication.validation import ConfigError, did_you_mean
 LAWS_FILE = Path(__file__).resolve().parent / "laws.yaml"
 VARIABLES = ("N", "D", "C", "B")  # parameters, tokens, FLOPs, tokens per step
 QUANTITIES = ("lr", "batch", "timescale")
-EXAMPLE_KEYS = ("N", "D", "B", "flops_per_token", "lr", "batch_tokens", "tolerance", "rounded", "says")  # peak LR; tokens per step; the AdamW timescale B / (eta lambda D), in epochs
+EXAMPLE_KEYS = ("N", "D", "B", "flops_per_token", "lr", "batch_tokens", "tolerance", "says")
+ROUNDINGS = ("power_of_two",)  # peak LR; tokens per step; the AdamW timescale B / (eta lambda D), in epochs
 PROVENANCES = ("paper", "code", "second-hand")  # where the constants were read: the paper or its authors' code,
 # a program that uses the law, or a citing summary (the paper's own table out of our reach)
 
@@ -60,9 +61,12 @@ class Law:
     laws: dict[str, PowerLaw]  # quantity -> its law
     provenance: str = "paper"
     notes: str = ""
-    examples: tuple[dict, ...] = ()  # the paper's own worked settings, checked by the tests
+    examples: tuple[dict, ...] = ()  # worked settings the law should meet, checked by the tests (`check_example`)
     form_only: str = ""  # a law published without constants: its form, in words (advise shows it, fits nothing)
     reference: bool = False  # a rule of thumb: scales your tuned (batch size, LR) instead of giving an LR itself
+    caveats: tuple[str, ...] = ()  # what a reader must know to use its numbers (shown with every recommendation)
+    critical_batch: bool = False  # its batch size is a critical batch size (an upper bound), not the loss-optimal one
+    batch_rounding: str | None = None  # "power_of_two": the law's user rounds its batch size (nanochat)
 
     def gives(self, quantity: str) -> bool:
         return quantity in self.laws
@@ -90,6 +94,12 @@ class Request:
             value = getattr(self, key)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{key.replace('_', '-')}: {value:g} must be a finite number > 0")
+        for key in ("params", "tokens", "seq_len"):  # counts of things: at least one
+            if getattr(self, key) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')}: {getattr(self, key):g} must be at least 1")
+        for key, flag in (("batch_tokens", "--batch-size"), ("reference_batch_tokens", "--reference-batch-size")):
+            if getattr(self, key) is not None and getattr(self, key) < self.seq_len:
+                raise ConfigError(f"{flag}: {getattr(self, key) / self.seq_len:g} sequences: a batch holds at least one sequence")
         if (self.reference_batch_tokens is None) != (self.reference_lr is None):
             raise ConfigError("reference: give both your tuned batch size and your tuned LR, or neither")
 
@@ -104,7 +114,8 @@ class Request:
 @dataclass(frozen=True)
 class Advice:
     """One law's recommendation. `*_from` says where a quantity came from: 'law', 'yours' (the request), or
-    'median' (of the laws that give it); None where nothing gave it."""
+    'median' (of the laws that give it); None where nothing gave it. A weight decay is the law's own only when
+    its LR is. `reason` says why a law gives nothing here."""
 
     law: Law
     batch_tokens: float | None
@@ -114,16 +125,23 @@ class Advice:
     beta2: float | None
     weight_decay: float | None
     warnings: tuple[str, ...]
+    reason: str | None = None
+
+    @property
+    def weight_decay_from(self) -> str | None:
+        return None if self.weight_decay is None else self.lr_from if self.batch_from == "law" else "median"
 
     def batch_sequences(self, seq_len: int) -> float | None:
         return None if self.batch_tokens is None else self.batch_tokens / seq_len
 
     def as_dict(self, seq_len: int) -> dict:
-        return {"law": self.law.id, "name": self.law.name, "source": self.law.source,
-                "batch_tokens": self.batch_tokens, "batch_sequences": self.batch_sequences(seq_len),
-                "batch_from": self.batch_from, "lr": self.lr, "lr_from": self.lr_from, "beta2": self.beta2,
-                "weight_decay": self.weight_decay, "fitted": {k: list(v) for k, v in self.law.fitted.items()},
-                "provenance": self.law.provenance, "form_only": self.law.form_only or None, "optimizer": self.law.optimizer, "warnings": list(self.warnings)}
+        return {"law": self.law.id, "name": self.law.name, "source": self.law.source, "provenance": self.law.provenance,
+                "optimizer": self.law.optimizer, "batch_tokens": self.batch_tokens,
+                "batch_sequences": self.batch_sequences(seq_len), "batch_from": self.batch_from,
+                "critical_batch": self.law.critical_batch, "lr": self.lr, "lr_from": self.lr_from, "beta2": self.beta2,
+                "weight_decay": self.weight_decay, "weight_decay_from": self.weight_decay_from,
+                "fitted": {k: list(v) for k, v in self.law.fitted.items()}, "warnings": list(self.warnings),
+                "not_evaluated": self.reason}
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -168,7 +186,7 @@ def _law(index: int, raw: dict) -> Law:
     if not isinstance(raw, dict):
         raise ConfigError(f"{key}: expected a mapping, got {raw!r}")
     _known(key, raw, ("id", "name", "source", "provenance", "optimizer", "means", "fitted", "notes", "examples",
-                      "form_only", "reference", *QUANTITIES))
+                      "form_only", "reference", "caveats", "critical_batch", "batch_rounding", *QUANTITIES))
     for name in ("id", "name", "source", "optimizer", "provenance"):
         if not isinstance(raw.get(name), str) or not raw[name]:
             raise ConfigError(f"{key}.{name}: missing (a non-empty string)")
@@ -186,7 +204,13 @@ def _law(index: int, raw: dict) -> Law:
         if not isinstance(example, dict) or not example.get("says"):
             raise ConfigError(f"{key}.examples[{i}]: expected a mapping with 'says' (where the setting is published)")
         _known(f"{key}.examples[{i}]", example, EXAMPLE_KEYS)
-        examples.append({k: v if k in ("says", "rounded") else _number(f"{key}.examples[{i}].{k}", v) for k, v in example.items()})
+        examples.append({k: v if k == "says" else _number(f"{key}.examples[{i}].{k}", v) for k, v in example.items()})
+    caveats = raw.get("caveats") or []
+    if not isinstance(caveats, list) or not all(isinstance(c, str) and c for c in caveats):
+        raise ConfigError(f"{key}.caveats: expected a list of sentences")
+    rounding = raw.get("batch_rounding")
+    if rounding is not None and (rounding not in ROUNDINGS or "batch" not in laws):
+        raise ConfigError(f"{key}.batch_rounding: {rounding!r} needs a batch law and one of: {', '.join(ROUNDINGS)}")
     fitted = {}
     for name, span in (raw.get("fitted") or {}).items():
         if name not in VARIABLES or not isinstance(span, list) or len(span) != 2:
@@ -197,7 +221,7 @@ def _law(index: int, raw: dict) -> Law:
         fitted[name] = (low, high)
     return Law(raw["id"], raw["name"], raw["source"], raw["optimizer"], dict(raw.get("means") or {}), fitted, laws,
                raw["provenance"], raw.get("notes", ""), tuple(examples), raw.get("form_only", ""),
-               bool(raw.get("reference", False)))
+               bool(raw.get("reference", False)), tuple(caveats), bool(raw.get("critical_batch", False)), rounding)
 
 
 @lru_cache(maxsize=4)
@@ -249,7 +273,7 @@ def select(laws: tuple[Law, ...], ids: list[str] | None) -> tuple[Law, ...]:
     for law_id in ids:
         if law_id not in known:
             raise ConfigError(f"--law: {law_id!r} is unknown{did_you_mean(law_id, known)}; choose from {', '.join(known)}")
-    return tuple(known[i] for i in ids)
+    return tuple(known[i] for i in dict.fromkeys(ids))  # each law once, however often it is named
 
 
 # --------------------------------------------------------------------------------------------- recommending
@@ -277,46 +301,94 @@ def _own(law: Law, quantity: str, values: dict[str, float], request: Request) ->
             return None
         return request.reference_lr * law.laws[quantity]({**values, "B": values["B"] / request.reference_batch_tokens})
     value = law.laws[quantity](values)
-    return value * law.laws[quantity].units.get("B", 1.0) if quantity == "batch" else value  # a batch law counts in its B unit
+    if quantity != "batch":
+        return value
+    value *= law.laws[quantity].units.get("B", 1.0)  # a batch law counts in its B unit
+    return 2.0 ** round(math.log2(value)) if law.batch_rounding == "power_of_two" else value
 
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _reason(law: Law, request: Request, batch: float | None) -> str | None:
+    """Why `law` gives nothing for this request, or None when it gives something."""
+    if law.form_only:
+        return f"published without constants: {law.form_only}"
+    if law.reference and request.reference_lr is None:
+        return "scales your tuned setting: give --reference-batch-size and --reference-lr"
+    if batch is None:
+        return "gives the LR for a batch size you choose: give --batch-size (no law here gives one to borrow)"
+    return None
+
+
 def advise(request: Request, laws: tuple[Law, ...] | None = None) -> list[Advice]:
     """Each law's batch size, peak LR, beta2 (the request's half-life in tokens at that batch size) and AdamW
-    weight decay (from the law's timescale, where it gives one). A quantity a law does not give comes from
-    the request, else from the median of the laws that give it; a law published without constants gives
-    nothing, and says so."""
+    weight decay (from the law's timescale, where it gives one). A quantity a law does not give comes from the
+    request, else from the median of the laws that give it for the requested optimizer (critical batch sizes,
+    and LRs that rest on a borrowed batch size, left out); a law that gives nothing says why."""
     laws = load_laws() if laws is None else laws
     half_life = request.beta2_half_life or beta2_half_life()
+    beta2_limit = beta2_measured_up_to() or math.inf
     no_batch = request.values(None)
-    median_batch = _median([b for law in laws if (b := _own(law, "batch", no_batch, request)) is not None])
+    own_batch = {law.id: _own(law, "batch", no_batch, request) for law in laws}
+    median_batch = _median([own_batch[law.id] for law in laws if own_batch[law.id] is not None and not law.critical_batch
+                            and law.optimizer == request.optimizer])
     rows = []
     for law in laws:
-        batch, batch_from = _own(law, "batch", no_batch, request), "law"
-        if batch is None and not law.form_only and not (law.reference and request.reference_lr is None):
+        batch, batch_from = own_batch[law.id], "law"
+        if batch is None and not law.form_only:
             batch, batch_from = (request.batch_tokens, "yours") if request.batch_tokens else (median_batch, "median")
+        reason = _reason(law, request, batch)
+        if reason:
+            rows.append((law, None, None, None, reason))
+            continue
         values = request.values(batch)
-        rows.append((law, batch, batch_from if batch is not None else None, values, _own(law, "lr", values, request)))
-    median_lr = _median([lr for law, *_, lr in rows if lr is not None and not law.reference])
+        rows.append((law, batch, batch_from, _own(law, "lr", values, request), None))
+    median_lr = _median([lr for law, _, batch_from, lr, _ in rows if lr is not None and batch_from == "law"
+                         and not law.reference and law.optimizer == request.optimizer])
     advice = []
-    for law, batch, batch_from, values, lr in rows:
+    for law, batch, batch_from, lr, reason in rows:
+        if reason:
+            advice.append(Advice(law, None, None, None, None, None, None, (), reason))
+            continue
         lr_from = "law" if lr is not None else None
-        if lr is None and not law.form_only and not law.reference:
+        if lr is None and not law.reference:
             lr, lr_from = (request.lr, "yours") if request.lr else (median_lr, "median" if median_lr else None)
+        values = request.values(batch)
         timescale = _own(law, "timescale", values, request)
-        decay = batch / (lr * timescale * request.tokens) if timescale and batch and lr else None  # tau = B / (eta lambda D)
-        warnings = _outside(law, values)
+        decay = batch / (lr * timescale * request.tokens) if timescale and lr else None  # tau = B / (eta lambda D)
+        warnings = _outside(law, values) + list(law.caveats)
+        if law.critical_batch:
+            warnings.append("a critical batch size (an upper bound for an efficient batch), not the loss-optimal one: "
+                            "left out of the median")
         if law.provenance == "second-hand":
             warnings.append("constants read second-hand (a citing source), not from the paper's own table")
-        if request.optimizer != law.optimizer and not law.form_only:
-            warnings.append(f"fitted for {law.optimizer}, asked for {request.optimizer}")
-        if batch is not None and not law.form_only and batch > (beta2_measured_up_to() or math.inf):
-            warnings.append(f"beta2: the half-life rule was measured up to {beta2_measured_up_to():,.0f} tokens per step")
-        if batch is not None and batch < request.seq_len:
+        if request.optimizer != law.optimizer:
+            warnings.append(f"fitted for {law.optimizer}, asked for {request.optimizer}: left out of the medians")
+        if batch < request.seq_len:
             warnings.append(f"a batch of {batch:.3g} tokens is less than one sequence of {request.seq_len}")
-        beta2 = beta_from_half_life(half_life, batch) if batch and not law.form_only else None
+        beta2 = None
+        if request.optimizer != "sgd":
+            if batch > beta2_limit:
+                warnings.append(f"beta2 not shown: the batch is above the {beta2_limit:,.0f} tokens per step at which "
+                                "Marek et al. measured the half-life rule")
+            else:
+                beta2 = beta_from_half_life(half_life, batch)
         advice.append(Advice(law, batch, batch_from, lr, lr_from, beta2, decay, tuple(warnings)))
     return advice
+
+
+def check_example(law: Law, example: dict) -> list[str]:
+    """Where `law` misses one of its `examples` by more than the tolerance written beside it (empty when it
+    meets it). An example gives what it needs of N, D, B and flops_per_token (N and D default to 1e9 and 20 N,
+    which a law that does not read them ignores) and the batch_tokens and / or lr it expects."""
+    params = example.get("N", 1e9)
+    request = Request(params=params, tokens=example.get("D", 20 * params), seq_len=1,
+                      flops_per_token=example.get("flops_per_token"), batch_tokens=example.get("B"))
+    got = advise(request, (law,))[0]
+    misses = []
+    for key, value in (("batch_tokens", got.batch_tokens), ("lr", got.lr)):
+        if key in example and not (value is not None and abs(value - example[key]) <= example.get("tolerance", 0) * example[key]):
+            misses.append(f"{law.id}: {key} {value} against {example[key]} ({example['says']})")
+    return misses
