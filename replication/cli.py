@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     merge = store_sub.add_parser("merge", help="copy the records of store SOURCE that store TARGET lacks (a run with different results in both is an error, and nothing is merged)")
     merge.add_argument("source", help="a store root, e.g. another machine's results/")
     merge.add_argument("target", help="the store root to merge into, e.g. results/")
+    prune = store_sub.add_parser("prune", help="list (--delete: delete) the records no declared run of an experiment names, "
+                                               "left by a grid or design that has since changed")
+    prune.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help="default: every experiment with runs stored")
+    prune.add_argument("--profile", help="smoke | cpu | gpu | paper (default: params.yaml's profile)")
+    prune.add_argument("--delete", action="store_true", help="delete them (without it, only list them)")
 
     new = sub.add_parser("new", help="write the files of a new experiment <paper>_<topic>: topic module, notebook, params block, stage, test, ledger stub")
     new.add_argument("name", help="<paper>_<topic>, e.g. marek_warmup")
@@ -126,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError, MergeConflict, UnreadableWeights) as err:  # bad input, found before any training or merge
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")  # so that flushing at exit does not fail again
+        return 0
 
 
 def _dispatch(args) -> int:
@@ -133,7 +141,7 @@ def _dispatch(args) -> int:
     from replication.deadline import deadline_in, minutes, stage_deadline
     from replication.store import Store, merge
 
-    if args.command == "store":  # merge
+    if args.command == "store" and args.store_command == "merge":
         counts = merge(args.source, args.target)
         print(f"merged {args.source} into {args.target}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
         return 0
@@ -155,11 +163,7 @@ def _dispatch(args) -> int:
     if args.command == "advise":
         from replication.papers.laws.advise import report, request_from
 
-        text = report(request_from(args), args.law, as_json=args.json)
-        try:
-            print(text)
-        except BrokenPipeError:  # `| head`: the reader has what it wanted
-            sys.stdout = open(os.devnull, "w")
+        print(report(request_from(args), args.law, as_json=args.json))
         return 0
     if args.command == "show":
         root = Path(args.results)
@@ -180,6 +184,8 @@ def _dispatch(args) -> int:
 
     params = load_params(args.params)
     profile = _profile(args, params)
+    if args.command == "store":  # prune
+        return _prune(args, params, profile)
     if args.command == "tokens":
         from replication.tokens import write_manifest
 
@@ -212,6 +218,26 @@ def _dispatch(args) -> int:
     spec = base.replace(**overrides) if overrides else base
     records = experiments.train_runs(exp, [spec], args.results, executor=executor_config(params))
     return _report(experiments.table(records, grid_keys=experiments.table_keys(exp)))
+
+
+def _prune(args, params: dict, profile: str) -> int:
+    """`store prune`: per experiment, the records none of its declared runs names; deleted with --delete."""
+    from replication import experiments, prune
+
+    choice("--profile", profile, PROFILES)
+    names = args.experiments or [n for n in params.get("experiments", {})
+                                 if experiments.stored(experiment(params, n, profile), args.results).ids()]
+    for name in names:
+        choice("experiment", name, params.get("experiments", {}))
+    total = 0
+    for name in names:
+        ids = (prune.prune if args.delete else prune.stale_ids)(name, params, profile, args.results)
+        total += len(ids)
+        if ids:
+            print(f"{profile}/{name}: {len(ids)} record(s) no declared run names" + (", deleted" if args.delete else ""))
+    verb = "deleted" if args.delete else "found (--delete deletes them)"
+    print(f"{total} stale record(s) {verb}" if total else f"no stale records in {', '.join(names) or 'the store'}")
+    return 0
 
 
 def _report(df, empty: str | None = None) -> int:

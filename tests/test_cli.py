@@ -121,3 +121,31 @@ def sweep_table_has_error_column(results) -> bool:
 
     records = Store(results, "smoke", "quickstart").records()
     return all("the GPU fell off the bus" in e for e in table(records)["error"])
+
+
+@pytest.mark.slow
+def test_prune_lists_then_deletes_the_records_no_declared_run_names(tmp_path, capsys):
+    root = str(tmp_path)
+    assert main(["--results", root, "sweep", "quickstart", "--profile", "smoke"]) == 0
+    assert main(["--results", root, "run", "quickstart", "--profile", "smoke", "--set", "batch_size=8"]) == 0  # an ad-hoc run
+    store = experiments.stored(experiment(load_params(), "quickstart", "smoke"), root)
+    declared = {s.hash for s in experiments.declared_runs(experiment(load_params(), "quickstart", "smoke"), load_params(), root)}
+    assert len(store.ids()) == 3 and len(declared) == 2
+    capsys.readouterr()
+    assert main(["--results", root, "store", "prune", "--profile", "smoke"]) == 0
+    assert "smoke/quickstart: 1 record(s) no declared run names" in capsys.readouterr().out
+    assert len(store.ids()) == 3  # listed, not deleted
+    assert main(["--results", root, "store", "prune", "quickstart", "--profile", "smoke", "--delete"]) == 0
+    assert set(store.ids()) == declared
+    assert main(["--results", root, "store", "prune", "quickstart", "--profile", "smoke"]) == 0
+    assert "no stale records in quickstart" in capsys.readouterr().out
+
+
+def test_prune_refuses_an_experiment_whose_runs_are_not_all_stored(tmp_path, capsys):
+    """Follow-ups are declared only once the runs they follow are stored: with runs missing, which records
+    are stale is not known, so nothing is listed or deleted."""
+    assert main(["--results", str(tmp_path), "store", "prune", "quickstart", "--profile", "smoke", "--delete"]) == 2
+    err = capsys.readouterr().err
+    assert "not stored yet" in err and "sweep quickstart" in err
+    assert main(["--results", str(tmp_path), "store", "prune", "quickstrat", "--profile", "smoke"]) == 2
+    assert "'quickstrat' is unknown" in capsys.readouterr().err
