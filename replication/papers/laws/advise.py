@@ -86,9 +86,9 @@ def _range(law) -> str:
     return ", ".join(f"{k} {show(k, lo)}-{show(k, hi)}" for k, (lo, hi) in law.fitted.items()) or "-"
 
 
-def _spread(values: list[float], show) -> str:
+def _spread(values: list[float], show, unit: str = "") -> str:
     low, high = min(values), max(values)
-    return f"{show(low).split(' ')[0]}-{show(high)} ({high / low:.1f}x)"
+    return f"{show(low)}-{show(high)}{unit} ({high / low:.1f}x)"
 
 
 def format_table(advice: list[Advice], request: Request) -> str:
@@ -114,7 +114,7 @@ def format_table(advice: list[Advice], request: Request) -> str:
     batches = [a.batch_tokens for a in shown if a.batch_from == "law" and not a.law.critical_batch]
     lrs = [a.lr for a in shown if a.lr_from == "law" and a.batch_from == "law"]
     if len(batches) > 1 or len(lrs) > 1:
-        spread = [f"batch {_spread(batches, lambda v: _count(v) + ' tokens')}" if len(batches) > 1 else "",
+        spread = [f"batch {_spread(batches, _count, ' tokens')}" if len(batches) > 1 else "",
                   f"peak LR {_spread(lrs, lambda v: f'{v:.3g}')}" if len(lrs) > 1 else ""]
         lines += ["", "The laws that give their own disagree: " + ", ".join(x for x in spread if x) + ". None is singled out "
                   "here: read each with its units, caveats and fitted range below (docs/laws.md)."]
