@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     advise.add_argument("--beta2-half-life", default=None, help="Adam's beta2 half-life in tokens (default 7.1M: beta2 0.95 at 512 x 1024)")
     advise.add_argument("--law", action="append", default=None, help="only this law (repeatable); ids in replication/papers/laws/laws.yaml")
     advise.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    advise.add_argument("--plot", default=None, metavar="PNG", help="also draw each law's batch size and LR against the token "
+                                                                  "budget (two decades each side of --tokens), its data beside it as CSV")
     return p
 
 
@@ -161,9 +163,13 @@ def _dispatch(args) -> int:
         print(f"{args.dvc_yaml}: code deps {verb} in {', '.join(changed)}" if changed else f"{args.dvc_yaml}: code deps up to date")
         return 1 if changed and args.check else 0
     if args.command == "advise":
-        from replication.papers.laws.advise import report, request_from
+        from replication.papers.laws.advise import plot, report, request_from
 
-        print(report(request_from(args), args.law, as_json=args.json))
+        request = request_from(args)
+        drawn = plot(request, args.plot, args.law) if args.plot else None  # a bad --plot fails before anything is printed
+        print(report(request, args.law, as_json=args.json))
+        if drawn:
+            print(f"wrote {drawn} and its .csv", file=sys.stderr if args.json else sys.stdout)
         return 0
     if args.command == "show":
         root = Path(args.results)

@@ -7,6 +7,8 @@ tokens (about 20 tokens per parameter)."""
 import json
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from replication.cli import main
@@ -225,3 +227,25 @@ def test_a_malformed_laws_file_names_the_problem(tmp_path, yaml_text, says):
     with pytest.raises(ConfigError) as err:
         load_laws(path)
     assert says in str(err.value)
+
+
+def test_the_plot_draws_each_laws_own_values_against_the_budget(tmp_path, capsys):
+    path = tmp_path / "laws.png"
+    assert main(["advise", "--params", "124M", "--tokens", "2.5B", "--plot", str(path)]) == 0
+    assert f"wrote {path}" in capsys.readouterr().out and path.stat().st_size > 10_000
+    frame = pd.read_csv(path.with_suffix(".csv"))
+    assert frame["tokens"].min() == pytest.approx(2.5e7) and frame["tokens"].max() == pytest.approx(2.5e11)
+    at = frame[np.isclose(frame["tokens"], 2.5e9)].set_index("law")
+    assert at.loc["step_law", "batch_tokens"] == pytest.approx(134_788, rel=1e-4)  # the table's numbers
+    assert at.loc["deepseek", "lr"] == pytest.approx(1.6225e-3, rel=1e-4)
+    assert "shen_power" not in set(frame["law"])  # its LR rests on a borrowed batch size: not drawn
+    step = frame[frame["law"] == "step_law"].set_index("tokens")["extrapolated"]
+    assert not step.loc[np.isclose(step.index, 2.5e9)].iloc[0] and step.iloc[-1]  # 2.5e11 tokens: beyond its 1e11
+
+
+def test_the_plot_refuses_what_it_cannot_draw(tmp_path, capsys):
+    assert main(["advise", "--params", "124M", "--tokens", "2.5B", "--plot", str(tmp_path / "laws.pdf")]) == 2
+    out = capsys.readouterr()
+    assert "must name a .png file" in out.err and out.out == ""  # refused before the table is printed
+    assert main(["advise", "--params", "124M", "--tokens", "2.5B", "--law", "filatov", "--plot", str(tmp_path / "x.png")]) == 2
+    assert "gives a batch size or an LR of its own" in capsys.readouterr().err

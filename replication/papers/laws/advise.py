@@ -8,12 +8,19 @@ table is there to show the spread and the extrapolation, not to pick a winner (`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 from pathlib import Path
 
-from replication.papers.laws.published import Advice, Request, advise, beta2_half_life, load_laws, select
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from replication import plots
+
+from replication.papers.laws.published import Advice, Request, advise, beta2_half_life, extrapolates, load_laws, select
 from replication.validation import ConfigError
 
 SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
@@ -131,6 +138,52 @@ def format_table(advice: list[Advice], request: Request) -> str:
     return "\n".join(lines).lstrip("\n")
 
 
+def curves(request: Request, laws, decades: float = 2.0, points: int = 41) -> pd.DataFrame:
+    """Each law's own batch size and peak LR (its own, or at your --batch-size) over token budgets from
+    `decades` below to `decades` above the request's, the rest of the request held: one row per law and budget,
+    `extrapolated` where the budget leaves the law's fitted range."""
+    rows = []
+    for tokens in np.logspace(np.log10(request.tokens) - decades, np.log10(request.tokens) + decades, points):
+        at = dataclasses.replace(request, tokens=float(tokens))
+        for a in advise(at, laws):
+            if a.reason is not None:
+                continue
+            own_lr = a.lr if a.lr_from == "law" and a.batch_from in ("law", "yours") else None
+            own_batch = a.batch_tokens if a.batch_from == "law" else None
+            if own_lr is None and own_batch is None:
+                continue
+            rows.append({"law": a.law.id, "tokens": float(tokens), "batch_tokens": own_batch, "lr": own_lr,
+                         "critical_batch": a.law.critical_batch, "extrapolated": extrapolates(a.law, at.values(a.batch_tokens))})
+    return pd.DataFrame(rows)
+
+
+def plot_curves(frame: pd.DataFrame, request: Request):
+    """Two panels against the token budget, batch size and peak LR: each law a line (solid inside its fitted
+    range, dashed outside), the spread between the laws shaded, the request's budget marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, column, label in ((axes[0], "batch_tokens", "batch size (tokens per step)"), (axes[1], "lr", "peak learning rate")):
+        values = frame.dropna(subset=[column])
+        values = values[~values["critical_batch"]] if column == "batch_tokens" else values
+        for i, (law, g) in enumerate(values.groupby("law", sort=False)):
+            colour = plots.series_colour(i)
+            inside = g[column].where(~g["extrapolated"])
+            ax.plot(g["tokens"], g[column], color=colour, lw=1.2, ls="--")
+            ax.plot(g["tokens"], inside, color=colour, lw=2.0, label=law)
+        if column == "batch_tokens":  # Zhang et al.'s critical batch size: an upper bound, drawn apart
+            critical = frame[frame["critical_batch"]].dropna(subset=[column])
+            for law, g in critical.groupby("law"):
+                ax.plot(g["tokens"], g[column], color=plots.PAPER_COLOUR, lw=1.0, ls=":", label=f"{law} (critical, an upper bound)")
+        spread = values.groupby("tokens")[column].agg(["min", "max"])
+        ax.fill_between(spread.index, spread["min"], spread["max"], color="0.85", zorder=0, label="spread between the laws")
+        ax.axvline(request.tokens, color="0.3", lw=0.8, ls=":")
+        ax.set(xscale="log", yscale="log", xlabel="training tokens D", ylabel=label)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"What each law recommends for N = {_count(request.params)} parameters, sequences of {request.seq_len} "
+                 "(solid: inside its fitted range; dashed: extrapolated; dotted line: your D)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 METRICS = Path(__file__).resolve().parents[3] / "metrics"  # the checkout's committed metrics
 
 
@@ -161,6 +214,19 @@ def _body(root: Path, name: str, profile: str | None) -> dict:
     except (ConfigError, FileNotFoundError):
         return {}
     return {"non_embedding_params": count_parameters(base.model, base.data.vocab_size)["non_embedding"], "seq_len": base.data.seq_len}
+
+
+def plot(request: Request, path: str | Path, law_ids: list[str] | None = None) -> Path:
+    """`advise --plot PATH`: the figure of `plot_curves`, with its data beside it as CSV."""
+    if Path(path).suffix.lower() != ".png":
+        raise ConfigError(f"--plot: {str(path)!r} must name a .png file (its data is written beside it as .csv)")
+    frame = curves(request, select(load_laws(), law_ids))
+    if not len(frame):
+        raise ConfigError("--plot: none of the chosen laws gives a batch size or an LR of its own to draw")
+    fig = plot_curves(frame, request)
+    out = plots.save(fig, path, frame)
+    plt.close(fig)
+    return out
 
 
 def report(request: Request, law_ids: list[str] | None = None, as_json: bool = False, metrics_root=METRICS) -> str:

@@ -291,6 +291,11 @@ def _outside(law: Law, values: dict[str, float]) -> list[str]:
     return out
 
 
+def extrapolates(law: Law, values: dict[str, float]) -> bool:
+    """Whether `values` leave the range the law was fitted on."""
+    return bool(_outside(law, values))
+
+
 def _own(law: Law, quantity: str, values: dict[str, float], request: Request) -> float | None:
     """The law's own value of `quantity`, or None when it gives none or needs a value not known yet (a batch size;
     for a rule of thumb, your tuned setting)."""
