@@ -3,7 +3,7 @@ N parameters trained on D tokens, side by side, with the range each was fitted o
 fits, labelled with the far smaller scale they were measured at.
 
 The laws disagree, often by several times, and most are fitted far from where a reader will use them: the
-table is there to show the spread and the extrapolation, not to pick a winner (`laws_compare` tests them).
+table is there to show the spread and the extrapolation, not to pick a winner.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from replication import plots
-
 from replication.papers.laws.published import Advice, Request, advise, beta2_half_life, extrapolates, load_laws, select
 from replication.validation import ConfigError
 
