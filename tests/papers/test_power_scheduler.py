@@ -62,3 +62,17 @@ def test_the_published_b_joins_the_optimum_but_not_the_range_compared_with_a():
     assert -0.2 in list(after["b_means"].index) and -0.2 not in list(before["b_means"].index)
     measured = {c["id"]: c for c in scheduler.claims(with_paper, PREMISE)}["power.scheduler.a_flat_b_sharp"]["measured"]
     assert "the paper's -0.2 included" in measured
+
+
+def test_b_runs_at_the_papers_value_and_above_it_so_its_optimum_is_not_cut_off():
+    """The b sweep spans our fit's b* +- 0.1 and the paper's -0.51, -0.46 and -0.41: an optimum near the
+    paper's value has room on both sides (read from the committed cpu records' fit)."""
+    from replication.params import experiment, load_params
+
+    params = load_params()
+    exp = experiment(params, "power_scheduler", "cpu")
+    fixed = exp.settings["fixed_batch_size"]
+    bs = sorted({s.schedule.power_b for s in scheduler.runs(exp, params) if s.batch_size == fixed and s.seed == 0})
+    assert {-0.51, -0.46, -0.41} <= set(bs)
+    assert min(bs) < -0.66  # below the range a verdict accepts ([-0.66, -0.36])
+    assert max(bs) == pytest.approx(-0.41)  # and 0.1 above the paper's -0.51, no longer its top edge

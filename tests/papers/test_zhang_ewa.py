@@ -47,7 +47,7 @@ def test_optima_fixed_in_tokens_give_slope_one_and_a_matching_schedule_is_confir
     exp = _exp()
     claims, schedules = ewa.claims(exp, _table(exp))
     matches, falls = claims
-    assert matches["verdict"] == "confirmed"
+    assert _in_the_papers_regime(matches) == "confirmed"
     assert falls["verdict"] == "confirmed", falls["reason"]
     for part in ("ewa_decay", "beta2"):
         assert abs(falls["measurement"]["parts"][part]["estimate"] - 1) < 0.15
@@ -58,7 +58,17 @@ def test_optima_fixed_in_tokens_give_slope_one_and_a_matching_schedule_is_confir
 def test_constant_lr_well_behind_cosine_is_not_confirmed():
     exp = _exp()
     matches = ewa.claims(exp, _table(exp, constant_gain=-0.05))[0][0]
-    assert matches["verdict"] == "not confirmed", matches["reason"]
+    assert _in_the_papers_regime(matches) == "not confirmed"
+
+
+def _in_the_papers_regime(matches: dict) -> str:
+    """The schedule claim's verdict here is gated (0.42 tokens per parameter against the 10 it needs); its
+    rule's verdict, were the same losses measured at the paper's 20 tokens per parameter."""
+    assert matches["verdict"] == "not testable at this scale" and "tokens per parameter" in matches["reason"]
+    assert matches["measurement"]["regime"]["tokens_per_parameter"] == pytest.approx(65536 / 155648, rel=1e-3)
+    entry = ledger.entry("zhang.ewa.constant_lr_with_ewa_matches_cosine")
+    at_20 = {**matches["measurement"], "regime": {"tokens_per_parameter": 20.0}}
+    return decide(entry.rule, entry.params, at_20, entry.requires).verdict
 
 
 def test_optima_fixed_in_steps_give_slope_zero_and_are_not_confirmed():

@@ -26,7 +26,7 @@ from replication.experiments import stored
 from replication.verdicts import DRAWS, MIN_STEPS, bootstrap_difference, compare, pooled_sd
 
 REQUIRES = ("power_lr_surface",)
-KEYS = ("batch_sizes", "cosine_budgets", "cosine_lr_steps", "eta_max", "fixed_batch_size", "a_multipliers", "b_offsets", "published_b",
+KEYS = ("batch_sizes", "cosine_budgets", "cosine_lr_steps", "eta_max", "fixed_batch_size", "a_multipliers", "b_offsets", "published_b", "published_b_offsets",
         "seeds")
 
 
@@ -56,7 +56,8 @@ def _cosine_lrs(s: dict, best: pd.DataFrame, batch_size: int, tokens: int) -> li
 
 def runs(exp, params: dict, results_root="results") -> list:
     """Power at every batch size (3 seeds) with the fitted (a, b); a and b varied at the fixed batch size, b
-    also at the paper's value (`published_b`: the optimum is then not looked for around our own fit alone);
+    also at the paper's value and steps above it (`published_b`, `published_b_offsets`: the optimum is then not
+    looked for around our own fit alone, nor cut off by the grid's top when it lies near the paper's);
     cosine over its grid per cell (seed 0), then 3 seeds at its best LR."""
     s = common.settings(exp, KEYS)
     table, fit = wsd(exp, params, results_root)
@@ -64,7 +65,8 @@ def runs(exp, params: dict, results_root="results") -> list:
     out = [power_spec(exp, params, bs, a, b, seed) for bs in s["batch_sizes"] for seed in s["seeds"]]
     out += [power_spec(exp, params, s["fixed_batch_size"], a * k, b, seed) for k in s["a_multipliers"] for seed in s["seeds"]]
     out += [power_spec(exp, params, s["fixed_batch_size"], a, b + d, seed) for d in s["b_offsets"] for seed in s["seeds"]]
-    out += [power_spec(exp, params, s["fixed_batch_size"], a, pb, seed) for pb in s["published_b"] for seed in s["seeds"]]
+    out += [power_spec(exp, params, s["fixed_batch_size"], a, pb + d, seed) for pb in s["published_b"]
+            for d in [0.0, *s["published_b_offsets"]] for seed in s["seeds"]]
     best = lr_surface.optima(table)
     store = stored(exp, results_root)
     for bs in s["batch_sizes"]:

@@ -279,12 +279,18 @@ def claims(exp, runs_: pd.DataFrame) -> list[dict]:
     return [
         claim("zhang.ewa.constant_lr_with_ewa_matches_cosine",
               "final loss, constant + EWA minus the tuned schedule (best LR of each): "
-              + ("; ".join(f"{other} {', '.join(w)}" for other, w in words.items()) or "no comparison"), {"parts": parts}),
+              + ("; ".join(f"{other} {', '.join(w)}" for other, w in words.items()) or "no comparison"),
+              {"parts": parts, "regime": {"tokens_per_parameter": tokens_per_parameter(exp)}}),
         claim("zhang.ewa.decay_and_beta2_fall_with_batch_size",
               "slope of log(1 - optimum) on log B: " + ", ".join(f"{n} {m['estimate']:.2f}" if "estimate" in m else f"{n}: {m['untestable']}"
                                                                for n, m in (("EWA decay", decays["ewa"]), ("beta2", decays["beta2"]))),
               {"parts": {"ewa_decay": decays["ewa"], "beta2": {**decays["beta2"], "regime": {"half_life_share": half_life_share(exp, runs_)}}}}),
     ], sched
+
+
+def tokens_per_parameter(exp) -> float:
+    """Training tokens per parameter (embeddings included, as Chinchilla's 20 counts them)."""
+    return exp.base.tokens / count_parameters(exp.base.model, exp.base.data.vocab_size)["total"]
 
 
 def regime_caveat(exp, sched: pd.DataFrame) -> str:
@@ -294,7 +300,7 @@ def regime_caveat(exp, sched: pd.DataFrame) -> str:
     n = count_parameters(exp.base.model, exp.base.data.vocab_size)
     gaps = [f"B={b}: {g.loc['cosine', 'mean'] - g.loc['wsd', 'mean']:+.3f}" for b, g in sched.set_index("schedule.name").groupby("batch_size")
             if {"cosine", "wsd"} <= set(g.index)]
-    return (f"Each run trains {exp.base.tokens:,} tokens: {exp.base.tokens / n['total']:.2f} tokens per parameter "
+    return (f"Each run trains {exp.base.tokens:,} tokens: {tokens_per_parameter(exp):.2f} tokens per parameter "
             f"({exp.base.tokens / n['non_embedding']:.1f} per non-embedding parameter), against the paper's 20 (Chinchilla) at 151M. "
             f"The loss is still falling at the end, and tuned cosine loses to tuned WSD here ({', '.join(gaps)} nats, cosine minus WSD): "
             "a margin over cosine is largely the cost of decaying early in an under-trained run, so read the comparison with WSD beside it.")
