@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from replication import ledger
 from replication.papers.power import scheduler
+from replication.verdicts import decide
 
 
 PREMISE = {"lr_batch_exponent": 1.0}  # eta_opt ~ B: the regime the schedule's transfer across batch sizes needs
@@ -49,6 +51,28 @@ def test_sensitivity_finds_b_sharp_a_flat_and_the_optimal_b():
     assert sens["b_range"] > 10 * sens["a_range"]
     assert sens["b_opt"] == pytest.approx(-0.52, abs=0.02)
     assert sens["b_vs_a"]["difference"] > 0
+
+
+def test_an_optimal_b_its_neighbours_match_within_seed_noise_is_unresolved():
+    """The rule every optimum obeys: both neighbours of the best b worse beyond the seeds' t interval. A sharp
+    parabola with little noise is resolved; a flat one in noisy seeds is not, and reads within noise."""
+    t = _tables(0.0, 0.0)
+    rng = np.random.default_rng(3)
+    at_b = (t["power"]["batch_size"] == 4) & (t["power"]["tokens"] == 327680) & (t["power"]["a"] == 2.0)
+    n = int(at_b.sum())
+
+    def optimal_b(loss):
+        power = t["power"].copy()
+        power.loc[at_b, "loss"] = loss
+        return scheduler.sensitivity({**t, "power": power})["optimal_b"]
+
+    b = t["power"].loc[at_b, "b"].to_numpy()
+    sharp = optimal_b(5.0 + 20 * (b + 0.5) ** 2 + 0.002 * rng.standard_normal(n))  # neighbours 0.05 worse, seed sd 0.002
+    assert "unresolved" not in sharp
+    flat = optimal_b(5.0 + 0.05 * rng.standard_normal(n))  # flat in b, seed sd 0.05
+    assert "is not resolved" in flat["unresolved"]
+    entry = ledger.entry("power.scheduler.a_flat_b_sharp").params["parts"]["optimal_b"]
+    assert decide(entry["rule"], entry["params"], {**flat, "estimate": -0.52, "draws": [-0.52] * 1000}).verdict == "within noise"
 
 
 def test_the_published_b_joins_the_optimum_but_not_the_range_compared_with_a():

@@ -115,7 +115,10 @@ def test_a_best_cell_on_the_edge_of_its_grid_makes_its_part_not_testable():
     matches, falls = ewa.claims(exp, runs)[0]
     small, large = (matches["measurement"]["parts"][p] for p in ("cosine_at_small_batch", "cosine_at_large_batch"))
     assert small["edges"] == [] and large["edges"] == [{"hyperparameter": "LR multiplier", "cell": f"B={big}, cosine"}]
-    assert matches["verdict"] == "not testable at this scale" and "grid edge" in matches["reason"]
+    assert matches["verdict"] == "not testable at this scale"  # its regime gate speaks first (0.42 tokens per parameter)
+    entry = ledger.entry("zhang.ewa.constant_lr_with_ewa_matches_cosine")
+    edge = decide(entry.rule, entry.params, {**matches["measurement"], "regime": {"tokens_per_parameter": 20.0}}, entry.requires)
+    assert edge.verdict == "not testable at this scale" and "grid edge" in edge.reason  # and at 20, the edge
     longest = runs["beta2_half_life_tokens"].max()
     runs.loc[np.isclose(runs["beta2_half_life_tokens"], longest) & (runs["batch_size"] == 2), "final_val_loss"] -= 1.0
     falls = ewa.claims(exp, runs)[0][1]

@@ -198,6 +198,19 @@ def _b_optimum(means: pd.Series) -> float:
     return float(np.clip(-c1 / (2 * c2), x[0], x[-1])) if c2 > 0 else float(means.index[i])
 
 
+def _unresolved_b(b_rows: pd.DataFrame) -> str | None:
+    """Why the best b is not resolved, by the rule every optimum obeys (`common.resolved`: both neighbours worse
+    beyond the t critical value times the standard error of the difference), or None when it is."""
+    stats = b_rows.groupby("b")["loss"].agg(["mean", "count", "var"]).sort_index()
+    mean, count, var = (stats[c].to_numpy(float)[None] for c in ("mean", "count", "var"))
+    if common.resolved(mean, count, var)[0]:
+        return None
+    i = int(np.nanargmin(stats["mean"].to_numpy()))
+    near = [j for j in (i - 1, i + 1) if 0 <= j < len(stats)]
+    gaps = ", ".join(f"{stats.index[j]:.2f} {stats['mean'].iloc[j] - stats['mean'].iloc[i]:+.3f}" for j in near)
+    return f"the best b ({stats.index[i]:.2f}) is not resolved: a neighbour is not worse beyond the seeds' t interval ({gaps} nats)"
+
+
 def sensitivity(t: dict, draws: int = DRAWS) -> dict:
     """Loss range over a (b fixed) and over b within the offsets around the fit (a fixed) at the fixed batch
     size and largest budget, and b's optimum over every b tried, the paper's included (its interval from
@@ -216,6 +229,8 @@ def sensitivity(t: dict, draws: int = DRAWS) -> dict:
     near_means = near.groupby("b")["loss"].mean()
     optimal_b = {"estimate": b_opt, "draws": draws, "min_steps": steps[0] if steps else None,
                  "n_seeds": int(b_rows.groupby("b")["loss"].count().min()) if len(b_rows) else 0}
+    if len(b_rows) and (why := _unresolved_b(b_rows)):
+        optimal_b["unresolved"] = why
     a_means = a_rows.groupby("a")["loss"].mean()
     return {"a_range": float(a_means.max() - a_means.min()) if len(a_means) else np.nan,
             "b_range": float(near_means.max() - near_means.min()) if len(near_means) else np.nan,
