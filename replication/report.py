@@ -21,7 +21,7 @@ import pandas as pd
 from replication import ledger, plots, readme, verdicts
 from replication.sizes import count_parameters
 from replication.notebook import write_metrics
-from replication.experiments import declared_runs
+from replication.experiments import declared_runs, topic
 from replication.params import experiment, load_params
 from replication.data import DataError, offline
 from replication.spec import ConfigError
@@ -103,7 +103,8 @@ def summary_figure(counts: pd.DataFrame):
 # ----------------------------------------------------------------------------------------------- the scale
 def _ours(params: dict, name: str, profile: str, root: Path = Path(".")) -> dict | None:
     """Our setting of experiment `name` on `profile`, from every run its topic declares given the store
-    (params.yaml's grid where it has no topic); None if params.yaml has no such experiment."""
+    (params.yaml's grid where it has no topic), and the other experiments' runs it reads as its own cells
+    (a topic's `read_runs`, e.g. laws_compare's base width); None if params.yaml has no such experiment."""
     try:
         exp = experiment(params, name, profile)
     except ConfigError:
@@ -112,7 +113,8 @@ def _ours(params: dict, name: str, profile: str, root: Path = Path(".")) -> dict
         # the store as the stages name it (relative to the workbook): a fine-tuning run's `init_from` path is part of its id
         results = os.path.relpath(root / "results") if Path.cwd().resolve() == Path(root).resolve() else root / "results"
         with offline():  # never downloads: a corpus-declared topic is a DataError at once
-            specs = declared_runs(exp, params, results)
+            module = topic(name)
+            specs = module.read_runs(exp, params, results) if hasattr(module, "read_runs") else declared_runs(exp, params, results)
     except (RuntimeError, FileNotFoundError):  # its runs follow from another experiment's, not stored here yet
         return {"model": "its runs follow from runs not stored on this profile yet", "tokens": "", "batch_sizes": "", "seeds": ""}
     except DataError:  # its runs are declared from its corpus (a task set's continuation items), e.g. a hub dataset offline
@@ -501,7 +503,8 @@ def report_markdown(rows: pd.DataFrame, counts: pd.DataFrame, ours_of, profile: 
     ]
     for key, paper in ledger.papers().items():
         mine = findings[findings["paper"] == key]
-        out += ["", f"## {paper.title} (arXiv [{paper.arxiv}](https://arxiv.org/abs/{paper.arxiv}))", "",
+        links = ", ".join(f"[{a}](https://arxiv.org/abs/{a})" for a in (x.strip() for x in paper.arxiv.split(",")))  # a ledger may cite several
+        out += ["", f"## {paper.title} (arXiv {links})", "",
                 f"Spec: `{paper.spec}`. Findings: {len(mine)}; " + ", ".join(f"{v} {n}" for v, n in counts.loc[key].items() if n and v != "claims")
                 + f". Checks: {int((checks['paper'] == key).sum())} (below).",
                 "", "### Scale", "", scale_markdown(paper, ours_of, profiles, root), "", "### Findings", "", header]

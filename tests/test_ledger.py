@@ -22,7 +22,7 @@ def _metrics_written_by(stage: str) -> set[str]:
 
 def test_the_ledger_lists_every_paper_and_at_least_30_claims():
     papers = ledger.papers()
-    assert list(papers) == ["marek", "zhang", "power", "smoltulu"]
+    assert list(papers) == ["marek", "zhang", "power", "smoltulu", "laws"]
     assert all(p.claims for p in papers.values())
     assert len(ledger.claims()) >= 30
 

@@ -249,3 +249,20 @@ def test_the_plot_refuses_what_it_cannot_draw(tmp_path, capsys):
     assert "must name a .png file" in out.err and out.out == ""  # refused before the table is printed
     assert main(["advise", "--params", "124M", "--tokens", "2.5B", "--law", "filatov", "--plot", str(tmp_path / "x.png")]) == 2
     assert "gives a batch size or an LR of its own" in capsys.readouterr().err
+
+
+def test_laws_compares_free_fits_are_printed_with_the_scale_they_were_measured_on(tmp_path):
+    from replication.papers.laws import advise as advise_module
+
+    (tmp_path / "laws").mkdir()
+    optima = [{"N": 6144, "tokens": 40960, "batch_size": 4}, {"N": 98304, "tokens": 327680, "batch_size": 32}]
+    fits = [{"quantity": "lr", "law": "free", "c": 0.5, "N": -0.45, "B": 0.38, "D": -0.2},
+            {"quantity": "batch", "law": "free", "c": None, "N": None, "D": None},  # not fitted: left out
+            {"quantity": "lr", "law": "step_law", "c": 1.0, "N": -0.3, "D": -0.2}]  # only the free forms are shown
+    (tmp_path / "laws" / "compare.json").write_text(json.dumps({"profile": "cpu", "optima": optima, "fits": fits}))
+    (fit,) = advise_module.workbook_fits(tmp_path)
+    assert fit["experiment"] == "laws_compare" and fit["constants"] == {"c": 0.5, "a": -0.45, "b": 0.38, "d": -0.2}
+    assert fit["params"] == [6144, 98304] and fit["tokens"] == [40960, 327680] and fit["batch_sequences"] == [4, 32]
+    text = advise_module.report(Request(params=1.24e8, tokens=2.5e9), metrics_root=tmp_path)
+    assert "This workbook's own fit (laws_compare, profile cpu): eta_opt = c N^a B^b D^d with c = 0.5, a = -0.45" in text
+    assert "it describes that scale, not yours" in text

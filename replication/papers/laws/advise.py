@@ -21,6 +21,7 @@ import pandas as pd
 from replication import plots
 from replication.papers.laws.published import Advice, Request, advise, beta2_half_life, extrapolates, load_laws, select
 from replication.validation import ConfigError
+from replication.verdicts import MIN_STEPS
 
 SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmbgt]?)\s*$", re.IGNORECASE)
@@ -187,9 +188,13 @@ METRICS = Path(__file__).resolve().parents[3] / "metrics"  # the checkout's comm
 
 
 def workbook_fits(metrics_root: str | Path = METRICS) -> list[dict]:
-    """This workbook's own fit of Shen et al.'s law (`power_lr_surface`), with the scale it was measured at:
-    empty before that stage has run."""
-    path = Path(metrics_root) / "power" / "lr_surface.json"
+    """This workbook's own fits, with the scale each was measured at: Shen et al.'s law (`power_lr_surface`), then
+    laws_compare's free forms; each left out before its stage has run."""
+    return _shen_fit(Path(metrics_root)) + _compare_fits(Path(metrics_root))
+
+
+def _shen_fit(metrics_root: Path) -> list[dict]:
+    path = metrics_root / "power" / "lr_surface.json"
     if not path.is_file():
         return []
     m = json.loads(path.read_text())
@@ -199,8 +204,40 @@ def workbook_fits(metrics_root: str | Path = METRICS) -> list[dict]:
     tokens = [o["tokens"] for o in optima]
     batches = [o["batch_size"] for o in optima]
     return [{"experiment": "power_lr_surface", "profile": m.get("profile"), "form": "eta_opt = B a T^b",
-             "a": fit["a"], "b": fit["b"], "body": _body(Path(metrics_root).parent, "power_lr_surface", m.get("profile")),
+             "a": fit["a"], "b": fit["b"], "body": _body(metrics_root.parent, "power_lr_surface", m.get("profile")),
              "tokens": [min(tokens), max(tokens)], "batch_sequences": [min(batches), max(batches)]}]
+
+
+COMPARE_FORMS = {"lr": ("eta_opt = c N^a B^b D^d", {"c": "c", "N": "a", "B": "b", "D": "d"}),
+                 "batch": ("B_opt = c N^a D^d (sequences)", {"c": "c", "N": "a", "D": "d"})}
+
+
+def _compare_fits(metrics_root: Path) -> list[dict]:
+    """laws_compare's free forms (every variable's exponent fitted) for the LR and the batch size, with the range of
+    widths, batch sizes and budgets they were fitted on: empty before that stage has run or where a form was not fitted."""
+    path = metrics_root / "laws" / "compare.json"
+    if not path.is_file():
+        return []
+    m = json.loads(path.read_text())
+    out = []
+    for row in m.get("fits") or []:
+        if row.get("law") != "free" or row.get("quantity") not in COMPARE_FORMS or row.get("c") is None:
+            continue
+        form, names = COMPARE_FORMS[row["quantity"]]
+        optima = [o for o in m.get("optima" if row["quantity"] == "lr" else "batch_optima") or []  # the optima the fit read
+                  if not o.get("on_edge") and o.get("steps", MIN_STEPS) >= MIN_STEPS]
+        if not optima:
+            continue
+        if any(row.get(k) is None for k in names):
+            continue
+        out.append({"experiment": "laws_compare", "profile": m.get("profile"), "form": form,
+                    "constants": {names[k]: row[k] for k in names},
+                    "params": [min(o["N"] for o in optima), max(o["N"] for o in optima)],
+                    "tokens": [min(o["tokens"] for o in optima), max(o["tokens"] for o in optima)],
+                    "batch_sequences": [min(o.get("batch_size", o.get("optimal_batch_size")) for o in optima),
+                                        max(o.get("batch_size", o.get("optimal_batch_size")) for o in optima)],
+                    "seq_len": _body(metrics_root.parent, "laws_compare", m.get("profile")).get("seq_len")})
+    return out
 
 
 def _body(root: Path, name: str, profile: str | None) -> dict:
@@ -241,6 +278,14 @@ def report(request: Request, law_ids: list[str] | None = None, as_json: bool = F
     yours = f"; your batch {_count(request.batch_tokens / request.seq_len)} sequences = {_count(request.batch_tokens)} tokens" if request.batch_tokens else ""
     text = [head + yours, "", format_table(advice, request)]
     for fit in ours:
+        if "constants" in fit:  # laws_compare's free forms
+            constants = ", ".join(f"{k} = {v:.3g}" for k, v in fit["constants"].items())
+            text += ["", f"This workbook's own fit ({fit['experiment']}, profile {fit['profile']}): {fit['form']} with {constants} (N "
+                         f"non-embedding parameters, B in sequences of {fit['seq_len']}, D in tokens). Measured on N = "
+                         f"{_count(fit['params'][0])}-{_count(fit['params'][1])}, D = {_count(fit['tokens'][0])}-{_count(fit['tokens'][1])} "
+                         f"tokens, B = {fit['batch_sequences'][0]:.3g}-{fit['batch_sequences'][1]:.3g} sequences: it describes that scale, not "
+                         "yours (docs/laws.md)."]
+            continue
         body = fit["body"]
         scale = (f"a {_count(body['non_embedding_params'])}-parameter body (non-embedding), sequences of {body['seq_len']}, "
                  if body else "")
