@@ -14,7 +14,7 @@ BATCHES = (4, 8, 16, 32, 64, 128)
 BUDGETS = (1_000_000, 2_000_000, 4_000_000, 8_000_000)  # >= 2.5 tokens per parameter at every width
 
 
-def surface(batch_in_n: float = 0.0, lr_in_n: float = -0.5, noise: float = 0.001) -> pd.DataFrame:
+def surface(batch_in_n: float = 0.0, lr_in_n: float = -0.5, noise: float = 0.0003) -> pd.DataFrame:
     """Losses over width x batch size x budget x a factor-2 LR grid x 3 seeds, with optimal LR
     0.01 (N / 1e5)^lr_in_n (B / 8)^0.5 (D / 2e6)^-0.3 and loss-optimal batch size 16 (D / 2e6)^0.5 (N / 1e5)^batch_in_n."""
     rng = np.random.default_rng(0)
@@ -34,7 +34,8 @@ def surface(batch_in_n: float = 0.0, lr_in_n: float = -0.5, noise: float = 0.001
 
 
 def sizes() -> pd.DataFrame:
-    return pd.DataFrame({"width": list(WIDTHS), "N": list(WIDTHS.values()), "flops_per_token": [6 * n for n in WIDTHS.values()]})
+    return pd.DataFrame({"width": list(WIDTHS), "N": list(WIDTHS.values()), "embedding": [4096 * w for w in WIDTHS],
+                         "flops_per_token": [6 * n for n in WIDTHS.values()]})
 
 
 def verdicts(m: dict) -> dict:
@@ -65,6 +66,17 @@ def test_laws_that_do_not_hold_are_not_confirmed():
     v = verdicts(m)
     assert v["batch_independent_of_n"] == "not confirmed"
     assert v["lr_falls_with_n"] == "not confirmed"
+
+
+@pytest.mark.slow
+def test_claims_resting_on_unresolved_optima_read_within_noise():
+    """With seed noise as large as a grid step's cost, a neighbour matches every best within the t interval: whatever
+    the intervals say, the claims read within noise (the shared rule for an exponent fitted to unresolved optima)."""
+    m = compare.measure(surface(noise=0.05), sizes(), draws=1000)
+    assert not m["lr_cells"]["resolved"].any()
+    by_id = {c["id"].split(".")[-1]: c for c in compare.claims(m)}
+    assert by_id["lr_falls_with_n"]["verdict"] == "within noise" and "not resolved" in by_id["lr_falls_with_n"]["reason"]
+    assert any("not resolved" in (c or "") for c in compare.caveats(m))
 
 
 def test_one_width_leaves_the_model_size_claims_untestable():
@@ -153,7 +165,7 @@ def test_a_grid_with_no_readable_optimum_decides_nothing_and_draws_the_figure():
     table = surface().assign(steps=100)
     m = compare.measure(table, sizes(), draws=1000)
     assert set(verdicts(m).values()) == {"not testable at this scale"}
-    assert len(compare.exponent_table(m)) and not len(m["lr_summary"]) and not len(m["batch_summary"])
+    assert len(compare.laws_table(m, "lr")) == len(compare.LR_FORMS) and not len(m["lr_summary"]) and not len(m["batch_summary"])
     assert "nothing is held out" in compare.summary_markdown(m)
     compare.figure(m, compare.published_curves(), 8)
     compare.caveats(m)

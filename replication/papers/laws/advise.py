@@ -281,7 +281,7 @@ def report(request: Request, law_ids: list[str] | None = None, as_json: bool = F
         if "constants" in fit:  # laws_compare's free forms
             constants = ", ".join(f"{k} = {v:.3g}" for k, v in fit["constants"].items())
             text += ["", f"This workbook's own fit ({fit['experiment']}, profile {fit['profile']}): {fit['form']} with {constants} (N "
-                         f"non-embedding parameters, B in sequences of {fit['seq_len']}, D in tokens). Measured on N = "
+                         f"non-embedding parameters, B in sequences of {fit['seq_len']}, D in tokens), fitted on every readable optimum. Measured on N = "
                          f"{_count(fit['params'][0])}-{_count(fit['params'][1])}, D = {_count(fit['tokens'][0])}-{_count(fit['tokens'][1])} "
                          f"tokens, B = {fit['batch_sequences'][0]:.3g}-{fit['batch_sequences'][1]:.3g} sequences: it describes that scale, not "
                          "yours (docs/laws.md)."]

@@ -15,9 +15,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from replication import fit, plots
+from replication import plots
 from replication.claims import claim
 from replication.experiments import stored
+from replication.fit import argmin_log_parabolas
 from replication.params import experiment
 from replication.papers.laws.published import Request, load_laws
 from replication.papers.power import common, lr_surface
@@ -122,13 +123,15 @@ def table(exp, params: dict, results_root="results") -> pd.DataFrame:
 # ---------------------------------------------------------------- the optima
 
 def sizes(exp, params: dict) -> pd.DataFrame:
-    """Per width: N (non-embedding parameters, the count Step Law and Porian et al. fit on) and training FLOPs
-    per token (6 N with the output head, plus attention), which turn D into DeepSeek's C."""
+    """Per width: N (non-embedding parameters, the count Step Law fits on; Porian et al. add the output head), the
+    embedding and output-head parameters, and training FLOPs per token (6 N with the output head, plus attention),
+    which turn D into DeepSeek's C."""
     s = common.settings(exp, KEYS)
     rows = []
     for width in s["widths"]:
         body = exp.derived({"model.width": width}, "settings.widths")
-        rows.append({"width": width, "N": count_parameters(body.model, body.data.vocab_size)["non_embedding"],
+        counts = count_parameters(body.model, body.data.vocab_size)
+        rows.append({"width": width, "N": counts["non_embedding"], "embedding": counts["embedding"],
                      "flops_per_token": flops_per_token(body.model, body.data.vocab_size, body.data.seq_len)})
     return pd.DataFrame(rows)
 
@@ -195,7 +198,7 @@ BATCH_FORMS = {
     "free": (("N", "D"), {}),
 }
 FORM_WORDS = {"lr": {"constant": "one LR for every cell", "sqrt_rule": "c B^0.5", "linear_rule": "c B", "shen_power": "a B D^b",
-                     "step_law": "c N^a D^b", "deepseek": "c C^a", "porian": "c N^a", "free": "c N^a B^b D^c"},
+                     "step_law": "c N^a D^b", "deepseek": "c C^a", "porian": "c N^a", "free": "c N^a B^b D^d"},
               "batch": {"constant": "one batch size for every cell", "step_law": "c D^b", "deepseek": "c C^b", "porian": "c N^b",
                         "free": "c N^a D^b"}}
 
@@ -230,18 +233,20 @@ def published_exponents(law_id: str, quantity: str) -> dict[str, float]:
 
 
 def _exponent_rows(forms: dict, cells: pd.DataFrame, draws: list[pd.DataFrame], target: str, quantity: str) -> pd.DataFrame:
+    """Per form and free variable: our exponent on `cells`, its 95 % interval over the refits on `draws`, and the
+    published one (`published_other`: Power Lines', the second law of Step Law's batch-size form)."""
     rows = []
     for name, form in forms.items():
         point = fit_form(form, cells, target)
         refits = [fit_form(form, d, target) for d in draws]
-        published = published_exponents("power_lines" if name == "step_law" and quantity == "batch" else name, quantity)
+        published = published_exponents(name, quantity)
+        other = published_exponents("power_lines", quantity) if (name, quantity) == ("step_law", "batch") else {}
         for variable in form[0]:
             values = np.array([r[variable] for r in refits if r is not None])
             low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan)
             rows.append({"quantity": quantity, "law": name, "variable": variable, "ours": point[variable] if point else np.nan,
                          "low": low, "high": high, "published": published.get(variable, np.nan),
-                         "published_other": published_exponents("step_law", "batch").get(variable, np.nan)
-                         if name == "step_law" and quantity == "batch" else np.nan})
+                         "published_other": other.get(variable, np.nan)})
     return pd.DataFrame(rows)
 
 
@@ -299,7 +304,7 @@ def lr_regret_draws(table: pd.DataFrame, best: pd.DataFrame, forms: dict = LR_FO
         g = table[(table["width"] == key[0]) & (table["batch_size"] == key[1]) & (table["tokens"] == key[2])]
         lrs = np.sort(g["lr"].unique())
         means = np.column_stack([_resampled_means(g.loc[g["lr"] == lr, "loss"].to_numpy(float), draws, rng) for lr in lrs])
-        curves[key], optima[key] = (lrs, means), fit.argmin_log_parabolas(lrs, means)
+        curves[key], optima[key] = (lrs, means), argmin_log_parabolas(lrs, means)
     keys = list(curves)
     out = []
     for d in range(draws):
@@ -377,31 +382,39 @@ PUBLISHED_WORDS = {  # whose exponent a form's published column shows (the batch
 }
 
 
-def exponent_table(m: dict) -> pd.DataFrame:
-    """law | quantity | variable | ours (95 % over seed resamples) | published."""
-    rows = []
-    for _, r in m["exponents"].iterrows():
-        published = [r["published"], r["published_other"]]
-        shown = ", ".join(f"{v:+.3g}" for v in sorted({v for v in published if np.isfinite(v)}, key=published.index))
-        ours = f"{r['ours']:+.2f} ({r['low']:+.2f} to {r['high']:+.2f})" if np.isfinite(r["ours"]) else "not fitted (the cells do not vary in it)"
-        rows.append({"quantity": {"lr": "optimal LR", "batch": "optimal batch size"}[r["quantity"]], "form": r["law"],
-                     "exponent of": r["variable"], "ours (95 %)": ours,
-                     "published": f"{shown} ({PUBLISHED_WORDS[(r['quantity'], r['law'])]})" if shown else ""})
-    return pd.DataFrame(rows)
+def _exponents_words(m: dict, quantity: str, law: str) -> tuple[str, str]:
+    """One form's fitted exponents with their 95 % intervals, and the published ones with whose they are."""
+    rows = m["exponents"][(m["exponents"]["quantity"] == quantity) & (m["exponents"]["law"] == law)]
+    fixed = {"lr": LR_FORMS, "batch": BATCH_FORMS}[quantity][law][1]
+    ours = [f"{r['variable']} {r['ours']:+.2f} ({r['low']:+.2f} to {r['high']:+.2f})" if np.isfinite(r["ours"]) else f"{r['variable']}: not fitted"
+            for _, r in rows.iterrows()] + [f"{v} {p:+g} (fixed)" for v, p in fixed.items()]
+    published = []
+    for _, r in rows.iterrows():
+        values = [v for v in (r["published"], r["published_other"]) if np.isfinite(v)]
+        published += [f"{r['variable']} {v:+.3g}" for v in dict.fromkeys(values)]
+    words = PUBLISHED_WORDS.get((quantity, law))
+    return "; ".join(ours) or "none (a coefficient alone)", (", ".join(published) + f" ({words})") if published else ""
 
 
-def regret_table(m: dict, quantity: str) -> pd.DataFrame:
-    """Per form, best first: its held-out cells, median regret in nats, the 95 % interval of its difference from the
-    square-root rule's over seed resamples (where measured), the worst regret, predictions outside the grid."""
-    summary = m["lr_summary" if quantity == "lr" else "batch_summary"]
+def laws_table(m: dict, quantity: str) -> pd.DataFrame:
+    """The issue's table, per form (best held-out prediction first): its form, our exponents (95 % over seed
+    resamples), the published ones, its held-out cells, median regret in nats, the 95 % interval of that median's
+    difference from the square-root rule's over seed resamples (the LR only), the worst regret, and how many
+    predictions left the grid."""
+    summary = m["lr_summary" if quantity == "lr" else "batch_summary"].set_index("law")
+    forms = list(summary.index) + [f for f in (LR_FORMS if quantity == "lr" else BATCH_FORMS) if f not in summary.index]
     rows = []
-    for _, r in summary.iterrows():
-        row = {"form": r["law"], "as": FORM_WORDS[quantity][r["law"]], "held-out cells": int(r["cells"]),
-               "median regret (nats)": round(float(r["median_regret"]), 4)}
-        if "minus_sqrt_rule_low" in r:
-            row["minus the sqrt rule's (95 %)"] = ("(the baseline)" if r["law"] == "sqrt_rule" else
-                                                   f"{r['minus_sqrt_rule_low']:+.4f} to {r['minus_sqrt_rule_high']:+.4f}")
-        rows.append({**row, "worst regret": round(float(r["worst_regret"]), 4), "beyond the grid": int(r["beyond_grid"])})
+    for law in forms:
+        ours, published = _exponents_words(m, quantity, law)
+        row = {"form": law, "as": FORM_WORDS[quantity][law], "ours (95 %)": ours, "published": published}
+        if law in summary.index:
+            r = summary.loc[law]
+            row.update({"held-out cells": int(r["cells"]), "median regret (nats)": round(float(r["median_regret"]), 4)})
+            if "minus_sqrt_rule_low" in summary:
+                row["minus the sqrt rule's (95 %)"] = ("(the baseline)" if law == "sqrt_rule" else
+                                                       f"{r['minus_sqrt_rule_low']:+.4f} to {r['minus_sqrt_rule_high']:+.4f}")
+            row.update({"worst regret": round(float(r["worst_regret"]), 4), "beyond the grid": int(r["beyond_grid"])})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -458,8 +471,13 @@ def _exponent_measurement(m: dict, quantity: str, form: tuple, variable: str, ce
         return {"untestable": why or "the optima in the regime do not vary in " + variable}
     refits = [fit_form(form, d.merge(cells[keys], on=keys), target) if len(d) else None
               for d in (m["lr_draws"] if quantity == "lr" else m["batch_draws"])]
-    return {**common.interval_measurement(point[variable], [r[variable] if r else np.nan for r in refits], cells, True, ""),
-            "regime": regime}
+    out = {**common.interval_measurement(point[variable], [r[variable] if r else np.nan for r in refits], cells, True, ""),
+           "regime": regime}
+    unresolved = int((~cells["resolved"].astype(bool)).sum())
+    if unresolved:  # the shared rule: an exponent that rests on optima a grid neighbour matches within the noise is within noise
+        out["unresolved"] = (f"{unresolved} of the {len(cells)} {'optimal LRs' if quantity == 'lr' else 'loss-optimal batch sizes'} "
+                             "the fit rests on are not resolved (a grid neighbour within the seeds' t interval)")
+    return out
 
 
 def _size_range(cells: pd.DataFrame, at_fixed: str | None = None) -> float | None:
@@ -516,10 +534,11 @@ def caveats(m: dict) -> list[str | None]:
         out.append(f"{len(edge)} of {len(bbest)} loss-optimal batch sizes sit at the end of the batch sizes with >= {MIN_STEPS} "
                    "steps, so they decide nothing: "
                    + ", ".join(f"(width {r['width']}, {r['tokens']:,} tokens)" for _, r in edge.iterrows()) + "." if len(edge) else None)
-    unresolved = common.verdict_cells(best)
-    out.append(f"{int((~unresolved['resolved']).sum())} of the {len(unresolved)} optimal LRs the fits read are not resolved (a grid "
-               "neighbour is within the seeds' t interval): their LR is where the parabola through the seed means puts it, and "
-               "the exponents' intervals over seed resamples carry that." if len(unresolved) and (~unresolved["resolved"]).any() else None)
+    for name, cells in (("optimal LRs", m["lr_cells"]), ("loss-optimal batch sizes", m["batch_cells"])):
+        if len(cells) and (~cells["resolved"].astype(bool)).any():
+            out.append(f"{int((~cells['resolved'].astype(bool)).sum())} of the {len(cells)} {name} the fits read are not resolved (a grid "
+                       "neighbour is within the seeds' t interval): each sits where the parabola through the seed means puts it, so "
+                       "a claim resting on them reads within noise whatever its interval says (the shared rule).")
     readable = m["lr_cells"]
     if len(readable):
         kept = in_regime(readable)
@@ -533,6 +552,11 @@ def caveats(m: dict) -> list[str | None]:
         out.append(f"The laws were fitted at {low('N'):.2g} parameters and {low('D'):.2g} tokens and up; these cells are {n.min():,}-{n.max():,} "
                    f"non-embedding parameters (standard parameterization) and {d.min():,}-{d.max():,} tokens, so a fitted exponent "
                    "describes this scale, and the published constants are not expected to hold here.")
+        share = 1 - best["N"] / (best["N"] + best["embedding"])
+        out.append(f"N counts non-embedding parameters, as Step Law does; at these widths the embeddings and output head are "
+                   f"{share.min():.0%}-{share.max():.0%} of all parameters, so how N is counted moves both the exponents of N and "
+                   "which cells pass the tokens-per-parameter cut (Porian et al. count the output head: with it the cells that "
+                   "pass span less than the 4x in N the model-size claims require).")
     return out
 
 
@@ -638,7 +662,7 @@ def figure(m: dict, published: pd.DataFrame, fixed_batch: int):
     _our_panel(axes[1, 1], m["lr_cells"], at_b, free, fit_form(free, m["lr_cells"], "optimal_lr"),
                [fit_form(free, d, "optimal_lr") for d in m["lr_draws"][:200]], "optimal_lr", {"B": float(fixed_batch)},
                f"optimal LR at B = {fixed_batch}")
-    axes[1, 1].set_title(f"ours: optimal LR at B = {fixed_batch}, fit c N^a B^b D^c on every readable optimum", fontsize=9)
+    axes[1, 1].set_title(f"ours: optimal LR at B = {fixed_batch}, fit c N^a B^b D^d on every readable optimum", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -650,8 +674,9 @@ def summary_markdown(m: dict) -> str:
     if not len(summary):
         return "No readable optimal LR: nothing is held out at this scale."
     first, cost = summary.iloc[0], m["factor_two_cost"]
+    held = m["lr_regret"][["width", "tokens"]].drop_duplicates()
     words = [f"Held out one (width, budget) cell at a time, **{first['law']}** ({FORM_WORDS['lr'][first['law']]}) predicts the optimal LR "
-             f"best: a median regret of {first['median_regret']:.4f} nats over {int(first['cells'])} held-out cells "
+             f"best: a median regret of {first['median_regret']:.4f} nats over {int(first['cells'])} batch sizes of {len(held)} held-out cells "
              f"(an LR one factor-2 step off the best costs {cost:.4f} in the median cell)."]
     if "minus_sqrt_rule_low" in summary:
         beat = summary[summary["minus_sqrt_rule_high"] < 0]["law"].tolist()
