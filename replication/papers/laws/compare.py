@@ -20,6 +20,7 @@ from replication.claims import claim
 from replication.experiments import stored
 from replication.fit import argmin_log_parabolas
 from replication.params import experiment
+from replication.papers.laws.advise import _count, curves
 from replication.papers.laws.published import Request, load_laws
 from replication.papers.power import common, lr_surface
 from replication.sizes import count_parameters, flops_per_token
@@ -157,10 +158,15 @@ def batch_table(table: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["lr"] == rows["best_lr"]].drop(columns="best_lr")
 
 
+def _enough_batch_sizes(btable: pd.DataFrame) -> pd.Series:
+    """The rows of (width, budget) groups with at least 3 batch sizes: the fewest a batch-size optimum is read from."""
+    return btable.groupby(["width", "tokens"])["batch_size"].transform("nunique") >= 3
+
+
 def batch_optima(btable: pd.DataFrame, size: pd.DataFrame) -> pd.DataFrame:
     """The loss-optimal batch size per (width, budget): a parabola in log B over the loss at each batch size's best
     LR, with the same edge and resolution rules as an optimal LR. Budgets with fewer than 3 batch sizes left out."""
-    enough = btable.groupby(["width", "tokens"])["batch_size"].transform("nunique") >= 3
+    enough = _enough_batch_sizes(btable)
     if not enough.any():
         return pd.DataFrame(columns=["width", "tokens", "optimal_batch_size", "on_edge", "resolved", "steps", "n_seeds"])
     return _variables(common.optima(btable[enough], ["width", "tokens"], x="batch_size"), size)
@@ -169,7 +175,7 @@ def batch_optima(btable: pd.DataFrame, size: pd.DataFrame) -> pd.DataFrame:
 def batch_optima_draws(btable: pd.DataFrame, size: pd.DataFrame, draws: int = DRAWS) -> list[pd.DataFrame]:
     """`batch_optima` on seed resamples of the losses at each batch size's best LR (which stays where the seed
     means put it)."""
-    enough = btable.groupby(["width", "tokens"])["batch_size"].transform("nunique") >= 3
+    enough = _enough_batch_sizes(btable)
     if not enough.any():
         return []
     return [_variables(d, size) for d in common.optima_draws(btable[enough], ["width", "tokens"], x="batch_size", draws=draws)]
@@ -281,6 +287,7 @@ def _lr_regret_rows(cells: pd.DataFrame, curves: dict, forms: dict) -> list[dict
 
 
 def _curves(table: pd.DataFrame, cells: pd.DataFrame) -> dict:
+    """Per (width, batch size, budget) of `cells`: its seed-mean loss by LR."""
     means = table.groupby(["width", "batch_size", "tokens", "lr"])["loss"].mean()
     return {key: means.loc[key] for key in cells[["width", "batch_size", "tokens"]].itertuples(index=False, name=None)}
 
@@ -348,10 +355,10 @@ def factor_two_cost(table: pd.DataFrame, best: pd.DataFrame) -> float:
     """The median loss of an LR one factor-2 grid step off the best (the worse side), over the readable cells: what a
     miss by the grid's step costs here, the scale a regret is read against."""
     cells = common.verdict_cells(best)
-    curves = table.groupby(["width", "batch_size", "tokens", "lr"])["loss"].mean()
+    curves = _curves(table, cells)
     costs = []
     for _, row in cells.iterrows():
-        curve = curves.loc[(row["width"], row["batch_size"], row["tokens"])]
+        curve = curves[(row["width"], row["batch_size"], row["tokens"])]
         costs.append(max(_loss_at(curve, row["best_lr"] * f)[0] for f in (0.5, 2.0)) - float(curve.min()))
     return float(np.median(costs)) if costs else np.nan
 
@@ -565,12 +572,6 @@ def caveats(m: dict) -> list[str | None]:
 PUBLISHED_AT = (1.24e8, 1.3e9)  # the two model sizes the published laws are drawn at (GPT-2 small, a 1.3B model)
 
 
-def _count(value: float) -> str:
-    from replication.papers.laws.advise import _count as count
-
-    return count(value)
-
-
 def caption(exp, m: dict) -> str:
     """What the figure states about its scale: profile, widths and their N, budgets, batch sizes, seeds."""
     best, cells = m["best"], m["lr_cells"]
@@ -584,8 +585,6 @@ def caption(exp, m: dict) -> str:
 def published_curves(sizes_n=PUBLISHED_AT, seq_len: int = 2048) -> pd.DataFrame:
     """Each law's own batch size (tokens per step) and peak LR over D = 1e8-1e12 tokens at each N of `sizes_n`
     (advise's curves): one row per law, N and budget."""
-    from replication.papers.laws.advise import curves
-
     return pd.concat([curves(Request(params=n, tokens=1e10, seq_len=seq_len), load_laws(), decades=2.0).assign(N=n) for n in sizes_n],
                      ignore_index=True)
 
@@ -613,8 +612,7 @@ def _published_panel(ax, frame: pd.DataFrame, column: str, label: str) -> None:
     ax.legend(fontsize=6.5, ncol=2)
 
 
-def _our_panel(ax, cells: pd.DataFrame, all_optima: pd.DataFrame, form: tuple, fitted: dict | None, draws: list[dict], target: str,
-               fixed: dict, label: str) -> None:
+def _our_panel(ax, all_optima: pd.DataFrame, fitted: dict | None, draws: list[dict], target: str, fixed: dict, label: str) -> None:
     """Our optima against D, a colour per width (filled: the fit reads it; otherwise its marker says why not), and
     the fitted form per width at the `fixed` values of the rest, with its 95 % band over seed resamples."""
     widths = sorted(all_optima["width"].unique())
@@ -652,14 +650,14 @@ def figure(m: dict, published: pd.DataFrame, fixed_batch: int):
     b_cells = m["batch_cells"]
     form = (("N", "D") if len(b_cells) and b_cells["width"].nunique() > 1 and b_cells["tokens"].nunique() > 1 else ("D",), {})
     if len(m["batch_best"]):
-        _our_panel(axes[1, 0], b_cells, m["batch_best"], form, fit_form(form, b_cells, "optimal_batch_size") if len(b_cells) else None,
+        _our_panel(axes[1, 0], m["batch_best"], fit_form(form, b_cells, "optimal_batch_size") if len(b_cells) else None,
                    [fit_form(form, d, "optimal_batch_size") if len(d) else None for d in m["batch_draws"][:200]], "optimal_batch_size", {},
                    "loss-optimal batch size B (sequences)")
     axes[1, 0].set_title("ours: loss-optimal batch size, fit " + " ".join(["c"] + [f"{v}^{e}" for v, e in zip(form[0], "ab")])
                          + " on the readable optima", fontsize=9)
     at_b = m["best"][m["best"]["batch_size"] == fixed_batch]
     free = LR_FORMS["free"]
-    _our_panel(axes[1, 1], m["lr_cells"], at_b, free, fit_form(free, m["lr_cells"], "optimal_lr"),
+    _our_panel(axes[1, 1], at_b, fit_form(free, m["lr_cells"], "optimal_lr"),
                [fit_form(free, d, "optimal_lr") for d in m["lr_draws"][:200]], "optimal_lr", {"B": float(fixed_batch)},
                f"optimal LR at B = {fixed_batch}")
     axes[1, 1].set_title(f"ours: optimal LR at B = {fixed_batch}, fit c N^a B^b D^d on every readable optimum", fontsize=9)
